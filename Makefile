@@ -1,0 +1,53 @@
+# Two commands set everything up: `make install`, then `make test` (or `make demo`).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+LOCAL := deploy/local
+
+.PHONY: install test unit integration e2e lint services-up services-down services-status bench demo clean
+
+install: $(VENV)/.installed
+	@$(LOCAL)/kafka.sh fetch
+	@$(LOCAL)/elasticsearch.sh fetch
+
+# Reinstall only when the dependency list changes, so a second `make install` is quick.
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "logferry needs Python 3.11 or newer")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: $(VENV)/.installed
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+e2e: $(VENV)/.installed
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+services-up:
+	@$(LOCAL)/kafka.sh start
+	@$(LOCAL)/elasticsearch.sh start
+
+services-down:
+	@$(LOCAL)/kafka.sh stop
+	@$(LOCAL)/elasticsearch.sh stop
+
+services-status:
+	@$(LOCAL)/kafka.sh status; $(LOCAL)/elasticsearch.sh status
+
+bench: $(VENV)/.installed
+	$(PY) bench/collector_throughput.py
+
+clean:
+	rm -rf $(VENV) .state .pytest_cache .ruff_cache

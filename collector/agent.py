@@ -1,0 +1,352 @@
+"""The node agent's loop: scan, read, decode, join, encode, send, checkpoint.
+
+One thread does the work so that no lock sits on the per-line path; librdkafka's own threads
+compress and send. Files are grouped by the folder they live in (one container): within a
+group the oldest file is read first, so a container's lines reach Kafka in the order they
+were written even across rotation, and a record split across a rotation is still joined.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector.checkpoint import Checkpoints
+from collector.config import Config
+from collector.decode import DECODERS, Line, detect
+from collector.discover import Discovery, Found
+from collector.encode import Encoder
+from collector.join import Joiner, Record
+from collector.metrics import METRICS, Health
+from collector.multiline import MultilineRule
+from collector.sink import Sink
+from collector.tail import Tail
+
+log = logging.getLogger("collector.agent")
+
+READ_SIZE = 1024 * 1024
+"""Bytes read from one file per turn: large reads keep syscalls and Python calls per line low."""
+
+
+@dataclass(eq=False)
+class File:
+    tail: Tail
+    path: str
+    group: Group
+    rotated: bool
+    mtime: float
+    seen: bool = True
+    encoder: Encoder | None = None
+    decode: Callable[[bytes], Line] | None = None
+    acked: int = 0
+    """End of the bytes whose records the sink acknowledged: what the checkpoint holds."""
+
+    def committable(self) -> int:
+        held = self.group.joiner.held_from(self)
+        return self.tail.offset if held is None else min(held, self.tail.offset)
+
+
+@dataclass(eq=False)
+class Group:
+    """The files of one container (one folder): current, rotated and unlinked-but-open."""
+
+    folder: str
+    joiner: Joiner
+    meta: dict[str, Any]
+    files: list[File] = field(default_factory=list)
+    in_flight: int = 0
+    failed: bool = False
+    """A batch failed for good: checkpoints of this group stay where they are this run."""
+
+    @property
+    def key(self) -> str:
+        return str(self.meta.get("container.id") or self.folder)
+
+
+class Agent:
+    def __init__(self, config: Config, sink: Sink, health: Health | None = None) -> None:
+        self.config = config
+        self.sink = sink
+        self.health = health or Health()
+        self.checkpoints = Checkpoints(config.state_dir)
+        self.discovery = Discovery(
+            config.docker_root, config.log_root, config.include, config.exclude
+        )
+        self.files: dict[tuple[int, int], File] = {}
+        self.groups: dict[str, Group] = {}
+        self.finished: dict[tuple[int, int], int] = {}
+        """Files read to their end and let go, with their size then: not opened again."""
+        self.stopping = False
+        self.waiting = 0
+
+    # --- discovery -------------------------------------------------------------------------
+
+    def scan(self) -> None:
+        merged: dict[tuple[int, int], list[Found]] = {}
+        for found in self.discovery.scan():
+            merged.setdefault((found.dev, found.ino), []).append(found)
+        for file in self.files.values():
+            file.seen = False
+        waiting = 0
+        for identity, paths in merged.items():
+            file = self.files.get(identity)
+            if file is None:
+                size = paths[0].size
+                if self.finished.get(identity) == size or size == 0:
+                    continue
+                if len(self.files) >= self.config.max_open_files:
+                    waiting += 1
+                    continue
+                file = self.open(identity, paths)
+                if file is None:
+                    continue
+            file.seen = True
+            file.rotated = all(p.rotated for p in paths)
+            file.mtime = max(p.mtime for p in paths)
+            file.path = preferred(paths).path
+            if file.encoder is not None:
+                file.encoder.path = file.path
+            if file.tail.fingerprint:
+                self.checkpoints.touch(file.tail.fingerprint)
+            METRICS.bytes_behind.labels(file.path).set(max(0, paths[0].size - file.tail.offset))
+        if waiting and waiting != self.waiting:
+            log.warning("max_open_files=%d reached: %d files wait", len(self.files), waiting)
+        self.waiting = waiting
+        METRICS.files_waiting.set(waiting)
+        for group in self.groups.values():
+            group.files.sort(key=age)
+        METRICS.files_open.set(len(self.files))
+
+    def open(self, identity: tuple[int, int], paths: list[Found]) -> File | None:
+        best = preferred(paths)
+        folder = os.path.dirname(best.real)
+        try:
+            tail = Tail.open(best.path, folder, self.config.max_record_bytes + 64 * 1024)
+        except OSError as exc:
+            log.warning("cannot open %s: %s", best.path, exc)
+            return None
+        if (tail.dev, tail.ino) != identity:
+            # Replaced between the scan and the open: the next scan sees the new file.
+            tail.close()
+            return None
+        group = self.groups.get(folder)
+        meta: dict[str, Any] = {}
+        for p in paths:
+            meta.update(p.meta)
+        if group is None:
+            rule = self.multiline_rule(meta)
+            joiner = Joiner(rule, self.config.max_record_bytes, self.config.multiline_timeout)
+            group = self.groups[folder] = Group(folder, joiner, meta)
+        else:
+            group.meta.update(meta)
+        file = File(tail, best.path, group, best.rotated, best.mtime)
+        group.files.append(file)
+        self.files[identity] = file
+        log.debug("opened %s", best.path)
+        return file
+
+    def multiline_rule(self, meta: dict[str, Any]) -> MultilineRule | None:
+        name = "/".join(
+            str(meta.get(k, ""))
+            for k in ("kubernetes.namespace", "kubernetes.pod.name", "kubernetes.container.name")
+        )
+        for glob, rule in self.config.multiline:
+            if fnmatch.fnmatchcase(name, glob):
+                return rule
+        return None
+
+    def identify(self, file: File) -> bool:
+        """Once the first line is complete: format, checkpoint, encoder."""
+        tail = file.tail
+        if not tail.identify():
+            return False
+        assert tail.fingerprint is not None
+        head = os.pread(tail.fd, 512, 0)
+        file.decode = DECODERS[detect(head)]
+        resume = self.checkpoints.get(tail.fingerprint)
+        if resume is not None and resume <= tail.size():
+            tail.seek(resume)
+            file.acked = resume
+            log.debug("resuming %s at %d", file.path, resume)
+        meta = dict(file.group.meta)
+        meta["host.name"] = self.config.node_name
+        meta.setdefault(
+            "container.runtime", "docker" if file.decode is DECODERS["docker"] else "cri"
+        )
+        file.encoder = Encoder(file.path, tail.fingerprint, meta)
+        return True
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def turn(self) -> bool:
+        """Read one chunk from each readable file; True when anything was read."""
+        worked = False
+        now = time.monotonic()
+        for group in list(self.groups.values()):
+            for file in list(group.files):
+                if file.encoder is None and not self.identify(file):
+                    break
+                if file.tail.truncated():
+                    log.info("%s was truncated; reading it from the start", file.path)
+                    file.tail.restart()
+                    file.encoder = None
+                    file.acked = 0
+                    if not self.identify(file):
+                        break
+                # One chunk per container a turn, from its oldest file with complete lines:
+                # newer files wait until the older ones are read to their end.
+                chunk = file.tail.read(READ_SIZE)
+                if chunk is not None:
+                    self.process(file, chunk, now)
+                    worked = True
+                    break
+                if self.releasable(file):
+                    self.release(file)
+            if group.joiner.holding():
+                out: list[Record] = []
+                group.joiner.expire(now, out)
+                if out:
+                    self.send(group, out)
+            if not group.files and not group.joiner.holding() and group.in_flight == 0:
+                del self.groups[group.folder]
+        return worked
+
+    def process(self, file: File, chunk: Any, now: float) -> None:
+        joiner = file.group.joiner
+        joiner.now = now
+        push = joiner.push
+        decode = file.decode
+        assert decode is not None
+        out: list[Record] = []
+        offset = chunk.offset
+        for raw in chunk.lines:
+            push(file, offset, decode(raw), out)
+            offset += len(raw) + 1
+        METRICS.bytes_read.inc(chunk.end - chunk.offset)
+        METRICS.lines_read.inc(len(chunk.lines))
+        self.send(file.group, out)
+
+    def send(self, group: Group, records: list[Record]) -> None:
+        errors = sum(1 for r in records if "parse_error" in r.tags)
+        if errors:
+            METRICS.parse_errors.inc(errors)
+        values = [r.source.encoder.encode(r) for r in records]
+        marks = [(f, f.committable()) for f in group.files]
+        if not values and group.in_flight:
+            return
+        group.in_flight += 1
+
+        def done(ok: bool) -> None:
+            group.in_flight -= 1
+            if not ok:
+                group.failed = True
+            if group.failed:
+                return
+            for f, mark in marks:
+                if mark > f.acked:
+                    f.acked = mark
+
+        self.sink.send(group.key, values, done)
+
+    def releasable(self, file: File) -> bool:
+        """A file no path reaches any more, or a rotated one, read to its end and delivered."""
+        if file.seen and not file.rotated:
+            return False
+        tail = file.tail
+        return (
+            tail.size() == tail.offset == file.acked and file.group.joiner.held_from(file) is None
+        )
+
+    def release(self, file: File) -> None:
+        self.save_file(file)
+        identity = (file.tail.dev, file.tail.ino)
+        self.finished[identity] = file.tail.offset
+        del self.files[identity]
+        file.group.files.remove(file)
+        with contextlib.suppress(KeyError):
+            METRICS.bytes_behind.remove(file.path)
+        file.tail.close()
+        log.debug("released %s", file.path)
+
+    # --- checkpoints and the loop -----------------------------------------------------------
+
+    def save_file(self, file: File) -> None:
+        if file.tail.fingerprint is not None and file.encoder is not None:
+            self.checkpoints.set(file.tail.fingerprint, file.acked, file.path)
+
+    def save(self) -> None:
+        for file in self.files.values():
+            self.save_file(file)
+        self.checkpoints.save()
+
+    def idle(self) -> bool:
+        """Everything found has been read to its current end and delivered."""
+        for f in self.files.values():
+            if f.encoder is None:
+                if f.tail.identify():
+                    return False
+            elif f.tail.behind() > len(f.tail.pending):
+                return False
+        return all(g.in_flight == 0 for g in self.groups.values())
+
+    def flush_held(self) -> None:
+        for group in self.groups.values():
+            out: list[Record] = []
+            group.joiner.expire(time.monotonic(), out, force=True)
+            if out:
+                self.send(group, out)
+
+    def run(self) -> int:
+        config = self.config
+        next_scan = next_save = 0.0
+        while not self.stopping:
+            now = time.monotonic()
+            self.health.beat = now
+            if now >= next_scan:
+                self.scan()
+                self.health.ready = True
+                next_scan = now + config.scan_interval
+            worked = self.turn()
+            self.sink.poll(0 if worked else 0.05)
+            if now >= next_save:
+                self.save()
+                next_save = now + config.checkpoint_interval
+            if config.once and not worked and self.settled():
+                break
+        return self.shutdown()
+
+    def settled(self) -> bool:
+        """--once: all read; then what joining still holds is let go and delivered."""
+        if not self.idle():
+            return False
+        self.flush_held()
+        self.sink.flush(self.config.shutdown_grace)
+        self.sink.poll(0)
+        return self.idle()
+
+    def shutdown(self) -> int:
+        self.flush_held()
+        left = self.sink.flush(self.config.shutdown_grace)
+        if left:
+            log.warning("%d records undelivered at stop; they will be read again", left)
+        self.save()
+        self.sink.close()
+        for file in self.files.values():
+            file.tail.close()
+        return 0
+
+
+def preferred(paths: list[Found]) -> Found:
+    """The name shown in log.file.path: the real file over a symlink, pods over containers."""
+    return min(paths, key=lambda p: (p.path != p.real, "/containers/" in p.path, p.path))
+
+
+def age(file: File) -> tuple[int, float]:
+    """Oldest first: unlinked and rotated files hold lines written before the current one."""
+    return (0 if not file.seen else 1 if file.rotated else 2, file.mtime)

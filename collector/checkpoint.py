@@ -1,0 +1,92 @@
+"""Where each file's acknowledged records end, kept on the node across restarts.
+
+Keyed by the file's fingerprint (content plus folder, see tail.py), so a renamed file is
+found again and a reused inode is not mistaken for the old file. Written with
+write-then-rename, so a crash leaves the previous complete state, never a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+
+import orjson
+
+FORGET_AFTER = 24 * 3600.0
+"""A file gone this long will not come back; its entry is dropped."""
+
+
+@dataclass(slots=True)
+class Position:
+    offset: int
+    path: str
+    seen: float
+
+
+class Checkpoints:
+    def __init__(self, state_dir: str) -> None:
+        os.makedirs(state_dir, exist_ok=True)
+        self.file = os.path.join(state_dir, "checkpoints.json")
+        self.positions: dict[str, Position] = {}
+        self.dirty = False
+        self.load()
+
+    def load(self) -> None:
+        try:
+            with open(self.file, "rb") as f:
+                saved = orjson.loads(f.read())
+        except FileNotFoundError:
+            return
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise ValueError(f"checkpoint file {self.file} is unreadable: {exc}") from exc
+        for key, entry in saved.get("files", {}).items():
+            self.positions[key] = Position(int(entry["offset"]), entry["path"], entry["seen"])
+
+    def get(self, key: str) -> int | None:
+        position = self.positions.get(key)
+        return position.offset if position else None
+
+    def set(self, key: str, offset: int, path: str) -> None:
+        position = self.positions.get(key)
+        if position is None:
+            self.positions[key] = Position(offset, path, time.time())
+            self.dirty = True
+        elif position.offset != offset or position.path != path:
+            position.offset = offset
+            position.path = path
+            position.seen = time.time()
+            self.dirty = True
+
+    def touch(self, key: str) -> None:
+        position = self.positions.get(key)
+        if position is not None:
+            position.seen = time.time()
+
+    def save(self) -> None:
+        now = time.time()
+        for key in [k for k, p in self.positions.items() if now - p.seen > FORGET_AFTER]:
+            del self.positions[key]
+        if not self.dirty:
+            return
+        data = orjson.dumps(
+            {
+                "version": 1,
+                "files": {
+                    k: {"offset": p.offset, "path": p.path, "seen": p.seen}
+                    for k, p in self.positions.items()
+                },
+            }
+        )
+        tmp = f"{self.file}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.file)
+        with contextlib.suppress(OSError):
+            folder = os.open(os.path.dirname(self.file), os.O_RDONLY)
+            os.fsync(folder)
+            os.close(folder)
+        self.dirty = False

@@ -1,0 +1,67 @@
+"""`python -m collector`: settings, signals, then the agent's loop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from confluent_kafka import KafkaException
+
+from collector import jsonlog
+from collector.agent import Agent
+from collector.config import parse
+from collector.metrics import Health, serve
+from collector.settings import SettingError
+from collector.sink import KafkaSink, Sink, StreamSink
+
+log = logging.getLogger("collector")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = parse(argv)
+    except SettingError as exc:
+        print(f"collector: {exc}", file=sys.stderr)
+        return 2
+    jsonlog.setup(config.log_level)
+    health = Health()
+    if config.metrics_port:
+        try:
+            serve(config.metrics_port, health)
+        except OSError as exc:
+            print(
+                f"collector: setting metrics_port: cannot listen on {config.metrics_port}: {exc}",
+                file=sys.stderr,
+            )
+            return 2
+    agent: Agent | None = None
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        if agent is not None:
+            agent.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    sink: Sink
+    try:
+        if config.sink == "kafka":
+            sink = KafkaSink(config.topic, config.kafka)
+        else:
+            sink = StreamSink.for_spec(config.sink)
+    except KafkaException as exc:
+        print(f"collector: setting kafka: {exc.args[0].str()}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"collector: setting sink: {exc}", file=sys.stderr)
+        return 2
+    try:
+        agent = Agent(config, sink, health)
+    except (OSError, ValueError) as exc:
+        print(f"collector: setting state_dir: {exc}", file=sys.stderr)
+        return 2
+    log.info("collector started, sink %s", config.sink)
+    return agent.run()

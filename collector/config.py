@@ -1,0 +1,120 @@
+"""The collector's settings: the table behind YAML, environment and flags, and their checks."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from collector.multiline import MultilineRule, rule_for
+from collector.settings import Option, SettingError, boolean, key_value, load
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"must be a positive whole number, got {text}")
+    return value
+
+
+def port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"must be a port from 0 to 65535 (0: off), got {text}")
+    return value
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError(f"must be zero or more seconds, got {text}")
+    return value
+
+
+def sink_spec(text: str) -> str:
+    if text in ("kafka", "stdout") or (text.startswith("file:") and len(text) > 5):
+        return text
+    raise ValueError(f"must be kafka, stdout or file:PATH, got {text!r}")
+
+
+def multiline_spec(text: str) -> tuple[str, MultilineRule]:
+    glob, rule = key_value(text)
+    return glob, rule_for(rule)
+
+
+OPTIONS = (
+    Option("docker_root", "/var/lib/docker/containers", "Docker json-file log folder"),
+    Option("log_root", "/var/log", "folder holding pods/ and containers/"),
+    Option("state_dir", "/var/lib/logferry", "folder for checkpoints", env="LOGFERRY_STATE_DIR"),
+    Option("sink", "kafka", "where records go: kafka, stdout or file:PATH", sink_spec),
+    Option("once", False, "read every file to its current end, flush, exit", boolean, switch=True),
+    Option("bootstrap_servers", "", "Kafka bootstrap servers", env="KAFKA_BOOTSTRAP_SERVERS"),
+    Option("topic", "logs", "Kafka topic", env="LOGFERRY_TOPIC"),
+    Option(
+        "kafka",
+        {},
+        "librdkafka setting KEY=VALUE, repeatable (TLS, SASL, compression...)",
+    ),
+    Option("include", [], "only files whose path matches one of these globs", many=True),
+    Option("exclude", [], "skip files whose path matches one of these globs", many=True),
+    Option(
+        "multiline",
+        [],
+        "GLOB=RULE: join stack traces for containers whose namespace/pod/container matches "
+        "GLOB; RULE is java, python, go or a first-line regex; repeatable",
+        multiline_spec,
+        many=True,
+    ),
+    Option("multiline_timeout", 1.0, "seconds a multi-line record waits for more", seconds),
+    Option(
+        "max_record_bytes", 1024 * 1024, "records are cut (tag truncated) past this", positive_int
+    ),
+    Option("max_open_files", 1024, "most log files held open at once", positive_int),
+    Option("metrics_port", 2020, "port of /metrics, /healthz, /readyz (0: off)", port),
+    Option("node_name", "", "this node's name (host.name)", env="NODE_NAME"),
+    Option("checkpoint_interval", 1.0, "seconds between checkpoint saves", seconds),
+    Option("scan_interval", 0.5, "seconds between scans for new files", seconds),
+    Option("shutdown_grace", 20.0, "seconds to deliver what is in flight at stop", seconds),
+    Option("log_level", "info", "debug, info, warning or error", env="LOGFERRY_LOG_LEVEL"),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    docker_root: str
+    log_root: str
+    state_dir: str
+    sink: str
+    once: bool
+    bootstrap_servers: str
+    topic: str
+    kafka: dict[str, Any]
+    include: list[str]
+    exclude: list[str]
+    multiline: list[tuple[str, MultilineRule]]
+    multiline_timeout: float
+    max_record_bytes: int
+    max_open_files: int
+    metrics_port: int
+    node_name: str
+    checkpoint_interval: float
+    scan_interval: float
+    shutdown_grace: float
+    log_level: str
+
+
+def parse(argv: Sequence[str] | None = None) -> Config:
+    values = load("python -m collector", "logferry node agent", OPTIONS, argv)
+    if values["sink"] == "kafka" and not values["bootstrap_servers"]:
+        raise SettingError(
+            "setting bootstrap_servers: needed for the kafka sink "
+            "(--bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS)"
+        )
+    if values["log_level"].lower() not in ("debug", "info", "warning", "error"):
+        raise SettingError(f"setting log_level: unknown level {values['log_level']!r}")
+    if not values["node_name"]:
+        values["node_name"] = socket.gethostname()
+    if values["bootstrap_servers"]:
+        values["kafka"] = {"bootstrap.servers": values["bootstrap_servers"], **values["kafka"]}
+    return Config(**values)

@@ -1,0 +1,135 @@
+"""Where encoded records go: Kafka, or JSON lines on stdout or in a file.
+
+A sink calls `done` for a batch only once every record of it is delivered (for Kafka:
+acknowledged by the brokers under acks=all). The agent advances a file's checkpoint from
+that call alone, which is what makes delivery at-least-once across crashes.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, Any, Protocol
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from collector.metrics import METRICS
+
+log = logging.getLogger("collector.sink")
+
+Done = Callable[[bool], None]
+"""Called once per batch: True when all of it was delivered, False when a part failed for good."""
+
+KAFKA_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "enable.idempotence": True,
+    "compression.type": "zstd",
+    "linger.ms": 50,
+    "batch.size": 1_000_000,
+    "batch.num.messages": 10_000,
+    # Bounded memory: when this fills, produce() refuses and reading pauses.
+    "queue.buffering.max.kbytes": 32 * 1024,
+    "queue.buffering.max.messages": 200_000,
+    # Retry until delivered rather than give up while the broker is away; the checkpoint
+    # stays behind meanwhile, and shutdown is bounded by the grace period instead.
+    "message.timeout.ms": 0,
+    "message.max.bytes": 8 * 1024 * 1024,
+}
+
+
+class Sink(Protocol):
+    def send(self, key: str, values: list[bytes], done: Done) -> None: ...
+    def poll(self, timeout: float) -> None: ...
+    def flush(self, timeout: float) -> int: ...
+    def close(self) -> None: ...
+
+
+class KafkaSink:
+    def __init__(self, topic: str, config: dict[str, Any]) -> None:
+        settings = {**KAFKA_DEFAULTS, **config, "error_cb": self.on_error}
+        self.topic = topic
+        self.producer = Producer(settings)
+
+    def on_error(self, error: KafkaError) -> None:
+        METRICS.delivery_errors.inc()
+        if error.fatal():
+            log.error("kafka fatal error: %s", error.str())
+        else:
+            log.warning("kafka: %s", error.str())
+
+    def send(self, key: str, values: list[bytes], done: Done) -> None:
+        if not values:
+            done(True)
+            return
+        produce = self.producer.produce
+        topic = self.topic
+        last = len(values) - 1
+
+        def delivered(error: KafkaError | None, _message: object) -> None:
+            if error is not None:
+                METRICS.delivery_errors.inc()
+                log.error("kafka delivery failed, checkpoint kept: %s", error.str())
+            done(error is None)
+
+        # Records of one file share a key, so one partition: with idempotence on, Kafka
+        # keeps their order, and the report for the last one speaks for the batch.
+        for n, value in enumerate(values):
+            callback = delivered if n == last else None
+            while True:
+                try:
+                    produce(topic, value, key, on_delivery=callback)
+                    break
+                except BufferError:
+                    # librdkafka's queue is full: wait for deliveries instead of reading on.
+                    self.producer.poll(0.05)
+                except KafkaException as exc:
+                    METRICS.delivery_errors.inc()
+                    log.error("kafka refused a record, checkpoint kept: %s", exc)
+                    done(False)
+                    return
+        METRICS.records_produced.inc(len(values))
+
+    def poll(self, timeout: float) -> None:
+        self.producer.poll(timeout)
+
+    def flush(self, timeout: float) -> int:
+        return self.producer.flush(timeout)
+
+    def close(self) -> None:
+        self.producer.flush(0)
+
+
+class StreamSink:
+    """JSON lines to stdout or a file; a batch counts as delivered once written and flushed."""
+
+    def __init__(self, stream: IO[bytes], owned: bool) -> None:
+        self.stream = stream
+        self.owned = owned
+
+    @classmethod
+    def for_spec(cls, spec: str) -> StreamSink:
+        if spec == "stdout":
+            return cls(sys.stdout.buffer, owned=False)
+        return cls(open(spec.removeprefix("file:"), "ab"), owned=True)
+
+    def send(self, key: str, values: list[bytes], done: Done) -> None:
+        if values:
+            self.stream.write(b"\n".join(values) + b"\n")
+            self.stream.flush()
+            METRICS.records_produced.inc(len(values))
+        done(True)
+
+    def poll(self, timeout: float) -> None:
+        if timeout > 0:
+            time.sleep(timeout)
+
+    def flush(self, timeout: float) -> int:
+        self.stream.flush()
+        return 0
+
+    def close(self) -> None:
+        self.stream.flush()
+        if self.owned:
+            self.stream.close()

@@ -1,0 +1,122 @@
+"""Following one log file by its open descriptor, across rename, unlink and truncation.
+
+A `Tail` owns the file descriptor, so bytes stay readable after the runtime renames the
+file and even after kubelet gzips and unlinks it: the agent drains the descriptor to its end
+before letting go. Reads are large and split into complete lines; a last line without its
+newline waits for the next read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import NamedTuple
+
+FINGERPRINT_BYTES = 4096
+"""The first line (at most this much) identifies a file's content across renames."""
+
+
+class Chunk(NamedTuple):
+    offset: int
+    """Byte offset of the first line."""
+    lines: list[bytes]
+    """Complete lines without their newlines."""
+    end: int
+    """Byte offset just past the last line's newline."""
+
+
+def fingerprint(fd: int, salt: str) -> str | None:
+    """A stable id for the file's content: its first line plus the folder it was found in.
+
+    The folder is part of it because two containers may well print the same first line; the
+    inode is not, because rotation keeps content but inodes get reused. None until the
+    first line is complete, so a file is never identified by a prefix that will still grow.
+    """
+    head = os.pread(fd, FINGERPRINT_BYTES, 0)
+    end = head.find(b"\n")
+    if end < 0:
+        if len(head) < FINGERPRINT_BYTES:
+            return None
+        end = len(head)
+    digest = hashlib.blake2b(head[:end], digest_size=8, person=b"logferry")
+    digest.update(salt.encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+class Tail:
+    """Reads complete lines from one open file, remembering where the next one starts."""
+
+    __slots__ = ("dev", "fd", "fingerprint", "folder", "ino", "max_line", "offset", "pending")
+
+    def __init__(self, fd: int, folder: str, max_line: int) -> None:
+        st = os.fstat(fd)
+        self.fd = fd
+        self.dev = st.st_dev
+        self.ino = st.st_ino
+        self.folder = folder
+        self.max_line = max_line
+        self.fingerprint: str | None = None
+        self.offset = 0
+        """Where the next line to hand out starts; `pending` holds its bytes read so far."""
+        self.pending = b""
+
+    @classmethod
+    def open(cls, path: str, folder: str, max_line: int) -> Tail:
+        return cls(os.open(path, os.O_RDONLY | os.O_CLOEXEC), folder, max_line)
+
+    def identify(self) -> bool:
+        """Compute the fingerprint once the first line is complete; True when known."""
+        if self.fingerprint is None:
+            self.fingerprint = fingerprint(self.fd, self.folder)
+        return self.fingerprint is not None
+
+    def seek(self, offset: int) -> None:
+        self.offset = offset
+        self.pending = b""
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def truncated(self) -> bool:
+        """copytruncate: the file shrank below what was read, so it holds new content."""
+        return self.size() < self.offset + len(self.pending)
+
+    def restart(self) -> None:
+        """Start over on content that replaced the old (after a truncation)."""
+        self.seek(0)
+        self.fingerprint = None
+
+    def behind(self) -> int:
+        """Bytes written to the file that have not been read into lines yet."""
+        return max(0, self.size() - self.offset)
+
+    def read(self, limit: int) -> Chunk | None:
+        """Up to `limit` bytes more, as complete lines; None when nothing complete is there."""
+        start = self.offset + len(self.pending)
+        data = os.pread(self.fd, limit, start)
+        if not data:
+            return None
+        if self.pending:
+            data = self.pending + data
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            if len(data) <= self.max_line:
+                self.pending = data
+                return None
+            # A runaway line without newline: ship what we have rather than grow without bound.
+            cut = len(data)
+            lines = [data]
+            self.pending = b""
+            chunk = Chunk(self.offset, lines, self.offset + cut)
+            self.offset += cut
+            return chunk
+        lines = data[:cut].split(b"\n")
+        self.pending = data[cut + 1 :]
+        chunk = Chunk(self.offset, lines, self.offset + cut + 1)
+        self.offset += cut + 1
+        return chunk
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

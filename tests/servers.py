@@ -1,0 +1,138 @@
+"""Finding the real Kafka and Elasticsearch that integration and e2e tests talk to.
+
+Order (ARCHITECTURE.md, testing ground rules): addresses given in the environment, else
+testcontainers when a Docker engine answers, else the local servers from deploy/local,
+else skip with the reason -- except under CI=true, where a missing server fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+LOCAL = REPO / "deploy" / "local"
+KAFKA_IMAGE = "apache/kafka:4.1.1"
+ELASTICSEARCH_IMAGE = "elasticsearch:8.19.7"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(reason: str) -> None:
+    """Skip locally, fail in CI: a missing server must never turn into a green run there."""
+    if in_ci():
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def docker_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+    except Exception:
+        return False
+    return True
+
+
+def kafka_reachable(bootstrap: str) -> str | None:
+    """None when a broker answers a metadata request, else why not."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
+    try:
+        admin.list_topics(timeout=15)
+    except KafkaException as exc:
+        return str(exc.args[0])
+    return None
+
+
+def elasticsearch_reachable(url: str) -> str | None:
+    """None when the node reports a usable cluster health, else why not."""
+    from elasticsearch import Elasticsearch
+
+    client = Elasticsearch(url, request_timeout=15)
+    try:
+        client.cluster.health(wait_for_status="yellow", timeout="30s")
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+    return None
+
+
+@contextmanager
+def local_server(script: str, variable: str) -> Iterator[str | None]:
+    """Start deploy/local/<script> for the session; stop it after, unless it was already up."""
+    path = LOCAL / script
+    if shutil.which("java") is None:
+        yield None
+        return
+    was_up = subprocess.run([path, "status"], capture_output=True, text=True).returncode == 0
+    started = subprocess.run([path, "start"], capture_output=True, text=True)
+    if started.returncode != 0:
+        unavailable(f"{script} start failed:\n{started.stdout}\n{started.stderr}")
+    address = None
+    for line in started.stdout.splitlines():
+        if line.startswith(f"{variable}="):
+            address = line.split("=", 1)[1].strip()
+    try:
+        yield address
+    finally:
+        if not was_up:
+            subprocess.run([path, "stop"], capture_output=True)
+
+
+@contextmanager
+def find_server(
+    variable: str,
+    name: str,
+    reachable: Callable[[str], str | None],
+    container: Callable[[], Iterator[str]],
+    script: str,
+) -> Iterator[str]:
+    given = os.environ.get(variable)
+    if given:
+        why = reachable(given)
+        if why:
+            unavailable(f"{name} at {variable}={given} does not answer: {why}")
+        yield given
+        return
+    if docker_answers():
+        with contextmanager(container)() as address:
+            yield address
+        return
+    with local_server(script, variable) as address:
+        if address is None:
+            unavailable(
+                f"no {name}: {variable} is unset, no Docker engine answers and "
+                f"there is no Java to run deploy/local/{script} (run `make install`)"
+            )
+        why = reachable(address)
+        if why:
+            unavailable(f"{name} started by deploy/local/{script} at {address} does not answer: {why}")
+        yield address
+
+
+def kafka_container() -> Iterator[str]:
+    from testcontainers.kafka import KafkaContainer
+
+    with KafkaContainer(KAFKA_IMAGE).with_kraft() as kafka:
+        yield kafka.get_bootstrap_server()
+
+
+def elasticsearch_container() -> Iterator[str]:
+    from testcontainers.elasticsearch import ElasticSearchContainer
+
+    with ElasticSearchContainer(ELASTICSEARCH_IMAGE, mem_limit="1g") as es:
+        yield es.get_url()

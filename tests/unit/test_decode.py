@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from collector.decode import Line, decode_cri, decode_docker, detect, utc
+
+
+def docker(log: str, stream: str = "stdout", time: str = "2026-11-27T02:20:49.123456789Z") -> bytes:
+    return orjson.dumps({"log": log, "stream": stream, "time": time})
+
+
+def test_docker_line_loses_its_newline_and_keeps_nanoseconds() -> None:
+    assert decode_docker(docker("hello\n", "stderr")) == Line(
+        "2026-11-27T02:20:49.123456789Z", "stderr", False, "hello"
+    )
+
+
+def test_docker_piece_without_newline_is_partial() -> None:
+    line = decode_docker(docker("x" * 16384))
+    assert line.partial
+    assert line.text == "x" * 16384
+
+
+def test_docker_keeps_non_ascii_text() -> None:
+    assert decode_docker(docker("grüße 日本 🚀\n")).text == "grüße 日本 🚀"
+
+
+def test_cri_full_and_partial_lines() -> None:
+    full = decode_cri(b"2026-11-27T02:20:49.000000001Z stdout F hello world")
+    assert full == Line("2026-11-27T02:20:49.000000001Z", "stdout", False, "hello world")
+    partial = decode_cri(b"2026-11-27T02:20:49.000000001Z stderr P part one ")
+    assert partial.partial
+    assert partial.text == "part one "
+    assert partial.stream == "stderr"
+
+
+def test_cri_with_several_tags_uses_the_first() -> None:
+    line = decode_cri(b"2026-11-27T02:20:49.5Z stdout P:x:y text")
+    assert line.partial
+    assert line.text == "text"
+    assert line.error is None
+
+
+def test_cri_empty_text() -> None:
+    assert decode_cri(b"2026-11-27T02:20:49.5Z stdout F").text == ""
+    assert decode_cri(b"2026-11-27T02:20:49.5Z stdout F ").text == ""
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [
+        ("2016-10-06T00:17:09.669794202-07:00", "2016-10-06T07:17:09.669794202Z"),
+        ("2016-10-06T23:17:09.5+02:00", "2016-10-06T21:17:09.5Z"),
+        ("2016-12-31T23:59:59.000000001-01:00", "2017-01-01T00:59:59.000000001Z"),
+        ("2016-10-06T00:17:09+00:00", "2016-10-06T00:17:09Z"),
+        ("2016-10-06T00:17:09.123Z", "2016-10-06T00:17:09.123Z"),
+    ],
+)
+def test_zone_offsets_become_utc_with_the_fraction_kept(stamp: str, expected: str) -> None:
+    assert utc(stamp) == expected
+    assert decode_cri(f"{stamp} stdout F x".encode()).time == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"log": "cut',
+        b"[1, 2]",
+        b'{"log": 5, "stream": "stdout", "time": "2026-11-27T02:20:49Z"}',
+        b'{"log": "x\\n", "stream": "stdin", "time": "2026-11-27T02:20:49Z"}',
+        b'{"log": "x\\n", "stream": "stdout", "time": "yesterday"}',
+        b'{"log": "x\\n", "stream": "stdout"}',
+        b'\xff\xfe{"log"',
+        b"",
+    ],
+)
+def test_malformed_docker_lines_keep_their_raw_text(raw: bytes) -> None:
+    line = decode_docker(raw)
+    assert line.error
+    assert line.text == raw.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"2026-11-27T02:20:49Z stdout",
+        b"2026-11-27T02:20:49Z stdout X text",
+        b"2026-11-27T02:20:49Z stdin F text",
+        b"not-a-time stdout F text",
+        b"2026-11-27T02:20:49Z stdout F caf\xe9",
+        b"2026-11-27T02:20:49Z stdout F nul\x00byte",
+        b"just some text",
+    ],
+)
+def test_malformed_cri_lines_are_reported_not_raised(raw: bytes) -> None:
+    line = decode_cri(raw)
+    assert line.error
+    assert "\x00" not in line.text
+    assert line.text == raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
+
+
+def test_nul_in_docker_log_is_replaced_so_the_record_stays_valid() -> None:
+    assert decode_docker(docker("a\x00b\n")).text == "a\ufffdb"
+
+
+def test_format_detection() -> None:
+    assert detect(docker("x\n")) == "docker"
+    assert detect(b"2026-11-27T02:20:49Z stdout F x") == "cri"
