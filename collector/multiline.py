@@ -132,19 +132,14 @@ class PythonRule:
         if not line:
             # Maybe the blank line before or after a chain message. It follows a closing line,
             # a chain message or a group's bottom border: in a traceback record the unindented
-            # lines other than the first line and the headers are exactly the first two.
+            # lines other than the headers are exactly the first two.
             if previous.startswith(_INDENT):
                 return _PY_GROUP_END.fullmatch(previous) is not None and _is_traceback(first)
-            return (
-                bool(previous)
-                and previous != first
-                and previous != _PY_HEADER
-                and _is_traceback(first)
-            )
+            return bool(previous) and previous != _PY_HEADER and _is_traceback(first)
         if line.startswith(_INDENT):
             # Frames, source, carets and `[Previous line repeated ...]` run from a header up
             # to the closing exception line; a chained exception group's header follows a blank.
-            if previous.startswith(_INDENT) or previous == first or previous == _PY_HEADER:
+            if previous.startswith(_INDENT) or previous in (first, _PY_HEADER):
                 return _is_traceback(first)
             return not previous and line == _PY_GROUP_HEADER and _is_traceback(first)
         if not previous:
@@ -188,19 +183,16 @@ class GoRule:
         if line.startswith(_INDENT):
             # A call's `\t/path/file.go:12 +0x1d`, or the `\tpanic: ...` of a re-panic.
             return bool(previous) and _is_go(first)
+        # After a goroutine header or a file:line comes a call, or the end of the trace. The line
+        # after a trace lands here too, hence the cheap shape checks before the regex.
         if (
-            previous.startswith("\t")
-            or previous.endswith("]:")
-            or previous == _GO_RUNTIME_STACK
+            previous.startswith("\t") or previous.endswith("]:") or previous == _GO_RUNTIME_STACK
+        ) and (
+            line.startswith(("created by ", "exit status "))
+            or line == _GO_ELIDED
+            or _GO_CALL.fullmatch(line) is not None
         ):
-            # After a goroutine header or a file:line comes a call, or the end of the trace. An
-            # ordinary log line lands here too, hence the shape checks before the costlier one.
-            if (
-                line.startswith(("created by ", "exit status "))
-                or line == _GO_ELIDED
-                or _GO_CALL.fullmatch(line) is not None
-            ):
-                return _is_go(first)
+            return _is_go(first)
         if line.startswith(("goroutine ", "[signal ")):
             return (line[0] == "[" or _GO_GOROUTINE.fullmatch(line) is not None) and _is_go(first)
         return line == _GO_RUNTIME_STACK and _is_go(first)

@@ -120,7 +120,9 @@ def find_server(
             )
         why = reachable(address)
         if why:
-            unavailable(f"{name} started by deploy/local/{script} at {address} does not answer: {why}")
+            unavailable(
+                f"{name} started by deploy/local/{script} at {address} does not answer: {why}"
+            )
         yield address
 
 

@@ -7,7 +7,13 @@
 #                                          prints ELASTICSEARCH_URL=http://127.0.0.1:$ES_PORT
 #   deploy/local/elasticsearch.sh stop     SIGTERM, up to 30 s, then SIGKILL
 #   deploy/local/elasticsearch.sh status   exit 0 and print the URL line when running and healthy
-#   deploy/local/elasticsearch.sh reset    stop and delete the data folder
+#   deploy/local/elasticsearch.sh reset    stop and delete the data folder (keeps the jars)
+#
+# stdout carries only the ELASTICSEARCH_URL=... line, so this works:
+#   eval "export $(deploy/local/elasticsearch.sh start)"
+# Exit codes: 0 ok, 1 failure (build failed, node died, start timeout, port taken...),
+#             3 start impossible because java or mvn (or the jars) are missing; fetch exits 0 then.
+# Health is GET /_cluster/health; the launcher also serves GET / and HEAD / (elasticsearch-py info()/ping()).
 #
 # Environment:
 #   LOGFERRY_STATE_DIR  state folder (default: <repo>/.state); everything lives in $STATE/elasticsearch
@@ -168,14 +174,17 @@ do_start() {
         local rc=0
         do_fetch || rc=$?
         if [[ $rc -ne 0 ]]; then
-            [[ $rc -eq 2 ]] && say "cannot start without java and mvn"
+            if [[ $rc -eq 2 ]]; then
+                say "cannot start without java and mvn"
+                return 3
+            fi
             return 1
         fi
         local java major heap_min locale_providers
         java=$(java_bin)
         if [[ -z "$java" ]]; then
             say "java not found (set JAVA_HOME or install a JDK 17); not starting"
-            return 1
+            return 3
         fi
         major=$(java_major "$java")
         heap_min=${ES_HEAP_MIN:-512m}

@@ -19,7 +19,8 @@ CLOCK = count()
 
 def stamp() -> str:
     n = next(CLOCK)
-    return f"2026-11-27T02:{n // 60_000_000 % 60:02d}:{n // 1_000_000 % 60:02d}.{n % 1_000_000:06d}001Z"
+    minute, second, micro = n // 60_000_000 % 60, n // 1_000_000 % 60, n % 1_000_000
+    return f"2026-11-27T02:{minute:02d}:{second:02d}.{micro:06d}001Z"
 
 
 def docker_line(text: str, stream: str = "stdout", newline: bool = True) -> bytes:

@@ -235,7 +235,7 @@ def test_multiline_groups_java_traces_per_configured_container(tmp_path: Path) -
     log = cri_file(tmp_path)
     append(
         log,
-        cri_line("Exception in thread \"main\" java.lang.IllegalStateException: boom"),
+        cri_line('Exception in thread "main" java.lang.IllegalStateException: boom'),
         cri_line("\tat com.shop.Cart.add(Cart.java:12)"),
         cri_line("\tat com.shop.Main.main(Main.java:5)"),
         cri_line("next record"),
@@ -243,7 +243,7 @@ def test_multiline_groups_java_traces_per_configured_container(tmp_path: Path) -
     sink = ListSink()
     drain(agent(tmp_path, sink, "--multiline", "shop/*/app=java", "--multiline-timeout", "0"))
     assert [r["message"] for r in sink.records] == [
-        "Exception in thread \"main\" java.lang.IllegalStateException: boom\n"
+        'Exception in thread "main" java.lang.IllegalStateException: boom\n'
         "\tat com.shop.Cart.add(Cart.java:12)\n"
         "\tat com.shop.Main.main(Main.java:5)",
         "next record",

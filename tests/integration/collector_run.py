@@ -1,0 +1,88 @@
+"""Running the collector as a real process against the real broker, and reading back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def new_topic(bootstrap: str, partitions: int = 6) -> str:
+    topic = f"logs-{uuid.uuid4().hex[:10]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[
+        topic
+    ].result(timeout=30)
+    return topic
+
+
+def start_collector(tmp: Path, bootstrap: str, topic: str, *flags: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "collector",
+            "--sink",
+            "kafka",
+            "--bootstrap-servers",
+            bootstrap,
+            "--topic",
+            topic,
+            "--docker-root",
+            str(tmp / "docker"),
+            "--log-root",
+            str(tmp / "log"),
+            "--state-dir",
+            str(tmp / "state"),
+            "--metrics-port",
+            "0",
+            "--scan-interval",
+            "0.2",
+            "--checkpoint-interval",
+            "0.2",
+            *flags,
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stderr=open(tmp / "collector.log", "ab"),
+    )
+
+
+def consume(bootstrap: str, topic: str, expected: int, timeout: float) -> Iterator[dict[str, Any]]:
+    """Every record in the topic, until `expected` came and nothing more arrives for 3 s."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"check-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    deadline = time.monotonic() + timeout
+    count = 0
+    quiet_since = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batch = consumer.consume(num_messages=5000, timeout=0.5)
+            if batch:
+                quiet_since = time.monotonic()
+            for message in batch:
+                assert message.error() is None, message.error()
+                count += 1
+                yield orjson.loads(message.value())
+            if count >= expected and time.monotonic() - quiet_since > 3:
+                return
+    finally:
+        consumer.close()
