@@ -23,8 +23,9 @@ from collector.decode import DECODERS, Line, detect
 from collector.discover import Discovery, Found
 from collector.encode import Encoder
 from collector.join import Joiner, Record
-from collector.metrics import METRICS, Health
+from collector.metrics import METRICS
 from collector.multiline import MultilineRule
+from collector.probes import Health
 from collector.sink import Sink
 from collector.tail import Tail
 

@@ -13,7 +13,7 @@ from confluent_kafka import KafkaException
 from collector import jsonlog
 from collector.agent import Agent
 from collector.config import parse
-from collector.metrics import Health, serve
+from collector.probes import Health, serve
 from collector.settings import SettingError
 from collector.sink import KafkaSink, Sink, StreamSink
 

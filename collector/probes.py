@@ -1,0 +1,50 @@
+"""The /metrics, /healthz and /readyz endpoints that both programs serve."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+
+class Health:
+    """What the probes report: alive while the main loop turns, ready once it has scanned."""
+
+    def __init__(self, stall_after: float = 30.0) -> None:
+        self.beat = time.monotonic()
+        self.ready = False
+        self.stall_after = stall_after
+
+    def alive(self) -> bool:
+        return time.monotonic() - self.beat < self.stall_after
+
+
+def serve(port: int, health: Health, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                self.reply(200, generate_latest(), CONTENT_TYPE_LATEST)
+            elif self.path == "/healthz":
+                ok = health.alive()
+                self.reply(200 if ok else 503, b"ok\n" if ok else b"main loop stalled\n")
+            elif self.path == "/readyz":
+                ok = health.ready and health.alive()
+                self.reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+            else:
+                self.reply(404, b"not found\n")
+
+        def reply(self, status: int, body: bytes, kind: str = "text/plain") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Probes every few seconds would drown the collector's own log."""
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server

@@ -1,0 +1,79 @@
+"""One bulk request to Elasticsearch, and what became of each document in it.
+
+Items are sorted three ways: done (created, or refused as a duplicate of a document already
+there, which with `_id` = `event.id` means a replay), retry (the cluster was busy or
+failing), and refused for their content (mapping errors, too large), which belong in the
+dead-letter topic rather than in an endless retry.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, NamedTuple
+
+from elastic_transport import ApiError, ConnectionError, ConnectionTimeout, TransportError
+from elasticsearch import Elasticsearch
+
+from pipeline.metrics import METRICS
+
+FILTER = ["errors", "items.*.status", "items.*.error.type", "items.*.error.reason"]
+
+
+class Outcome(NamedTuple):
+    retry: list[int]
+    """Positions of documents to send again."""
+    refused: list[tuple[int, str]]
+    """Positions of documents refused for their content, with the reason."""
+    duplicates: int
+
+
+class Unavailable(Exception):
+    """The whole request failed in a way worth retrying (down, busy, timed out)."""
+
+
+class TooLarge(Exception):
+    """The request exceeds the node's http.max_content_length: send fewer documents."""
+
+
+def send(es: Elasticsearch, body: bytes, count: int) -> Outcome:
+    started = time.perf_counter()
+    try:
+        reply = es.bulk(operations=body, filter_path=FILTER)
+    except (ConnectionError, ConnectionTimeout) as exc:
+        raise Unavailable(f"cannot reach Elasticsearch: {exc}") from exc
+    except ApiError as exc:
+        if exc.meta.status == 429 or exc.meta.status >= 500:
+            raise Unavailable(f"Elasticsearch answered {exc.meta.status}: {exc}") from exc
+        if exc.meta.status == 413:
+            raise TooLarge(str(exc)) from exc
+        raise
+    except TransportError as exc:
+        raise Unavailable(str(exc)) from exc
+    finally:
+        METRICS.bulk_seconds.observe(time.perf_counter() - started)
+    if not reply.get("errors"):
+        METRICS.indexed.inc(count)
+        return Outcome([], [], 0)
+    return sort(reply.body["items"])
+
+
+def sort(items: list[dict[str, Any]]) -> Outcome:
+    retry: list[int] = []
+    refused: list[tuple[int, str]] = []
+    duplicates = 0
+    indexed = 0
+    for position, item in enumerate(items):
+        result = next(iter(item.values()))
+        status = result.get("status", 500)
+        if status < 300:
+            indexed += 1
+        elif status == 409:
+            duplicates += 1
+        elif status == 429 or status >= 500:
+            retry.append(position)
+        else:
+            error = result.get("error") or {}
+            refused.append((position, f"{error.get('type', status)}: {error.get('reason', '')}"))
+    METRICS.indexed.inc(indexed)
+    METRICS.duplicates.inc(duplicates)
+    return Outcome(retry, refused, duplicates)

@@ -1,0 +1,75 @@
+"""`python -m pipeline run|setup`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from confluent_kafka import KafkaException
+from elastic_transport import TransportError
+from elasticsearch import ApiError
+
+from collector import jsonlog
+from collector.probes import Health, serve
+from collector.settings import SettingError
+from pipeline.config import Config, parse
+from pipeline.indexer import Indexer, client
+from pipeline.setup import install_dashboards, install_templates
+
+log = logging.getLogger("pipeline")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        config = parse(args)
+    except SettingError as exc:
+        print(f"pipeline: {exc}", file=sys.stderr)
+        return 2
+    jsonlog.setup(config.log_level)
+    if config.command == "setup":
+        return setup(config)
+    return run(config)
+
+
+def setup(config: Config) -> int:
+    es = client(config)
+    try:
+        install_templates(es)
+    except (ApiError, TransportError) as exc:
+        print(f"pipeline: setup failed at {config.elasticsearch_url}: {exc}", file=sys.stderr)
+        return 1
+    if config.kibana:
+        try:
+            install_dashboards(config.kibana)
+        except Exception as exc:
+            print(f"pipeline: dashboard import into {config.kibana} failed: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def run(config: Config) -> int:
+    health = Health()
+    if config.metrics_port:
+        try:
+            serve(config.metrics_port, health)
+        except OSError as exc:
+            print(f"pipeline: setting metrics_port: {exc}", file=sys.stderr)
+            return 2
+    try:
+        indexer = Indexer(config, client(config), health)
+    except KafkaException as exc:
+        print(f"pipeline: setting kafka: {exc.args[0].str()}", file=sys.stderr)
+        return 2
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: finishing the bulk in flight", signal.Signals(signum).name)
+        indexer.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("pipeline started: %s -> %s", config.topic, config.elasticsearch_url)
+    return indexer.run()

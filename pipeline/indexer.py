@@ -1,0 +1,280 @@
+"""The consumer-group loop: Kafka records -> bulk requests -> offsets committed.
+
+Offsets of a batch are committed only after every record in it is indexed, refused as a
+duplicate, or written to the dead-letter topic and acknowledged there. While
+Elasticsearch is unreachable the partitions are paused (the consumer stays in its group)
+and the batch is retried with capped, jittered backoff. A partition taken away by a
+rebalance is dropped from the batch uncommitted: its new owner reads it again, and
+`create` with `_id` = `event.id` refuses what was already indexed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any, NamedTuple
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from elasticsearch import Elasticsearch
+
+from collector.probes import Health
+from pipeline import bulk
+from pipeline.config import Config
+from pipeline.documents import Document, IndexName, Undecodable, document, now
+from pipeline.metrics import METRICS
+
+log = logging.getLogger("pipeline.indexer")
+
+CONSUME_BATCH = 5000
+
+
+class Entry(NamedTuple):
+    message: Message
+    doc: Document | None
+    """None when the record could not be read: `refusal` says why."""
+    refusal: str = ""
+
+    @property
+    def partition(self) -> tuple[str, int]:
+        return (self.message.topic(), self.message.partition())
+
+
+class Indexer:
+    def __init__(self, config: Config, es: Elasticsearch, health: Health | None = None) -> None:
+        self.config = config
+        self.es = es
+        self.health = health or Health()
+        self.index_name = IndexName(config.index)
+        kafka = {"bootstrap.servers": config.bootstrap_servers, **config.kafka}
+        self.consumer = Consumer(
+            {
+                **kafka,
+                "group.id": config.group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                "statistics.interval.ms": 10_000,
+                "stats_cb": self.on_stats,
+                "error_cb": self.on_error,
+            }
+        )
+        self.producer = Producer(
+            {**kafka, "acks": "all", "enable.idempotence": True, "error_cb": self.on_error}
+        )
+        self.assigned: set[tuple[str, int]] = set()
+        self.batch: list[Entry] = []
+        self.batch_bytes = 0
+        self.first_at = 0.0
+        self.carried: list[Message] = []
+        """Messages that arrived while the batch was being retried: they start the next one."""
+        self.paused = False
+        self.stopping = False
+
+    # --- Kafka callbacks ---------------------------------------------------------------------
+
+    def on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned.update((p.topic, p.partition) for p in partitions)
+        log.info("assigned %s", sorted(p.partition for p in partitions))
+        if self.paused and partitions:
+            self.consumer.pause(partitions)
+
+    def on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        gone = {(p.topic, p.partition) for p in partitions}
+        self.assigned -= gone
+        kept = [e for e in self.batch if e.partition not in gone]
+        if len(kept) != len(self.batch):
+            log.info(
+                "revoked %s: %d uncommitted records left to the next owner",
+                sorted(p for _, p in gone),
+                len(self.batch) - len(kept),
+            )
+        self.batch = kept
+        self.carried = [m for m in self.carried if (m.topic(), m.partition()) not in gone]
+
+    def on_error(self, error: KafkaError) -> None:
+        log.warning("kafka: %s", error.str())
+
+    def on_stats(self, stats: str) -> None:
+        for topic, info in orjson.loads(stats).get("topics", {}).items():
+            for partition, p in info.get("partitions", {}).items():
+                if partition != "-1" and p.get("consumer_lag", -1) >= 0:
+                    METRICS.lag.labels(topic, partition).set(p["consumer_lag"])
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        c = self.config
+        self.consumer.subscribe(
+            [c.topic], on_assign=self.on_assign, on_revoke=self.on_revoke, on_lost=self.on_revoke
+        )
+        while not self.stopping:
+            self.health.beat = time.monotonic()
+            wait = (
+                c.flush_interval
+                if not self.batch
+                else max(0.0, self.first_at + c.flush_interval - time.monotonic())
+            )
+            messages = self.carried or self.consumer.consume(CONSUME_BATCH, min(wait, 0.5))
+            self.carried = []
+            for message in messages:
+                self.add(message)
+            self.health.ready = bool(self.assigned) or not self.batch
+            if self.batch and (
+                self.batch_bytes >= c.bulk_bytes
+                or time.monotonic() - self.first_at >= c.flush_interval
+            ):
+                self.flush()
+        self.flush()
+        self.consumer.close()
+        self.producer.flush(10)
+        return 0
+
+    def add(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("kafka: %s", error.str())
+            return
+        if not self.batch:
+            self.first_at = time.monotonic()
+        value = message.value() or b""
+        try:
+            doc = document(value, self.index_name, now())
+        except Undecodable as exc:
+            self.batch.append(Entry(message, None, str(exc)))
+            return
+        self.batch.append(Entry(message, doc))
+        self.batch_bytes += len(doc.action) + len(doc.source)
+
+    def flush(self) -> None:
+        """Index the batch (retrying what may succeed later), dead-letter the rest, commit."""
+        delay = 0.1
+        todo = [e for e in self.batch if e.doc is not None]
+        refused = [(e, e.refusal) for e in self.batch if e.doc is None]
+        most = len(todo)
+        while todo:
+            part, rest = todo[:most], todo[most:]
+            body = b"".join(e.doc.action + e.doc.source for e in part if e.doc is not None)
+            try:
+                outcome = bulk.send(self.es, body, len(part))
+            except bulk.TooLarge as exc:
+                if len(part) == 1:
+                    refused.append((part[0], f"too large for Elasticsearch: {exc}"))
+                    todo = rest
+                else:
+                    most = max(1, len(part) // 2)
+                continue
+            except bulk.Unavailable as exc:
+                if self.stopping:
+                    log.warning("stopping with Elasticsearch unavailable: batch left uncommitted")
+                    self.clear()
+                    return
+                log.warning("%s; retrying in %.1f s", exc, delay)
+                METRICS.retries.inc()
+                self.health.ready = False
+                delay = self.wait(delay)
+                todo = self.owned(todo)
+                continue
+            self.health.ready = True
+            refused += [(part[i], reason) for i, reason in outcome.refused]
+            again = [part[i] for i in outcome.retry]
+            todo = self.owned(again + rest)
+            if again:
+                METRICS.retries.inc(len(again))
+                delay = self.wait(delay)
+        refused = [(e, r) for e, r in refused if e.partition in self.assigned]
+        if refused:
+            self.dead_letter(refused)
+        self.resume()
+        self.commit()
+        self.clear()
+
+    def clear(self) -> None:
+        self.batch = []
+        self.batch_bytes = 0
+
+    def owned(self, entries: list[Entry]) -> list[Entry]:
+        return [e for e in entries if e.partition in self.assigned]
+
+    def wait(self, delay: float) -> float:
+        """Back off, staying in the group: paused partitions, but polled for rebalances."""
+        if not self.paused and self.assigned:
+            self.consumer.pause([TopicPartition(t, p) for t, p in self.assigned])
+            self.paused = True
+        deadline = time.monotonic() + delay * random.uniform(0.5, 1.0)
+        while time.monotonic() < deadline and not self.stopping:
+            self.health.beat = time.monotonic()
+            left = max(0.0, min(0.2, deadline - time.monotonic()))
+            self.carried += self.consumer.consume(CONSUME_BATCH, left)
+        return min(delay * 2, self.config.max_backoff)
+
+    def resume(self) -> None:
+        if self.paused:
+            self.consumer.resume([TopicPartition(t, p) for t, p in self.assigned])
+            self.paused = False
+
+    def dead_letter(self, refused: list[tuple[Entry, str]]) -> None:
+        failures: list[KafkaError] = []
+
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                failures.append(error)
+
+        for entry, reason in refused:
+            m = entry.message
+            letter = {
+                "error": reason,
+                "index": entry.doc.index if entry.doc else None,
+                "topic": m.topic(),
+                "partition": m.partition(),
+                "offset": m.offset(),
+                "record": (m.value() or b"").decode("utf-8", "replace"),
+            }
+            self.producer.produce(
+                self.config.dead_letter_topic, orjson.dumps(letter), m.key(), on_delivery=delivered
+            )
+        delay = 0.1
+        while self.producer.flush(30) or failures:
+            if self.stopping and failures:
+                raise KafkaException(failures[0])
+            log.warning("dead-letter topic not acknowledged yet (%s); retrying", failures[:1])
+            failures.clear()
+            delay = self.wait(delay)
+        METRICS.dead_lettered.inc(len(refused))
+        log.info("%d documents dead-lettered, first: %s", len(refused), refused[0][1])
+
+    def commit(self) -> None:
+        ends: dict[tuple[str, int], int] = {}
+        for e in self.batch:
+            key = e.partition
+            if key in self.assigned:
+                ends[key] = max(ends.get(key, -1), e.message.offset() + 1)
+        if not ends:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in ends.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # Lost the partitions meanwhile: the next owner reads again; ids dedupe.
+            log.warning("commit failed, records will be read again: %s", exc)
+
+
+def client(config: Config) -> Elasticsearch:
+    from elasticsearch.serializer import OrjsonSerializer
+
+    auth: dict[str, Any] = {}
+    if config.elasticsearch_api_key:
+        auth["api_key"] = config.elasticsearch_api_key
+    elif config.elasticsearch_username:
+        auth["basic_auth"] = (config.elasticsearch_username, config.elasticsearch_password)
+    return Elasticsearch(
+        config.elasticsearch_url,
+        request_timeout=60,
+        max_retries=0,
+        serializer=OrjsonSerializer(),
+        **auth,
+    )

@@ -1,0 +1,29 @@
+"""The indexer's Prometheus metrics (served by collector.probes)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.indexed = Counter("logferry_pipeline_documents_indexed", "Documents indexed")
+        self.duplicates = Counter(
+            "logferry_pipeline_documents_duplicate",
+            "Documents Elasticsearch already had (create refused with 409)",
+        )
+        self.dead_lettered = Counter(
+            "logferry_pipeline_documents_dead_lettered", "Documents sent to the dead-letter topic"
+        )
+        self.retries = Counter("logferry_pipeline_retries", "Bulk requests or items retried")
+        self.bulk_seconds = Histogram(
+            "logferry_pipeline_bulk_seconds",
+            "Duration of one bulk request",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.lag = Gauge(
+            "logferry_pipeline_consumer_lag", "Records not yet consumed", ["topic", "partition"]
+        )
+
+
+METRICS = Metrics()

@@ -1,0 +1,62 @@
+"""`python -m pipeline setup`: install the templates (and dashboards), saying what changed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from elasticsearch import Elasticsearch, NotFoundError
+
+from pipeline.templates import COMPONENTS, INDEX_TEMPLATE, TEMPLATE, fingerprint
+
+DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards" / "logferry.ndjson"
+
+
+def installed_fingerprint(get: Callable[[], Any], kind: str) -> str | None:
+    try:
+        reply = get()
+    except NotFoundError:
+        return None
+    items = reply.body.get(kind) or []
+    meta = items[0].get(kind.rstrip("s"), {}).get("_meta", {}) if items else {}
+    return meta.get("logferry_fingerprint")
+
+
+def install_templates(es: Elasticsearch, say: Callable[[str], None] = print) -> list[str]:
+    """Put what differs from what is installed; returns the names changed. Idempotent."""
+    changed = []
+    for name, body in COMPONENTS.items():
+        mark = fingerprint(body)
+        have = installed_fingerprint(
+            lambda name=name: es.cluster.get_component_template(name=name), "component_templates"
+        )
+        if have == mark:
+            say(f"component template {name}: unchanged")
+            continue
+        es.cluster.put_component_template(
+            name=name, template=body["template"], meta={"logferry_fingerprint": mark}
+        )
+        say(f"component template {name}: {'created' if have is None else 'updated'}")
+        changed.append(name)
+    mark = fingerprint({"index": INDEX_TEMPLATE, "components": COMPONENTS})
+    have = installed_fingerprint(
+        lambda: es.indices.get_index_template(name=TEMPLATE), "index_templates"
+    )
+    if have == mark:
+        say(f"index template {TEMPLATE}: unchanged")
+    else:
+        es.indices.put_index_template(
+            name=TEMPLATE, **INDEX_TEMPLATE, meta={"logferry_fingerprint": mark}
+        )
+        say(f"index template {TEMPLATE}: {'created' if have is None else 'updated'}")
+        changed.append(TEMPLATE)
+    return changed
+
+
+def install_dashboards(kibana_url: str, say: Callable[[str], None] = print) -> int:
+    from pipeline.kibana import import_saved_objects
+
+    count = import_saved_objects(kibana_url, DASHBOARDS.read_bytes())
+    say(f"kibana: {count} saved objects imported from {DASHBOARDS.name}")
+    return count

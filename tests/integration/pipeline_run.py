@@ -1,0 +1,108 @@
+"""Records of the contract into Kafka, the pipeline as a real process, counts from Elasticsearch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Producer
+from elasticsearch import Elasticsearch, helpers
+
+REPO = Path(__file__).resolve().parents[2]
+NAMESPACES = ("shop", "payments", "web")
+
+
+def record(n: int, run: str, **extra: Any) -> dict[str, Any]:
+    namespace = NAMESPACES[n % len(NAMESPACES)]
+    body: dict[str, Any] = {
+        "@timestamp": f"2026-11-27T02:{n // 60 % 60:02d}:{n % 60:02d}.{n:09d}Z",
+        "message": f"{run} record {n}",
+        "stream": "stderr" if n % 10 == 0 else "stdout",
+        "event": {"id": f"{run}-{n}"},
+        "log": {"file": {"path": f"/var/log/pods/{namespace}_pod_uid/app/0.log"}, "offset": n},
+        "container": {"id": f"{n % 7:064x}", "name": "app", "runtime": "containerd"},
+        "kubernetes": {
+            "namespace": namespace,
+            "pod": {"name": f"pod-{n % 7}", "uid": f"uid-{n % 7}"},
+            "container": {"name": "app"},
+            "labels": {"app": "shop", "app.kubernetes.io/name": "shop"},
+        },
+        "host": {"name": "node-a"},
+    }
+    body.update(extra)
+    return body
+
+
+def produce(bootstrap: str, topic: str, records: list[dict[str, Any]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 20})
+    for n, value in enumerate(records):
+        while True:
+            try:
+                producer.produce(topic, orjson.dumps(value), str(n % 7).encode())
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(60) == 0
+
+
+def start_pipeline(
+    tmp: Path, bootstrap: str, es_url: str, topic: str, prefix: str, *flags: str
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "run",
+            "--bootstrap-servers",
+            bootstrap,
+            "--elasticsearch-url",
+            es_url,
+            "--topic",
+            topic,
+            "--group",
+            f"group-{topic}",
+            "--dead-letter-topic",
+            f"{topic}.dlq",
+            "--index",
+            prefix + "-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}",
+            "--metrics-port",
+            "0",
+            "--max-backoff",
+            "2",
+            *flags,
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stderr=open(tmp / f"pipeline-{uuid.uuid4().hex[:6]}.log", "ab"),
+    )
+
+
+def count(es: Elasticsearch, prefix: str) -> int:
+    es.indices.refresh(index=f"{prefix}-*", allow_no_indices=True)
+    return es.count(index=f"{prefix}-*", allow_no_indices=True)["count"]
+
+
+def wait_for_count(es: Elasticsearch, prefix: str, expected: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    seen = -1
+    while time.monotonic() < deadline:
+        seen = count(es, prefix)
+        if seen >= expected:
+            time.sleep(1.5)
+            return count(es, prefix)
+        time.sleep(0.5)
+    return seen
+
+
+def ids(es: Elasticsearch, prefix: str) -> list[str]:
+    """Every document's _id: a list, so that a doubled record would show twice."""
+    es.indices.refresh(index=f"{prefix}-*", allow_no_indices=True)
+    hits = helpers.scan(es, index=f"{prefix}-*", query={"_source": False}, size=5000)
+    return [hit["_id"] for hit in hits]

@@ -1,0 +1,167 @@
+"""The pipeline process against the real Kafka and Elasticsearch: nothing lost, nothing doubled."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Consumer
+from elasticsearch import Elasticsearch
+
+from tests.integration.collector_run import new_topic
+from tests.integration.pipeline_run import (
+    count,
+    ids,
+    produce,
+    record,
+    start_pipeline,
+    wait_for_count,
+)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 0
+
+
+def test_100k_records_become_100k_documents_and_a_replay_adds_none(
+    tmp_path: Path, kafka_bootstrap: str, elasticsearch_url: str, es: Elasticsearch, prefix: str
+) -> None:
+    topic = new_topic(kafka_bootstrap)
+    records = [record(n, prefix) for n in range(100_000)]
+    produce(kafka_bootstrap, topic, records)
+    pipeline = start_pipeline(tmp_path, kafka_bootstrap, elasticsearch_url, topic, prefix)
+    try:
+        assert wait_for_count(es, prefix, 100_000, timeout=180) == 100_000
+        produce(kafka_bootstrap, topic, records)
+        time.sleep(8)
+        assert count(es, prefix) == 100_000
+    finally:
+        stop(pipeline)
+    doc = es.search(index=f"{prefix}-shop-*", size=1, query={"term": {"event.id": f"{prefix}-3"}})
+    source = doc["hits"]["hits"][0]["_source"]
+    assert source["message"] == f"{prefix} record 3"
+    assert source["event"]["ingested"] >= "2026"
+    assert doc["hits"]["hits"][0]["_index"] == f"{prefix}-shop-2026.11.27"
+
+
+def test_a_document_that_cannot_be_mapped_goes_to_the_dead_letter_topic(
+    tmp_path: Path, kafka_bootstrap: str, elasticsearch_url: str, es: Elasticsearch, prefix: str
+) -> None:
+    topic = new_topic(kafka_bootstrap)
+    records = [record(n, prefix) for n in range(1000)]
+    records[500]["log"]["offset"] = "not a number"
+    produce(kafka_bootstrap, topic, records)
+    pipeline = start_pipeline(tmp_path, kafka_bootstrap, elasticsearch_url, topic, prefix)
+    try:
+        assert wait_for_count(es, prefix, 999, timeout=120) == 999
+    finally:
+        stop(pipeline)
+    consumer = Consumer(
+        {"bootstrap.servers": kafka_bootstrap, "group.id": prefix, "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([f"{topic}.dlq"])
+    letters = []
+    deadline = time.monotonic() + 30
+    while not letters and time.monotonic() < deadline:
+        letters = consumer.consume(10, timeout=1)
+    consumer.close()
+    (letter,) = [orjson.loads(m.value()) for m in letters]
+    assert orjson.loads(letter["record"])["event"]["id"] == f"{prefix}-500"
+    assert "offset" in letter["error"]
+    assert letter["index"] == f"{prefix}-web-2026.11.27"
+
+
+def test_dotted_label_keys_beside_plain_ones_do_not_conflict(
+    tmp_path: Path, kafka_bootstrap: str, elasticsearch_url: str, es: Elasticsearch, prefix: str
+) -> None:
+    topic = new_topic(kafka_bootstrap)
+    first = record(0, prefix)
+    first["kubernetes"]["labels"] = {"app": "cart"}
+    second = record(3, prefix)
+    second["kubernetes"]["labels"] = {"app.kubernetes.io/name": "cart", "app.kubernetes.io": "x"}
+    produce(kafka_bootstrap, topic, [first, second])
+    pipeline = start_pipeline(tmp_path, kafka_bootstrap, elasticsearch_url, topic, prefix)
+    try:
+        assert wait_for_count(es, prefix, 2, timeout=60) == 2
+    finally:
+        stop(pipeline)
+    hits = es.search(
+        index=f"{prefix}-*", query={"term": {"kubernetes.labels.app.kubernetes.io/name": "cart"}}
+    )["hits"]["hits"]
+    assert [h["_id"] for h in hits] == [f"{prefix}-3"]
+    assert (
+        es.count(index=f"{prefix}-*", query={"term": {"kubernetes.labels.app": "cart"}})["count"]
+        == 1
+    )
+
+
+def test_elasticsearch_down_for_30_s_mid_stream_loses_nothing(
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    elasticsearch_url: str,
+    es: Elasticsearch,
+    prefix: str,
+    elasticsearch_outage: Callable[[float], None],
+) -> None:
+    topic = new_topic(kafka_bootstrap)
+    total = 40_000
+    produce(kafka_bootstrap, topic, [record(n, prefix) for n in range(total // 2)])
+    pipeline = start_pipeline(tmp_path, kafka_bootstrap, elasticsearch_url, topic, prefix)
+    try:
+        wait_for_count(es, prefix, 1, timeout=60)
+        writer = threading.Thread(
+            target=produce,
+            args=(kafka_bootstrap, topic, [record(n, prefix) for n in range(total // 2, total)]),
+        )
+        writer.start()
+        elasticsearch_outage(30)
+        writer.join()
+        assert wait_for_count(es, prefix, total, timeout=180) == total
+    finally:
+        stop(pipeline)
+    found = ids(es, prefix)
+    assert len(found) == total
+    assert set(found) == {f"{prefix}-{n}" for n in range(total)}
+
+
+def test_consumers_joining_and_one_killed_lose_and_double_nothing(
+    tmp_path: Path, kafka_bootstrap: str, elasticsearch_url: str, es: Elasticsearch, prefix: str
+) -> None:
+    topic = new_topic(kafka_bootstrap, partitions=6)
+    total = 60_000
+    rng = random.Random(3)
+    # Small bulks and a short session, so rebalances happen mid-batch and a killed member's
+    # partitions move on within seconds.
+    flags = ("--bulk-bytes", "300000", "--kafka", "session.timeout.ms=6000")
+
+    def pipeline() -> subprocess.Popen[bytes]:
+        return start_pipeline(tmp_path, kafka_bootstrap, elasticsearch_url, topic, prefix, *flags)
+
+    def write(first: int, last: int) -> None:
+        produce(kafka_bootstrap, topic, [record(n, prefix) for n in range(first, last)])
+
+    members = [pipeline(), pipeline()]
+    try:
+        write(0, total // 3)
+        time.sleep(rng.uniform(0.5, 2))
+        members.append(pipeline())
+        write(total // 3, 2 * total // 3)
+        time.sleep(rng.uniform(0.5, 2))
+        members[0].kill()
+        members[0].wait()
+        write(2 * total // 3, total)
+        members[0] = pipeline()
+        assert wait_for_count(es, prefix, total, timeout=180) == total
+    finally:
+        for member in members:
+            stop(member)
+    found = ids(es, prefix)
+    assert len(found) == total
+    assert set(found) == {f"{prefix}-{n}" for n in range(total)}
