@@ -78,6 +78,9 @@ def main() -> None:
     parser.add_argument(
         "--sink", default="kafka", help="kafka, or file:/dev/null to leave Kafka out"
     )
+    parser.add_argument(
+        "--kafka", action="append", default=[], help="librdkafka KEY=VALUE for the collector"
+    )
     args = parser.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
     work = Path(tempfile.mkdtemp(prefix="logferry-bench-"))
@@ -111,6 +114,7 @@ def main() -> None:
                 str(work / "state"),
                 "--metrics-port",
                 "0",
+                *(f"--kafka={option}" for option in args.kafka),
             ],
             check=True,
             cwd=REPO,

@@ -22,7 +22,8 @@ from collector.config import Config
 from collector.decode import DECODERS, Line, detect
 from collector.discover import Discovery, Found
 from collector.encode import Encoder
-from collector.join import Joiner, Record
+from collector.fastpath import FAST_PATHS, FastPath
+from collector.join import PARSE_ERROR, Joiner, Record
 from collector.metrics import METRICS
 from collector.multiline import MultilineRule
 from collector.probes import Health
@@ -45,6 +46,7 @@ class File:
     seen: bool = True
     encoder: Encoder | None = None
     decode: Callable[[bytes], Line] | None = None
+    fast: FastPath | None = None
     acked: int = 0
     """End of the bytes whose records the sink acknowledged: what the checkpoint holds."""
 
@@ -112,7 +114,7 @@ class Agent:
             file.mtime = max(p.mtime for p in paths)
             file.path = preferred(paths).path
             if file.encoder is not None:
-                file.encoder.path = file.path
+                file.encoder.rename(file.path)
             if file.tail.fingerprint:
                 self.checkpoints.touch(file.tail.fingerprint)
             METRICS.bytes_behind.labels(file.path).set(max(0, paths[0].size - file.tail.offset))
@@ -168,8 +170,9 @@ class Agent:
         if not tail.identify():
             return False
         assert tail.fingerprint is not None
-        head = os.pread(tail.fd, 512, 0)
-        file.decode = DECODERS[detect(head)]
+        kind = detect(os.pread(tail.fd, 512, 0))
+        file.decode = DECODERS[kind]
+        file.fast = FAST_PATHS[kind]
         resume = self.checkpoints.get(tail.fingerprint)
         if resume is not None and resume <= tail.size():
             tail.seek(resume)
@@ -177,9 +180,7 @@ class Agent:
             log.debug("resuming %s at %d", file.path, resume)
         meta = dict(file.group.meta)
         meta["host.name"] = self.config.node_name
-        meta.setdefault(
-            "container.runtime", "docker" if file.decode is DECODERS["docker"] else "cri"
-        )
+        meta.setdefault("container.runtime", "docker" if kind == "docker" else "cri")
         file.encoder = Encoder(file.path, tail.fingerprint, meta)
         return True
 
@@ -213,31 +214,47 @@ class Agent:
                 out: list[Record] = []
                 group.joiner.expire(now, out)
                 if out:
-                    self.send(group, out)
+                    self.send(group, self.encode(out))
             if not group.files and not group.joiner.holding() and group.in_flight == 0:
                 del self.groups[group.folder]
         return worked
 
     def process(self, file: File, chunk: Any, now: float) -> None:
+        """The hot loop: a line goes the fast path when it can, else decode -> join -> encode."""
         joiner = file.group.joiner
         joiner.now = now
         push = joiner.push
         decode = file.decode
         assert decode is not None
+        assert file.encoder is not None
+        fast = file.fast if joiner.rule is None else None
+        template = file.encoder.template
+        pieces = joiner.pieces
+        values: list[bytes] = []
         out: list[Record] = []
         offset = chunk.offset
         for raw in chunk.lines:
-            push(file, offset, decode(raw), out)
+            # Held pieces of a split line must see every following line of their stream.
+            value = fast(raw, offset, template) if fast and not pieces else None
+            if value is not None:
+                values.append(value)
+            else:
+                push(file, offset, decode(raw), out)
+                if out:
+                    values += self.encode(out)
+                    out.clear()
             offset += len(raw) + 1
         METRICS.bytes_read.inc(chunk.end - chunk.offset)
         METRICS.lines_read.inc(len(chunk.lines))
-        self.send(file.group, out)
+        self.send(file.group, values)
 
-    def send(self, group: Group, records: list[Record]) -> None:
-        errors = sum(1 for r in records if "parse_error" in r.tags)
+    def encode(self, records: list[Record]) -> list[bytes]:
+        errors = sum(1 for r in records if r.tags is PARSE_ERROR)
         if errors:
             METRICS.parse_errors.inc(errors)
-        values = [r.source.encoder.encode(r) for r in records]
+        return [r.source.encoder.encode(r) for r in records]
+
+    def send(self, group: Group, values: list[bytes]) -> None:
         marks = [(f, f.committable()) for f in group.files]
         if not values and group.in_flight:
             return
@@ -301,7 +318,7 @@ class Agent:
             out: list[Record] = []
             group.joiner.expire(time.monotonic(), out, force=True)
             if out:
-                self.send(group, out)
+                self.send(group, self.encode(out))
 
     def run(self) -> int:
         config = self.config

@@ -25,12 +25,12 @@ Done = Callable[[bool], None]
 KAFKA_DEFAULTS: dict[str, Any] = {
     "acks": "all",
     "enable.idempotence": True,
-    "compression.type": "zstd",
+    "compression.type": "lz4",
     "linger.ms": 50,
     "batch.size": 1_000_000,
     "batch.num.messages": 10_000,
     # Bounded memory: when this fills, produce() refuses and reading pauses.
-    "queue.buffering.max.kbytes": 32 * 1024,
+    "queue.buffering.max.kbytes": 16 * 1024,
     "queue.buffering.max.messages": 200_000,
     # Retry until delivered rather than give up while the broker is away; the checkpoint
     # stays behind meanwhile, and shutdown is bounded by the grace period instead.
@@ -65,7 +65,6 @@ class KafkaSink:
             return
         produce = self.producer.produce
         topic = self.topic
-        last = len(values) - 1
 
         def delivered(error: KafkaError | None, _message: object) -> None:
             if error is not None:
@@ -74,22 +73,36 @@ class KafkaSink:
             done(error is None)
 
         # Records of one file share a key, so one partition: with idempotence on, Kafka
-        # keeps their order, and the report for the last one speaks for the batch.
-        for n, value in enumerate(values):
-            callback = delivered if n == last else None
-            while True:
+        # keeps their order, and the report for the last one speaks for the batch. No
+        # callback on the others keeps the per-record cost to one produce() call.
+        try:
+            for value in values[:-1]:
                 try:
-                    produce(topic, value, key, on_delivery=callback)
-                    break
+                    produce(topic, value, key)
                 except BufferError:
-                    # librdkafka's queue is full: wait for deliveries instead of reading on.
-                    self.producer.poll(0.05)
-                except KafkaException as exc:
-                    METRICS.delivery_errors.inc()
-                    log.error("kafka refused a record, checkpoint kept: %s", exc)
-                    done(False)
-                    return
+                    self.wait_for_room(topic, value, key, None)
+            try:
+                produce(topic, values[-1], key, on_delivery=delivered)
+            except BufferError:
+                self.wait_for_room(topic, values[-1], key, delivered)
+        except KafkaException as exc:
+            METRICS.delivery_errors.inc()
+            log.error("kafka refused a record, checkpoint kept: %s", exc)
+            done(False)
+            return
         METRICS.records_produced.inc(len(values))
+
+    def wait_for_room(
+        self, topic: str, value: bytes, key: str, callback: Callable[..., None] | None
+    ) -> None:
+        """librdkafka's queue is full: serve deliveries until it takes the record (backpressure)."""
+        while True:
+            self.producer.poll(0.05)
+            try:
+                self.producer.produce(topic, value, key, on_delivery=callback)
+                return
+            except BufferError:
+                continue
 
     def poll(self, timeout: float) -> None:
         self.producer.poll(timeout)

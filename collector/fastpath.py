@@ -1,0 +1,57 @@
+"""Raw line -> record bytes in one step, for the lines that need no joining.
+
+Most lines are complete, ASCII, and written by the runtime in its exact layout. For them
+decoding to a `Line`, joining and encoding through a dict is wasted work: the Docker
+json-file line already holds the text JSON-escaped, and a CRI line needs only its text
+escaped. These functions return None for anything else, and the caller then takes the
+general path (decode -> join -> encode), which handles every case. Both paths produce
+the same record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import orjson
+
+DOCKER_HEAD = b'{"log":"'
+STREAM_KEY = b'","stream":"'
+TIME_KEY = b'","time":"'
+
+FastPath = Callable[[bytes, int, bytes], bytes | None]
+
+
+def docker(raw: bytes, offset: int, template: bytes) -> bytes | None:
+    # `","stream":"` cannot occur inside a JSON string (a quote there is escaped), so the
+    # first match ends the log text.
+    if raw[:8] != DOCKER_HEAD or raw[-2:] != b'"}' or not raw.isascii() or b"\\u0000" in raw:
+        return None
+    end = raw.find(STREAM_KEY, 8)
+    if end < 0 or raw[end + 18 : end + 28] != TIME_KEY:
+        return None
+    stream = raw[end + 12 : end + 18]
+    if stream != b"stdout" and stream != b"stderr":
+        return None
+    # A complete line ends in an escaped newline; a run of backslashes is left to the
+    # general path, which can tell `\\n` (backslash, n) from `\n`.
+    if raw[end - 2 : end] != b"\\n" or raw[end - 3 : end - 2] == b"\\":
+        return None
+    time = raw[end + 28 : -2]
+    if time[-1:] != b"Z" or time[10:11] != b"T" or b'"' in time:
+        return None
+    return template % (time, raw[8 : end - 2], stream, offset, offset)
+
+
+def cri(raw: bytes, offset: int, template: bytes) -> bytes | None:
+    if not raw.isascii() or b"\x00" in raw:
+        return None
+    parts = raw.split(b" ", 3)
+    if len(parts) != 4 or parts[2] != b"F":
+        return None
+    time, stream = parts[0], parts[1]
+    if (stream != b"stdout" and stream != b"stderr") or time[-1:] != b"Z" or time[10:11] != b"T":
+        return None
+    return template % (time, orjson.dumps(parts[3].decode())[1:-1], stream, offset, offset)
+
+
+FAST_PATHS: dict[str, FastPath] = {"docker": docker, "cri": cri}

@@ -1,0 +1,96 @@
+"""The collector's command line as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.unit.logfiles import append, cri_line, docker_container, docker_line
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def collector(*args: str, config: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    extra = ["--config", str(config)] if config else []
+    return subprocess.run(
+        [sys.executable, "-m", "collector", *extra, *args],
+        capture_output=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
+
+
+def test_once_to_stdout_prints_every_line_and_exits_0(tmp_path: Path) -> None:
+    append(docker_container(tmp_path / "docker", "d" * 64), docker_line("from docker"))
+    pod = tmp_path / "log" / "pods" / "ns_pod_uid" / "app"
+    pod.mkdir(parents=True)
+    append(pod / "0.log", cri_line("from cri"), cri_line("again", "stderr"))
+    done = collector(
+        "--once", "--sink", "stdout", "--docker-root", str(tmp_path / "docker"),
+        "--log-root", str(tmp_path / "log"), "--state-dir", str(tmp_path / "state"),
+        "--metrics-port", "0",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(r["message"] for r in records) == ["again", "from cri", "from docker"]
+    for line in done.stderr.splitlines():
+        assert orjson.loads(line)["level"]
+
+
+def test_settings_from_yaml_then_flags(tmp_path: Path) -> None:
+    pod = tmp_path / "log" / "pods" / "ns_pod_uid" / "app"
+    pod.mkdir(parents=True)
+    append(pod / "0.log", cri_line("x"))
+    config = tmp_path / "collector.yaml"
+    config.write_text(
+        f"log_root: {tmp_path / 'log'}\nstate_dir: {tmp_path / 'state'}\n"
+        f"sink: file:{tmp_path / 'never.jsonl'}\nmetrics_port: 0\nnode_name: yaml-node\n"
+    )
+    out = tmp_path / "out.jsonl"
+    done = collector("--once", "--sink", f"file:{out}", config=config)
+    assert done.returncode == 0, done.stderr
+    (record,) = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert record["host"]["name"] == "yaml-node"
+    assert not (tmp_path / "never.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--sink", "kafka"], "bootstrap_servers"),
+        (["--sink", "s3"], "sink"),
+        (["--sink", "stdout", "--max-open-files", "0"], "max_open_files"),
+        (["--sink", "stdout", "--multiline", "*=(unclosed"], "multiline"),
+        (["--sink", "stdout", "--metrics-port", "70000"], "metrics_port"),
+        (["--sink", "kafka", "--bootstrap-servers", "k:1", "--kafka", "no.such.option=1"], "kafka"),
+    ],
+)
+def test_a_wrong_setting_stops_with_one_line_naming_it(args: list[str], named: str) -> None:
+    env_free = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "collector", *args],
+        capture_output=True,
+        cwd=REPO,
+        env={**env_free, "PYTHONPATH": str(REPO)},
+        timeout=60,
+        text=True,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert named in lines[0]
+
+
+def test_help_documents_every_option() -> None:
+    from collector.config import OPTIONS
+
+    done = collector("--help")
+    assert done.returncode == 0
+    for option in OPTIONS:
+        assert f"--{option.name.replace('_', '-')}" in done.stdout.decode()

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from collector.settings import SettingError
+from pipeline import bulk
+from pipeline.config import parse
+from pipeline.documents import IndexName, Undecodable, document
+
+NAME = IndexName("logferry-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}")
+
+
+def test_index_per_namespace_per_day() -> None:
+    doc = {"@timestamp": "2026-11-27T23:59:59.999999999Z", "kubernetes": {"namespace": "Shop"}}
+    assert NAME(doc) == "logferry-shop-2026.11.27"
+
+
+def test_records_without_namespace_or_time_still_get_an_index() -> None:
+    assert NAME({"message": "x"}) == "logferry-unknown-unknown"
+
+
+def test_document_keeps_the_record_adds_ingested_and_uses_event_id() -> None:
+    value = orjson.dumps(
+        {"@timestamp": "2026-11-27T02:00:00Z", "message": "hi", "event": {"id": "abc-12"}}
+    )
+    doc = document(value, NAME, "2026-11-27T02:00:01.000000Z")
+    assert orjson.loads(doc.action) == {
+        "create": {"_index": "logferry-unknown-2026.11.27", "_id": "abc-12"}
+    }
+    assert orjson.loads(doc.source) == {
+        "@timestamp": "2026-11-27T02:00:00Z",
+        "message": "hi",
+        "event": {"id": "abc-12", "ingested": "2026-11-27T02:00:01.000000Z"},
+    }
+    assert doc.source.endswith(b"\n")
+
+
+@pytest.mark.parametrize("value", [b"not json", b"[1]", b""])
+def test_undecodable_records_are_refused_with_a_reason(value: bytes) -> None:
+    with pytest.raises(Undecodable):
+        document(value, NAME, "now")
+
+
+def test_bulk_items_are_sorted_into_done_retry_and_refused() -> None:
+    items = [
+        {"create": {"status": 201}},
+        {"create": {"status": 409, "error": {"type": "version_conflict_engine_exception"}}},
+        {"create": {"status": 429, "error": {"type": "es_rejected_execution_exception"}}},
+        {"create": {"status": 400, "error": {"type": "document_parsing_exception", "reason": "x"}}},
+        {"create": {"status": 503, "error": {"type": "unavailable_shards_exception"}}},
+    ]
+    outcome = bulk.sort(items)
+    assert outcome.retry == [2, 4]
+    assert outcome.refused == [(3, "document_parsing_exception: x")]
+    assert outcome.duplicates == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["run", "--elasticsearch-url", "http://x"], "bootstrap_servers"),
+        (["run", "--bootstrap-servers", "k:9092"], "elasticsearch_url"),
+        (["setup", "--elasticsearch-url", "es:9200"], "elasticsearch_url"),
+        (["run", "--elasticsearch-url", "http://x", "--index", "Logs-{a"], "index"),
+        (["setup", "--elasticsearch-url", "http://x", "--bulk-bytes", "0"], "bulk_bytes"),
+        (["serve"], "command"),
+    ],
+)
+def test_wrong_settings_name_the_setting(
+    argv: list[str], named: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.delenv("ELASTICSEARCH_URL", raising=False)
+    with pytest.raises(SettingError, match=named):
+        parse(argv)
