@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import orjson
@@ -73,6 +74,8 @@ class Indexer:
         """Messages that arrived while the batch was being retried: they start the next one."""
         self.paused = False
         self.stopping = False
+        self.sender = ThreadPoolExecutor(1, thread_name_prefix="bulk")
+        self.in_flight: tuple[list[Entry], list[Entry], Future[bulk.Outcome] | None] | None = None
 
     # --- Kafka callbacks ---------------------------------------------------------------------
 
@@ -120,20 +123,27 @@ class Indexer:
             )
             messages = self.carried or self.consumer.consume(CONSUME_BATCH, min(wait, 0.5))
             self.carried = []
+            ingested = now()
             for message in messages:
-                self.add(message)
+                self.add(message, ingested)
             self.health.ready = bool(self.assigned) or not self.batch
             if self.batch and (
                 self.batch_bytes >= c.bulk_bytes
                 or time.monotonic() - self.first_at >= c.flush_interval
             ):
                 self.flush()
+            elif self.in_flight is not None and (
+                self.in_flight[2] is None or self.in_flight[2].done()
+            ):
+                self.settle()
         self.flush()
+        self.settle()
+        self.sender.shutdown()
         self.consumer.close()
         self.producer.flush(10)
         return 0
 
-    def add(self, message: Message) -> None:
+    def add(self, message: Message, ingested: str) -> None:
         error = message.error()
         if error is not None:
             if error.code() != KafkaError._PARTITION_EOF:
@@ -143,7 +153,7 @@ class Indexer:
             self.first_at = time.monotonic()
         value = message.value() or b""
         try:
-            doc = document(value, self.index_name, now())
+            doc = document(value, self.index_name, ingested)
         except Undecodable as exc:
             self.batch.append(Entry(message, None, str(exc)))
             return
@@ -151,16 +161,37 @@ class Indexer:
         self.batch_bytes += len(doc.action) + len(doc.source)
 
     def flush(self) -> None:
-        """Index the batch (retrying what may succeed later), dead-letter the rest, commit."""
+        """Send the batch, after seeing the one in flight through, so commits stay in order.
+
+        One bulk request is in flight while the next batch is read and encoded: Elasticsearch
+        and this loop then work at the same time instead of taking turns.
+        """
+        self.settle()
+        batch = self.batch
+        self.clear()
+        todo = [e for e in batch if e.doc is not None]
+        body = b"".join([e.doc.action + e.doc.source for e in todo if e.doc is not None])
+        future = self.sender.submit(bulk.send, self.es, body, len(todo)) if todo else None
+        self.in_flight = (batch, todo, future)
+
+    def settle(self) -> None:
+        """Wait for the bulk in flight; retry, dead-letter and commit what it held."""
+        if self.in_flight is None:
+            return
+        batch, todo, future = self.in_flight
+        self.in_flight = None
+        refused = [(e, e.refusal) for e in batch if e.doc is None]
         delay = 0.1
-        todo = [e for e in self.batch if e.doc is not None]
-        refused = [(e, e.refusal) for e in self.batch if e.doc is None]
         most = len(todo)
         while todo:
             part, rest = todo[:most], todo[most:]
-            body = b"".join(e.doc.action + e.doc.source for e in part if e.doc is not None)
             try:
-                outcome = bulk.send(self.es, body, len(part))
+                if future is not None:
+                    first, future = future, None
+                    outcome = first.result()
+                else:
+                    body = b"".join([e.doc.action + e.doc.source for e in part if e.doc])
+                    outcome = bulk.send(self.es, body, len(part))
             except bulk.TooLarge as exc:
                 if len(part) == 1:
                     refused.append((part[0], f"too large for Elasticsearch: {exc}"))
@@ -171,7 +202,6 @@ class Indexer:
             except bulk.Unavailable as exc:
                 if self.stopping:
                     log.warning("stopping with Elasticsearch unavailable: batch left uncommitted")
-                    self.clear()
                     return
                 log.warning("%s; retrying in %.1f s", exc, delay)
                 METRICS.retries.inc()
@@ -190,8 +220,7 @@ class Indexer:
         if refused:
             self.dead_letter(refused)
         self.resume()
-        self.commit()
-        self.clear()
+        self.commit(batch)
 
     def clear(self) -> None:
         self.batch = []
@@ -247,9 +276,9 @@ class Indexer:
         METRICS.dead_lettered.inc(len(refused))
         log.info("%d documents dead-lettered, first: %s", len(refused), refused[0][1])
 
-    def commit(self) -> None:
+    def commit(self, batch: list[Entry]) -> None:
         ends: dict[tuple[str, int], int] = {}
-        for e in self.batch:
+        for e in batch:
             key = e.partition
             if key in self.assigned:
                 ends[key] = max(ends.get(key, -1), e.message.offset() + 1)

@@ -74,3 +74,22 @@ def test_wrong_settings_name_the_setting(
     monkeypatch.delenv("ELASTICSEARCH_URL", raising=False)
     with pytest.raises(SettingError, match=named):
         parse(argv)
+
+
+def test_ingested_is_added_whatever_the_shape_of_the_record() -> None:
+    shapes = [
+        {"message": "no event"},
+        {"message": "empty event", "event": {}},
+        {"message": "has it", "event": {"id": "a", "ingested": "2020-01-01T00:00:00Z"}},
+        {"message": 'text with "event":{ inside', "event": {"id": "b"}},
+        {"message": "nested", "labels": {"event": {"x": 1}}, "event": {"id": "c"}},
+    ]
+    for shape in shapes:
+        doc = document(orjson.dumps(shape), NAME, "2026-11-27T00:00:00Z")
+        source = orjson.loads(doc.source)
+        assert source["event"]["ingested"] == "2026-11-27T00:00:00Z"
+        assert {k: v for k, v in source.items() if k != "event"} == {
+            k: v for k, v in shape.items() if k != "event"
+        }
+    spaced = b'{"message": "x", "event": {"id": "d"}}'
+    assert orjson.loads(document(spaced, NAME, "t").source)["event"] == {"id": "d", "ingested": "t"}

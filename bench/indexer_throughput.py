@@ -1,0 +1,148 @@
+"""Indexer throughput against the node's own ceiling.
+
+Loads N contract records into the local Kafka, runs `python -m pipeline run` until every
+one is searchable, and prints documents/s and the indexer's CPU seconds. Then posts the
+same documents as pre-built 5 MB bulk bodies with a bare HTTP client (the node's ceiling
+on this machine) and prints the ratio.
+
+    .venv/bin/python bench/indexer_throughput.py --records 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import orjson
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from elasticsearch import Elasticsearch
+
+from pipeline.documents import IndexName, document, now
+from pipeline.setup import install_templates
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.integration.pipeline_run import record  # noqa: E402
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def count(es: Elasticsearch, prefix: str) -> int:
+    es.indices.refresh(index=f"{prefix}-*", allow_no_indices=True)
+    return es.count(index=f"{prefix}-*", allow_no_indices=True)["count"]
+
+
+def load(bootstrap: str, topic: str, records: int, run: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=1)])[topic].result(30)
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 50, "compression.type": "lz4"}
+    )
+    for n in range(records):
+        value = orjson.dumps(record(n, run))
+        while True:
+            try:
+                producer.produce(topic, value, str(n % 50))
+                break
+            except BufferError:
+                producer.poll(0.1)
+    producer.flush(120)
+
+
+def indexer(
+    bootstrap: str, es_url: str, es: Elasticsearch, topic: str, prefix: str, records: int
+) -> tuple[float, float]:
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "pipeline", "run", "--bootstrap-servers", bootstrap,
+            "--elasticsearch-url", es_url, "--topic", topic, "--group", f"bench-{topic}",
+            "--index", prefix + "-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}",
+            "--metrics-port", "0", "--log-level", "warning",
+        ],
+        cwd=REPO,
+    )  # fmt: skip
+    # Timed from the first document searchable: process start and joining the group take
+    # a few seconds that say nothing about throughput.
+    first = 0
+    while first == 0:
+        time.sleep(0.05)
+        first = count(es, prefix)
+    started = time.perf_counter()
+    while count(es, prefix) < records:
+        time.sleep(0.2)
+    rate = (records - first) / (time.perf_counter() - started)
+    cpu = cpu_seconds(process.pid)
+    process.send_signal(signal.SIGTERM)
+    process.wait(60)
+    return rate, cpu
+
+
+def ceiling(es_url: str, es: Elasticsearch, prefix: str, records: int, run: str) -> float:
+    """Documents/s, timed after the first body (connection and index creation excluded)."""
+    """The same documents as ready bulk bodies, posted back to back over one connection."""
+    name = IndexName(prefix + "-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}")
+    bodies, body = [], bytearray()
+    stamp = now()
+    for n in range(records):
+        doc = document(orjson.dumps(record(n, run)), name, stamp)
+        body += doc.action + doc.source
+        if len(body) >= 5_000_000:
+            bodies.append(bytes(body))
+            body = bytearray()
+    if body:
+        bodies.append(bytes(body))
+    url = urlsplit(es_url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
+    headers = {"Content-Type": "application/x-ndjson"}
+    connection.request("POST", "/_bulk?filter_path=errors", bodies[0], headers)
+    connection.getresponse().read()
+    first = count(es, prefix)
+    started = time.perf_counter()
+    for body in bodies[1:]:
+        connection.request("POST", "/_bulk?filter_path=errors", body, headers)
+        reply = connection.getresponse().read()
+        assert reply == b'{"errors":false}', reply[:200]
+    while count(es, prefix) < records:
+        time.sleep(0.2)
+    return (records - first) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=1_000_000)
+    args = parser.parse_args()
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    es_url = os.environ.get("ELASTICSEARCH_URL", "http://127.0.0.1:19200")
+    es = Elasticsearch(es_url, request_timeout=120)
+    install_templates(es, say=lambda _: None)
+    run = uuid.uuid4().hex[:8]
+    topic = f"bench-{run}"
+    load(bootstrap, topic, args.records, run)
+    ours, base = f"logferry-bench-{run}-a", f"logferry-bench-{run}-b"
+    try:
+        rate, cpu = indexer(bootstrap, es_url, es, topic, ours, args.records)
+        top = ceiling(es_url, es, base, args.records, run)
+    finally:
+        es.indices.delete(index=f"logferry-bench-{run}-*", allow_no_indices=True)
+    print(f"records        {args.records} ({os.cpu_count()} cores)")
+    print(f"indexer        {rate:,.0f} docs/s")
+    print(f"indexer cpu    {cpu:.1f} s, {cpu / args.records * 1e6:.1f} CPU-s per million")
+    print(f"ceiling        {top:,.0f} docs/s (pre-built bulk bodies, one connection)")
+    print(f"ratio          {rate / top:.2f} of the ceiling")
+
+
+if __name__ == "__main__":
+    main()
