@@ -10,6 +10,7 @@ LOCAL := deploy/local
 install: $(VENV)/.installed
 	@$(LOCAL)/kafka.sh fetch
 	@$(LOCAL)/elasticsearch.sh fetch
+	@PYTHON=$(PY) deploy/tools/fetch-validators.sh
 
 # Reinstall only when the dependency list changes, so a second `make install` is quick.
 $(VENV)/.installed: pyproject.toml

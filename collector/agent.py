@@ -22,10 +22,11 @@ from collector.config import Config
 from collector.decode import DECODERS, Line, detect
 from collector.discover import Discovery, Found
 from collector.encode import Encoder
+from collector.enrich import Enricher, PodInfo
 from collector.fastpath import FAST_PATHS, FastPath
 from collector.join import PARSE_ERROR, Joiner, Record
 from collector.metrics import METRICS
-from collector.multiline import MultilineRule
+from collector.multiline import MultilineRule, rule_for
 from collector.probes import Health
 from collector.sink import Sink
 from collector.tail import Tail
@@ -62,7 +63,11 @@ class Group:
     folder: str
     joiner: Joiner
     meta: dict[str, Any]
+    born: float = field(default_factory=time.monotonic)
     files: list[File] = field(default_factory=list)
+    info: PodInfo | None = None
+    """What the Kubernetes API said about this container, once it said anything."""
+    seen_version: int = -1
     in_flight: int = 0
     failed: bool = False
     """A batch failed for good: checkpoints of this group stay where they are this run."""
@@ -73,9 +78,16 @@ class Group:
 
 
 class Agent:
-    def __init__(self, config: Config, sink: Sink, health: Health | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        sink: Sink,
+        health: Health | None = None,
+        enricher: Enricher | None = None,
+    ) -> None:
         self.config = config
         self.sink = sink
+        self.enricher = enricher
         self.health = health or Health()
         self.checkpoints = Checkpoints(config.state_dir)
         self.discovery = Discovery(
@@ -105,6 +117,8 @@ class Agent:
                     continue
                 if len(self.files) >= self.config.max_open_files:
                     waiting += 1
+                    continue
+                if self.excluded(paths):
                     continue
                 file = self.open(identity, paths)
                 if file is None:
@@ -154,6 +168,51 @@ class Agent:
         log.debug("opened %s", best.path)
         return file
 
+    def excluded(self, paths: list[Found]) -> bool:
+        """Excluded by annotation: such files are not even opened."""
+        if self.enricher is None:
+            return False
+        meta: dict[str, Any] = {}
+        for p in paths:
+            meta.update(p.meta)
+        info = self.enricher.lookup(meta)
+        return info is not None and info.excluded
+
+    def metadata(self, group: Group, now: float) -> bool:
+        """Take what the API knows of the group's pod; False while its records should wait."""
+        enricher = self.enricher
+        if enricher is None:
+            return True
+        if group.seen_version != enricher.version:
+            group.seen_version = enricher.version
+            info = enricher.lookup(group.meta)
+            # A pod purged after its grace keeps the metadata its files already had.
+            if info is not None and info != group.info:
+                self.apply(group, info)
+        if group.info is None:
+            return now - group.born >= self.config.metadata_wait
+        return not group.info.excluded
+
+    def apply(self, group: Group, info: PodInfo) -> None:
+        group.info = info
+        rule = self.multiline_rule(group.meta)
+        if info.multiline:
+            try:
+                rule = rule_for(info.multiline)
+            except ValueError as exc:
+                log.warning("pod annotation ignored for %s: %s", group.folder, exc)
+        group.joiner.rule = rule
+        for file in group.files:
+            if file.encoder is not None:
+                file.encoder.update(self.record_meta(group), missing=False)
+
+    def record_meta(self, group: Group) -> dict[str, Any]:
+        meta = dict(group.meta)
+        if group.info is not None:
+            meta.update(group.info.fields)
+        meta["host.name"] = self.config.node_name
+        return meta
+
     def multiline_rule(self, meta: dict[str, Any]) -> MultilineRule | None:
         name = "/".join(
             str(meta.get(k, ""))
@@ -178,10 +237,11 @@ class Agent:
             tail.seek(resume)
             file.acked = resume
             log.debug("resuming %s at %d", file.path, resume)
-        meta = dict(file.group.meta)
-        meta["host.name"] = self.config.node_name
+        meta = self.record_meta(file.group)
         meta.setdefault("container.runtime", "docker" if kind == "docker" else "cri")
         file.encoder = Encoder(file.path, tail.fingerprint, meta)
+        if self.enricher is not None and file.group.info is None:
+            file.encoder.update(meta, missing=True)
         return True
 
     # --- reading ---------------------------------------------------------------------------
@@ -191,6 +251,8 @@ class Agent:
         worked = False
         now = time.monotonic()
         for group in list(self.groups.values()):
+            if not self.metadata(group, now):
+                continue
             for file in list(group.files):
                 if file.encoder is None and not self.identify(file):
                     break
@@ -255,6 +317,8 @@ class Agent:
         return [r.source.encoder.encode(r) for r in records]
 
     def send(self, group: Group, values: list[bytes]) -> None:
+        if self.enricher is not None and group.info is None and values:
+            METRICS.metadata_missing.inc(len(values))
         marks = [(f, f.committable()) for f in group.files]
         if not values and group.in_flight:
             return

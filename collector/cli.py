@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from types import FrameType
 
@@ -12,7 +13,8 @@ from confluent_kafka import KafkaException
 
 from collector import jsonlog
 from collector.agent import Agent
-from collector.config import parse
+from collector.config import Config, parse
+from collector.enrich import Enricher
 from collector.probes import Health, serve
 from collector.settings import SettingError
 from collector.sink import KafkaSink, Sink, StreamSink
@@ -58,10 +60,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"collector: setting sink: {exc}", file=sys.stderr)
         return 2
+    enricher = start_enricher(config)
     try:
-        agent = Agent(config, sink, health)
+        agent = Agent(config, sink, health, enricher)
     except (OSError, ValueError) as exc:
         print(f"collector: setting state_dir: {exc}", file=sys.stderr)
         return 2
     log.info("collector started, sink %s", config.sink)
-    return agent.run()
+    try:
+        return agent.run()
+    finally:
+        if enricher is not None:
+            enricher.stop()
+
+
+def start_enricher(config: Config) -> Enricher | None:
+    """The pod watch, when asked for or when running in a cluster; waits for its first list."""
+    if not config.wants_kubernetes():
+        log.info("kubernetes metadata off: not in a cluster and no KUBECONFIG")
+        return None
+    enricher = Enricher(
+        config.node_name,
+        grace=config.metadata_grace,
+        annotations=config.annotations or None,
+        kubeconfig=config.kubeconfig or None,
+    )
+    enricher.start()
+    # Records read before the first list would all wait or go without labels.
+    deadline = time.monotonic() + config.metadata_wait
+    while not enricher.synced and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return enricher

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,12 @@ def sink_spec(text: str) -> str:
     if text in ("kafka", "stdout") or (text.startswith("file:") and len(text) > 5):
         return text
     raise ValueError(f"must be kafka, stdout or file:PATH, got {text!r}")
+
+
+def kubernetes_mode(text: str) -> str:
+    if text in ("auto", "on", "off"):
+        return text
+    raise ValueError(f"must be on, off or auto, got {text!r}")
 
 
 def multiline_spec(text: str) -> tuple[str, MultilineRule]:
@@ -77,6 +84,24 @@ OPTIONS = (
     Option("scan_interval", 0.5, "seconds between scans for new files", seconds),
     Option("shutdown_grace", 20.0, "seconds to deliver what is in flight at stop", seconds),
     Option("log_level", "info", "debug, info, warning or error", env="LOGFERRY_LOG_LEVEL"),
+    Option(
+        "kubernetes",
+        "auto",
+        "pod metadata from the API: on, off, or auto (on in a cluster or with KUBECONFIG)",
+        kubernetes_mode,
+        env="LOGFERRY_KUBERNETES",
+    ),
+    Option("kubeconfig", "", "kubeconfig file (default: in-cluster, then KUBECONFIG)"),
+    Option("metadata_wait", 2.0, "seconds a new container's records wait for its pod", seconds),
+    Option(
+        "metadata_grace", 60.0, "seconds a deleted pod's metadata is kept for late lines", seconds
+    ),
+    Option(
+        "annotations",
+        [],
+        "only pod annotations matching these globs go into records (default: all)",
+        many=True,
+    ),
 )
 
 
@@ -102,6 +127,20 @@ class Config:
     scan_interval: float
     shutdown_grace: float
     log_level: str
+    kubernetes: str
+    kubeconfig: str
+    metadata_wait: float
+    metadata_grace: float
+    annotations: list[str]
+
+    def wants_kubernetes(self) -> bool:
+        if self.kubernetes != "auto":
+            return self.kubernetes == "on"
+        return bool(
+            self.kubeconfig
+            or os.environ.get("KUBERNETES_SERVICE_HOST")
+            or os.environ.get("KUBECONFIG")
+        )
 
 
 def parse(argv: Sequence[str] | None = None) -> Config:

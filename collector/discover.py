@@ -38,17 +38,17 @@ class Found:
 
 
 def docker_config(folder: str) -> dict[str, str]:
-    """Names and Kubernetes labels from Docker's config.v2.json; {} when unreadable."""
+    """Names and Kubernetes labels from Docker's config.v2.json; the folder names the id."""
+    meta = {"container.runtime": "docker", "container.id": os.path.basename(folder)}
     try:
         with open(os.path.join(folder, "config.v2.json"), "rb") as f:
             config: Any = orjson.loads(f.read())
     except (OSError, orjson.JSONDecodeError):
-        return {}
+        return meta
     if not isinstance(config, dict):
-        return {}
+        return meta
     inner = config.get("Config") if isinstance(config.get("Config"), dict) else {}
     labels = inner.get("Labels") if isinstance(inner.get("Labels"), dict) else {}
-    meta = {"container.runtime": "docker"}
     if isinstance(config.get("ID"), str):
         meta["container.id"] = config["ID"]
     if isinstance(config.get("Name"), str):

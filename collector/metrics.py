@@ -21,6 +21,10 @@ class Metrics:
         self.truncated = Counter(
             "logferry_collector_truncated_records", "Records cut at the maximum record size"
         )
+        self.metadata_missing = Counter(
+            "logferry_collector_records_without_metadata",
+            "Records shipped without pod metadata from the API (tag metadata_missing)",
+        )
         self.files_open = Gauge("logferry_collector_files_open", "Log files held open")
         self.files_waiting = Gauge(
             "logferry_collector_files_waiting",

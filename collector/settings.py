@@ -57,7 +57,7 @@ def parser(prog: str, description: str, options: Sequence[Option]) -> argparse.A
         flag = "--" + o.name.replace("_", "-")
         extra = f" (env {o.env})" if o.env else ""
         shown = f" [default: {o.default}]" if o.default not in (None, [], {}, False) else ""
-        text = o.help + extra + shown
+        text = (o.help + extra + shown).replace("%", "%%")
         if o.switch:
             p.add_argument(flag, dest=o.name, action="store_true", default=None, help=text)
         elif o.many or isinstance(o.default, dict):

@@ -16,7 +16,7 @@
 # Health is GET /_cluster/health; the launcher also serves GET / and HEAD / (elasticsearch-py info()/ping()).
 #
 # Environment:
-#   LOGFERRY_STATE_DIR  state folder (default: <repo>/.state); everything lives in $STATE/elasticsearch
+#   LOGFERRY_SERVICES_DIR  folder (default: <repo>/.state); everything lives in $STATE/elasticsearch
 #   ES_PORT             HTTP port (default 19200)          ES_TRANSPORT_PORT  transport port (default 19300)
 #   ES_HEAP             max heap, e.g. 1g (default 1g)     ES_HEAP_MIN        initial heap (default 512m, capped at ES_HEAP)
 #   ES_JAVA_OPTS        extra JVM options                  ES_START_TIMEOUT   seconds to wait for health (default 120)
@@ -26,7 +26,7 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
 PROJECT_DIR=$SCRIPT_DIR/elasticsearch
-STATE=${LOGFERRY_STATE_DIR:-$REPO_ROOT/.state}
+STATE=${LOGFERRY_SERVICES_DIR:-$REPO_ROOT/.state}
 ES_DIR=$STATE/elasticsearch
 LIB_DIR=$ES_DIR/lib
 LOG_DIR=$ES_DIR/logs

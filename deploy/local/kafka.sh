@@ -15,7 +15,7 @@
 #             3 start/status impossible because java or mvn (or the jars) are missing.
 #
 # Environment:
-#   LOGFERRY_STATE_DIR     state folder (default <repo>/.state); all goes to $STATE/kafka
+#   LOGFERRY_SERVICES_DIR  folder (default <repo>/.state); all goes to $STATE/kafka
 #   KAFKA_PORT             PLAINTEXT listener (default 19092)
 #   KAFKA_CONTROLLER_PORT  KRaft controller listener (default 19093)
 #   KAFKA_SASL_PORT        if set, adds a SASL_PLAINTEXT listener (mechanism PLAIN,
@@ -31,7 +31,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
 KAFKA_SRC="$SCRIPT_DIR/kafka"                 # pom.xml, log4j2.properties, KafkaReady.java
 
-STATE=${LOGFERRY_STATE_DIR:-$REPO_ROOT/.state}
+STATE=${LOGFERRY_SERVICES_DIR:-$REPO_ROOT/.state}
 KAFKA_PORT=${KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-19093}
 KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-}

@@ -12,6 +12,7 @@ import orjson
 
 from collector.agent import Agent
 from collector.config import parse
+from collector.enrich import Enricher
 from collector.sink import Done
 
 CLOCK = count()
@@ -93,7 +94,7 @@ class ListSink:
         return [r["message"] for r in self.records]
 
 
-def agent(tmp: Path, sink: ListSink, *flags: str) -> Agent:
+def agent(tmp: Path, sink: ListSink, *flags: str, enricher: Enricher | None = None) -> Agent:
     config = parse(
         [
             "--sink",
@@ -111,7 +112,7 @@ def agent(tmp: Path, sink: ListSink, *flags: str) -> Agent:
             *flags,
         ]
     )
-    return Agent(config, sink)
+    return Agent(config, sink, enricher=enricher)
 
 
 def drain(a: Agent, turns: int = 50) -> None:

@@ -1,0 +1,37 @@
+# syntax=docker/dockerfile:1
+# logferry pipeline, the indexer (python -m pipeline run|setup). Build from the repository root:
+#   docker build -f deploy/docker/pipeline.Dockerfile -t logferry/pipeline:0.1.0 .
+# The base is pinned to a Python patch release and a Debian release; bump both on purpose.
+ARG PYTHON_IMAGE=python:3.11.15-slim-trixie
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY collector/ collector/
+COPY pipeline/ pipeline/
+# The project's wheel first, then a virtual environment with it and its dependencies, from
+# binary wheels only (confluent-kafka and orjson ship manylinux wheels: no compiler here).
+RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
+ && python -m venv /opt/logferry \
+ && /opt/logferry/bin/python -m pip install --no-cache-dir --only-binary=:all: /wheels/logferry-*.whl
+
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="logferry-pipeline" \
+      org.opencontainers.image.description="Indexes logferry records from Kafka into Elasticsearch" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PATH=/opt/logferry/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+COPY --from=build /opt/logferry /opt/logferry
+# `pipeline setup --kibana URL` imports the dashboards from <site-packages>/../dashboards,
+# where pipeline/setup.py looks for them (next to the pipeline package).
+COPY dashboards/logferry.ndjson /opt/logferry/lib/python3.11/site-packages/dashboards/logferry.ndjson
+# Nothing is written to disk (offsets live in Kafka): any uid works; this one owns nothing.
+USER 10001:10001
+EXPOSE 2021
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:2021/healthz', timeout=4)"]
+ENTRYPOINT ["python", "-m", "pipeline"]
+CMD ["run"]

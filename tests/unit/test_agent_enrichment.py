@@ -1,0 +1,193 @@
+"""Records get their pod's metadata from the Kubernetes API, through the agent.
+
+The API server is the stand-in of tests/k8s_api.py (the real one cannot run here): it
+speaks the list and watch wire format to the real `kubernetes` client.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.enrich import Enricher
+from tests.k8s_api import KubeAPI, cid, namespace, pod
+from tests.unit.logfiles import ListSink, agent, append, cri_line, docker_line, drain
+
+NODE = "node-a"
+
+
+def cri_log(tmp: Path, obj: dict[str, Any], container: str = "app") -> Path:
+    meta = obj["metadata"]
+    folder = tmp / "log" / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid']}" / container
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "0.log"
+
+
+def until(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def api() -> Iterator[KubeAPI]:
+    with KubeAPI(bookmark_every=0.2) as server:
+        server.add(namespace("shop", labels={"team": "checkout"}))
+        yield server.up()
+
+
+@pytest.fixture
+def enricher(api: KubeAPI, tmp_path: Path) -> Iterator[Enricher]:
+    made = Enricher(NODE, kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"), backoff_max=0.2)
+    made.start()
+    until(lambda: made.synced)
+    yield made
+    made.stop()
+
+
+def test_cri_records_carry_labels_owner_and_namespace_labels(
+    tmp_path: Path, api: KubeAPI, enricher: Enricher
+) -> None:
+    cart = pod(
+        "cart-7d9f-abcde",
+        "shop",
+        labels={"app": "cart", "app.kubernetes.io/name": "cart"},
+        owner=("ReplicaSet", "cart-7d9f"),
+    )
+    api.add(cart)
+    until(lambda: enricher.lookup({"kubernetes.pod.uid": cart["metadata"]["uid"]}))
+    append(cri_log(tmp_path, cart), cri_line("hello"))
+    sink = ListSink()
+    drain(agent(tmp_path, sink, enricher=enricher))
+    (record,) = sink.records
+    k8s = record["kubernetes"]
+    assert k8s["labels"]["app"] == "cart"
+    assert k8s["labels"]["app.kubernetes.io/name"] == "cart"
+    assert k8s["deployment"] == {"name": "cart"}
+    assert k8s["namespace_labels"]["team"] == "checkout"
+    assert k8s["pod"]["ip"] == "10.244.1.7"
+    assert record["container"]["id"] == cid(cart)
+    assert "tags" not in record
+
+
+def test_docker_records_are_matched_by_container_id(
+    tmp_path: Path, api: KubeAPI, enricher: Enricher
+) -> None:
+    web = pod("web-1", "shop", labels={"tier": "front"}, runtime="docker")
+    api.add(web)
+    container = cid(web)
+    until(lambda: enricher.lookup({"container.id": container}))
+    folder = tmp_path / "docker" / container
+    folder.mkdir(parents=True)
+    append(folder / f"{container}-json.log", docker_line("from docker"))
+    sink = ListSink()
+    drain(agent(tmp_path, sink, enricher=enricher))
+    assert sink.records[0]["kubernetes"]["labels"] == {"tier": "front"}
+    assert sink.records[0]["kubernetes"]["pod"]["name"] == "web-1"
+
+
+def test_excluded_pods_are_not_read(tmp_path: Path, api: KubeAPI, enricher: Enricher) -> None:
+    quiet = pod("quiet", "shop", annotations={"logferry.io/exclude": "true"})
+    loud = pod("loud", "shop")
+    api.add(quiet)
+    api.add(loud)
+    until(lambda: enricher.lookup({"kubernetes.pod.uid": loud["metadata"]["uid"]}))
+    append(cri_log(tmp_path, quiet), cri_line("secret"))
+    append(cri_log(tmp_path, loud), cri_line("public"))
+    sink = ListSink()
+    a = agent(tmp_path, sink, enricher=enricher)
+    drain(a)
+    assert sink.messages() == ["public"]
+    assert all("quiet" not in f.path for f in a.files.values())
+
+
+def test_multiline_by_pod_annotation(tmp_path: Path, api: KubeAPI, enricher: Enricher) -> None:
+    java = pod("api", "shop", annotations={"logferry.io/multiline": "java"})
+    api.add(java)
+    until(lambda: enricher.lookup({"kubernetes.pod.uid": java["metadata"]["uid"]}))
+    append(
+        cri_log(tmp_path, java),
+        cri_line("java.lang.IllegalStateException: boom"),
+        cri_line("\tat com.shop.Api.handle(Api.java:7)"),
+        cri_line("next"),
+    )
+    sink = ListSink()
+    drain(agent(tmp_path, sink, "--multiline-timeout", "0", enricher=enricher))
+    assert sink.messages() == [
+        "java.lang.IllegalStateException: boom\n\tat com.shop.Api.handle(Api.java:7)",
+        "next",
+    ]
+
+
+def test_a_label_change_reaches_new_records(
+    tmp_path: Path, api: KubeAPI, enricher: Enricher
+) -> None:
+    shop = pod("shop-1", "shop", labels={"version": "1"})
+    api.add(shop)
+    uid = shop["metadata"]["uid"]
+    until(lambda: enricher.lookup({"kubernetes.pod.uid": uid}))
+    log = cri_log(tmp_path, shop)
+    append(log, cri_line("before"))
+    sink = ListSink()
+    a = agent(tmp_path, sink, enricher=enricher)
+    drain(a)
+    shop["metadata"]["labels"]["version"] = "2"
+    api.modify(shop)
+    until(lambda: enricher.lookup({"kubernetes.pod.uid": uid}).fields["kubernetes.labels"]
+          == {"version": "2"})  # fmt: skip
+    append(log, cri_line("after"))
+    drain(a)
+    assert [r["kubernetes"]["labels"]["version"] for r in sink.records] == ["1", "2"]
+
+
+def test_a_deleted_pods_late_lines_keep_its_metadata(
+    tmp_path: Path, api: KubeAPI, enricher: Enricher
+) -> None:
+    job = pod("migrate-28830140-x1", "shop", owner=("Job", "migrate-28830140"))
+    api.add(job)
+    uid = job["metadata"]["uid"]
+    until(lambda: enricher.lookup({"kubernetes.pod.uid": uid}))
+    append(cri_log(tmp_path, job), cri_line("done"))
+    api.delete(job)
+    time.sleep(0.3)
+    sink = ListSink()
+    drain(agent(tmp_path, sink, enricher=enricher))
+    (record,) = sink.records
+    assert record["kubernetes"]["job"] == {"name": "migrate-28830140"}
+    assert record["kubernetes"]["cronjob"] == {"name": "migrate"}
+
+
+def test_api_down_at_start_records_are_tagged_then_enriched(tmp_path: Path) -> None:
+    with KubeAPI(bookmark_every=0.2) as api:
+        api.add(namespace("shop"))
+        late = pod("late", "shop", labels={"app": "late"})
+        api.add(late)
+        enricher = Enricher(NODE, kubeconfig=api.kubeconfig(tmp_path / "kc"), backoff_max=0.2)
+        enricher.start()
+        try:
+            log = cri_log(tmp_path, late)
+            append(log, cri_line("early"))
+            sink = ListSink()
+            a = agent(tmp_path, sink, "--metadata-wait", "0.2", enricher=enricher)
+            started = time.monotonic()
+            until(lambda: (drain(a, turns=1), sink.records)[1])
+            assert time.monotonic() - started >= 0.2
+            assert sink.records[0]["tags"] == ["metadata_missing"]
+            assert sink.records[0]["kubernetes"]["pod"]["name"] == "late"
+            api.up()
+            until(lambda: enricher.lookup({"kubernetes.pod.uid": late["metadata"]["uid"]}))
+            append(log, cri_line("later"))
+            drain(a)
+            assert sink.records[1]["message"] == "later"
+            assert "tags" not in sink.records[1]
+            assert sink.records[1]["kubernetes"]["labels"] == {"app": "late"}
+        finally:
+            enricher.stop()
