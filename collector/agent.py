@@ -28,7 +28,7 @@ from collector.join import PARSE_ERROR, Joiner, Record
 from collector.metrics import METRICS
 from collector.multiline import MultilineRule, rule_for
 from collector.probes import Health
-from collector.sink import Sink
+from collector.sink import Interrupted, KafkaSink, Sink
 from collector.tail import Tail
 
 log = logging.getLogger("collector.agent")
@@ -384,7 +384,21 @@ class Agent:
             if out:
                 self.send(group, self.encode(out))
 
+    def paused(self) -> bool:
+        """While the sink has no room: still alive, and asked whether to give up."""
+        self.health.beat = time.monotonic()
+        return self.stopping
+
     def run(self) -> int:
+        if isinstance(self.sink, KafkaSink):
+            self.sink.waiting = self.paused
+        try:
+            self.loop()
+        except Interrupted:
+            log.info("stopped while waiting for the sink; undelivered records will be read again")
+        return self.shutdown()
+
+    def loop(self) -> None:
         config = self.config
         next_scan = next_save = 0.0
         while not self.stopping:
@@ -401,7 +415,6 @@ class Agent:
                 next_save = now + config.checkpoint_interval
             if config.once and not worked and self.settled():
                 break
-        return self.shutdown()
 
     def settled(self) -> bool:
         """--once: all read; then what joining still holds is let go and delivered."""
@@ -413,7 +426,8 @@ class Agent:
         return self.idle()
 
     def shutdown(self) -> int:
-        self.flush_held()
+        with contextlib.suppress(Interrupted):
+            self.flush_held()
         left = self.sink.flush(self.config.shutdown_grace)
         if left:
             log.warning("%d records undelivered at stop; they will be read again", left)

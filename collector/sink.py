@@ -46,11 +46,18 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+class Interrupted(Exception):
+    """Waiting for room in the producer's queue was given up (the agent is stopping)."""
+
+
 class KafkaSink:
     def __init__(self, topic: str, config: dict[str, Any]) -> None:
         settings = {**KAFKA_DEFAULTS, **config, "error_cb": self.on_error}
         self.topic = topic
         self.producer = Producer(settings)
+        self.waiting: Callable[[], bool] = lambda: False
+        """Called while reading is paused for room: keeps the agent's liveness beat going,
+        and returns True when the wait should be given up."""
 
     def on_error(self, error: KafkaError) -> None:
         METRICS.delivery_errors.inc()
@@ -95,8 +102,13 @@ class KafkaSink:
     def wait_for_room(
         self, topic: str, value: bytes, key: str, callback: Callable[..., None] | None
     ) -> None:
-        """librdkafka's queue is full: serve deliveries until it takes the record (backpressure)."""
+        """librdkafka's queue is full: serve deliveries until it takes the record (backpressure).
+
+        Reading pauses meanwhile, so memory stays bounded however long the broker is away.
+        """
         while True:
+            if self.waiting():
+                raise Interrupted
             self.producer.poll(0.05)
             try:
                 self.producer.produce(topic, value, key, on_delivery=callback)
