@@ -108,6 +108,8 @@ class Agent:
             merged.setdefault((found.dev, found.ino), []).append(found)
         for file in self.files.values():
             file.seen = False
+        # Identities not on disk any more can come back only as new files (inode reuse).
+        self.finished = {k: v for k, v in self.finished.items() if k in merged}
         waiting = 0
         for identity, paths in merged.items():
             file = self.files.get(identity)

@@ -8,11 +8,14 @@ write-then-rename, so a crash leaves the previous complete state, never a torn o
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from dataclasses import dataclass
 
 import orjson
+
+log = logging.getLogger("collector.checkpoint")
 
 FORGET_AFTER = 24 * 3600.0
 """A file gone this long will not come back; its entry is dropped."""
@@ -37,12 +40,17 @@ class Checkpoints:
         try:
             with open(self.file, "rb") as f:
                 saved = orjson.loads(f.read())
+            for key, entry in saved["files"].items():
+                self.positions[key] = Position(int(entry["offset"]), entry["path"], entry["seen"])
         except FileNotFoundError:
             return
-        except (OSError, orjson.JSONDecodeError) as exc:
-            raise ValueError(f"checkpoint file {self.file} is unreadable: {exc}") from exc
-        for key, entry in saved.get("files", {}).items():
-            self.positions[key] = Position(int(entry["offset"]), entry["path"], entry["seen"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Refusing to start would stop every log of the node; reading again from the
+            # start only repeats records, which keep their event.id and are deduplicated.
+            aside = f"{self.file}.unreadable"
+            os.replace(self.file, aside)
+            self.positions.clear()
+            log.error("checkpoints unreadable (%s); moved to %s, files are read again", exc, aside)
 
     def get(self, key: str) -> int | None:
         position = self.positions.get(key)

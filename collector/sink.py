@@ -79,19 +79,20 @@ class KafkaSink:
                 log.error("kafka delivery failed, checkpoint kept: %s", error.str())
             done(error is None)
 
+        key_bytes = key.encode()
         # Records of one file share a key, so one partition: with idempotence on, Kafka
         # keeps their order, and the report for the last one speaks for the batch. No
         # callback on the others keeps the per-record cost to one produce() call.
         try:
             for value in values[:-1]:
                 try:
-                    produce(topic, value, key)
+                    produce(topic, value, key_bytes)
                 except BufferError:
-                    self.wait_for_room(topic, value, key, None)
+                    self.wait_for_room(topic, value, key_bytes, None)
             try:
-                produce(topic, values[-1], key, on_delivery=delivered)
+                produce(topic, values[-1], key_bytes, on_delivery=delivered)
             except BufferError:
-                self.wait_for_room(topic, values[-1], key, delivered)
+                self.wait_for_room(topic, values[-1], key_bytes, delivered)
         except KafkaException as exc:
             METRICS.delivery_errors.inc()
             log.error("kafka refused a record, checkpoint kept: %s", exc)
@@ -100,7 +101,7 @@ class KafkaSink:
         METRICS.records_produced.inc(len(values))
 
     def wait_for_room(
-        self, topic: str, value: bytes, key: str, callback: Callable[..., None] | None
+        self, topic: str, value: bytes, key: bytes, callback: Callable[..., None] | None
     ) -> None:
         """librdkafka's queue is full: serve deliveries until it takes the record (backpressure).
 

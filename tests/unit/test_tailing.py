@@ -259,3 +259,16 @@ def test_include_and_exclude_globs(tmp_path: Path) -> None:
     sink = ListSink()
     drain(agent(tmp_path, sink, "--exclude", "*/sidecar/*"))
     assert sink.messages() == ["kept"]
+
+
+def test_unreadable_checkpoints_are_set_aside_and_files_read_again(tmp_path: Path) -> None:
+    log = cri_file(tmp_path)
+    append(log, cri_line("kept"))
+    drain(agent(tmp_path, ListSink()))
+    state = tmp_path / "state" / "checkpoints.json"
+    state.write_bytes(b'{"files": {"x": {"offset": ')
+    sink = ListSink()
+    drain(agent(tmp_path, sink))
+    assert sink.messages() == ["kept"]
+    assert (tmp_path / "state" / "checkpoints.json.unreadable").exists()
+    assert b'"offset"' in state.read_bytes()
