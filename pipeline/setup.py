@@ -8,7 +8,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError
 
-from pipeline.templates import COMPONENTS, INDEX_TEMPLATE, TEMPLATE, fingerprint
+from pipeline.templates import COMPONENTS, INDEX_TEMPLATES, fingerprint
 
 DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards" / "logferry.ndjson"
 
@@ -39,18 +39,17 @@ def install_templates(es: Elasticsearch, say: Callable[[str], None] = print) -> 
         )
         say(f"component template {name}: {'created' if have is None else 'updated'}")
         changed.append(name)
-    mark = fingerprint({"index": INDEX_TEMPLATE, "components": COMPONENTS})
-    have = installed_fingerprint(
-        lambda: es.indices.get_index_template(name=TEMPLATE), "index_templates"
-    )
-    if have == mark:
-        say(f"index template {TEMPLATE}: unchanged")
-    else:
-        es.indices.put_index_template(
-            name=TEMPLATE, **INDEX_TEMPLATE, meta={"logferry_fingerprint": mark}
+    for name, body in INDEX_TEMPLATES.items():
+        mark = fingerprint({"index": body, "components": COMPONENTS})
+        have = installed_fingerprint(
+            lambda name=name: es.indices.get_index_template(name=name), "index_templates"
         )
-        say(f"index template {TEMPLATE}: {'created' if have is None else 'updated'}")
-        changed.append(TEMPLATE)
+        if have == mark:
+            say(f"index template {name}: unchanged")
+            continue
+        es.indices.put_index_template(name=name, **body, meta={"logferry_fingerprint": mark})
+        say(f"index template {name}: {'created' if have is None else 'updated'}")
+        changed.append(name)
     return changed
 
 

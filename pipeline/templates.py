@@ -117,6 +117,19 @@ INDEX_TEMPLATE: dict[str, Any] = {
 }
 
 
+DATA_STREAM_TEMPLATE = "logferry-ds"
+DATA_STREAM_INDEX_TEMPLATE: dict[str, Any] = {
+    # `--index logferry-ds-{kubernetes.namespace}` writes to data streams (clusters that
+    # have them); above the plain template, whose pattern also matches these names.
+    "index_patterns": ["logferry-ds-*"],
+    "data_stream": {},
+    "composed_of": list(COMPONENTS),
+    "priority": 201,
+}
+
+INDEX_TEMPLATES = {TEMPLATE: INDEX_TEMPLATE, DATA_STREAM_TEMPLATE: DATA_STREAM_INDEX_TEMPLATE}
+
+
 def fingerprint(body: dict[str, Any]) -> str:
     """Kept in `_meta`: Elasticsearch rewrites bodies, so equality is judged by this."""
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -165,3 +167,44 @@ def test_consumers_joining_and_one_killed_lose_and_double_nothing(
     found = ids(es, prefix)
     assert len(found) == total
     assert set(found) == {f"{prefix}-{n}" for n in range(total)}
+
+
+def test_data_stream_mode_writes_backing_indices_and_refuses_replays(
+    tmp_path: Path, kafka_bootstrap: str, elasticsearch_url: str, es: Elasticsearch
+) -> None:
+    name = f"logferry-ds-t{uuid.uuid4().hex[:8]}"
+    topic = new_topic(kafka_bootstrap)
+    records = [record(n, name) for n in range(300)]
+    produce(kafka_bootstrap, topic, records + records[:100])
+    pipeline = start_pipeline(
+        tmp_path, kafka_bootstrap, elasticsearch_url, topic, name,
+        "--index", name + "-{kubernetes.namespace}",
+    )  # fmt: skip
+    try:
+        assert wait_for_count(es, name, 300, timeout=60) == 300
+    finally:
+        stop(pipeline)
+    backing = es.cat.indices(index=f".ds-{name}-*", format="json")
+    assert sorted(i["index"].split("-2026")[0] for i in backing) == [
+        f".ds-{name}-{ns}" for ns in ("payments", "shop", "web")
+    ]
+
+
+def test_setup_is_idempotent_and_says_what_it_changed(elasticsearch_url: str) -> None:
+    def setup() -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", "setup", "--elasticsearch-url", elasticsearch_url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    setup()
+    assert setup() == [
+        "component template logferry-settings: unchanged",
+        "component template logferry-mappings: unchanged",
+        "index template logferry: unchanged",
+        "index template logferry-ds: unchanged",
+    ]
