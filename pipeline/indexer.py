@@ -33,13 +33,11 @@ CONSUME_BATCH = 5000
 
 class Entry(NamedTuple):
     message: Message
+    partition: tuple[str, int]
+    """(topic, partition), asked of the message once."""
     doc: Document | None
     """None when the record could not be read: `refusal` says why."""
     refusal: str = ""
-
-    @property
-    def partition(self) -> tuple[str, int]:
-        return (self.message.topic(), self.message.partition())
 
 
 class Indexer:
@@ -155,9 +153,11 @@ class Indexer:
         try:
             doc = document(value, self.index_name, ingested)
         except Undecodable as exc:
-            self.batch.append(Entry(message, None, str(exc)))
+            self.batch.append(
+                Entry(message, (self.config.topic, message.partition()), None, str(exc))
+            )
             return
-        self.batch.append(Entry(message, doc))
+        self.batch.append(Entry(message, (self.config.topic, message.partition()), doc))
         self.batch_bytes += len(doc.action) + len(doc.source)
 
     def flush(self) -> None:
@@ -278,10 +278,10 @@ class Indexer:
 
     def commit(self, batch: list[Entry]) -> None:
         ends: dict[tuple[str, int], int] = {}
-        for e in batch:
-            key = e.partition
-            if key in self.assigned:
-                ends[key] = max(ends.get(key, -1), e.message.offset() + 1)
+        # Offsets grow within a partition, so its last entry in the batch holds its end.
+        for e in reversed(batch):
+            if e.partition not in ends and e.partition in self.assigned:
+                ends[e.partition] = e.message.offset() + 1
         if not ends:
             return
         offsets = [TopicPartition(t, p, o) for (t, p), o in ends.items()]
