@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 LOCAL := deploy/local
 
-.PHONY: install test unit integration e2e lint services-up services-down services-status bench demo clean
+.PHONY: install test test-long unit integration e2e lint services-up services-down services-status \
+	bench demo demo-local demo-compose demo-compose-down clean
 
 install: $(VENV)/.installed
 	@$(LOCAL)/kafka.sh fetch
@@ -46,6 +47,20 @@ services-down:
 
 services-status:
 	@$(LOCAL)/kafka.sh status; $(LOCAL)/elasticsearch.sh status
+
+# With a Docker engine: the compose stack with Kibana; without: local servers and processes.
+demo: $(VENV)/.installed
+	@if docker info >/dev/null 2>&1; then $(MAKE) demo-compose; else $(MAKE) demo-local; fi
+
+demo-local: $(VENV)/.installed
+	$(PY) deploy/demo/local_demo.py
+
+demo-compose:
+	docker compose -f deploy/compose/docker-compose.yml up --build -d
+	@echo "Kibana: http://localhost:5601/app/dashboards#/view/logferry-overview"
+
+demo-compose-down:
+	docker compose -f deploy/compose/docker-compose.yml down -v
 
 bench: $(VENV)/.installed
 	$(PY) bench/collector_throughput.py
