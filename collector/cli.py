@@ -15,6 +15,7 @@ from collector import jsonlog
 from collector.agent import Agent
 from collector.config import Config, parse
 from collector.enrich import Enricher
+from collector.forward import ForwardServer
 from collector.probes import Health, serve
 from collector.settings import SettingError
 from collector.sink import KafkaSink, Sink, StreamSink
@@ -40,11 +41,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 2
     agent: Agent | None = None
+    listener: ForwardServer | None = None
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
         if agent is not None:
             agent.stopping = True
+        if listener is not None:
+            listener.drain()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -68,8 +72,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     log.info("collector started, sink %s", config.sink)
     try:
+        if config.forward_port and not config.once:
+            listener = ForwardServer(config, sink, enricher)
+            try:
+                listener.start()
+            except OSError as exc:
+                listener = None
+                print(
+                    f"collector: setting forward_port: cannot listen on {config.forward_port}: "
+                    f"{exc}",
+                    file=sys.stderr,
+                )
+                return 2
+        elif config.forward_port:
+            log.warning("forward_port is not listened on with --once")
         return agent.run()
     finally:
+        if listener is not None:
+            listener.stop(config.shutdown_grace)
         if enricher is not None:
             enricher.stop()
 

@@ -50,6 +50,20 @@ def multiline_spec(text: str) -> tuple[str, MultilineRule]:
     return glob, rule_for(rule)
 
 
+RESERVED_TOP = (
+    *("@timestamp", "message", "stream", "event", "log", "tags"),
+    *("container", "kubernetes", "host", "input"),
+)
+
+
+def object_path(text: str) -> str:
+    """Where the rest of a forwarded map goes: a dotted path clear of the contract's fields."""
+    parts = text.split(".")
+    if not all(parts) or parts[0] in RESERVED_TOP or parts[:2] in (["fluent"], ["fluent", "tag"]):
+        raise ValueError(f"must be a dotted name outside the contract's fields, got {text!r}")
+    return text
+
+
 OPTIONS = (
     Option("docker_root", "/var/lib/docker/containers", "Docker json-file log folder"),
     Option("log_root", "/var/log", "folder holding pods/ and containers/"),
@@ -102,6 +116,23 @@ OPTIONS = (
         "only pod annotations matching these globs go into records (default: all)",
         many=True,
     ),
+    Option("forward_port", 0, "Fluentd forward protocol port, TCP + UDP (0: off)", port),
+    Option("forward_host", "0.0.0.0", "address the forward listener binds"),
+    Option(
+        "forward_shared_key",
+        "",
+        "shared key clients must prove in the forward handshake (empty: no handshake)",
+        env="LOGFERRY_FORWARD_SHARED_KEY",
+    ),
+    Option("forward_max_frame_bytes", 16 * 1024 * 1024, "largest forward message", positive_int),
+    Option("forward_max_connections", 1024, "most forward connections at once", positive_int),
+    Option("forward_idle_timeout", 3600.0, "seconds a silent forward client is kept", seconds),
+    Option(
+        "forward_object",
+        "fluent.record",
+        "object holding a forwarded map's fields other than message/log",
+        object_path,
+    ),
 )
 
 
@@ -132,6 +163,13 @@ class Config:
     metadata_wait: float
     metadata_grace: float
     annotations: list[str]
+    forward_port: int
+    forward_host: str
+    forward_shared_key: str
+    forward_max_frame_bytes: int
+    forward_max_connections: int
+    forward_idle_timeout: float
+    forward_object: str
 
     def wants_kubernetes(self) -> bool:
         if self.kubernetes != "auto":

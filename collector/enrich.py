@@ -348,6 +348,28 @@ class Enricher:
     def synced(self) -> bool:
         return len(self._listed) == len(self._up)
 
+    def pods_by_address(self) -> dict[str, dict[str, str]]:
+        """Live pods by IP, as `lookup` metadata; an address two pods share (host network)
+        is left out, since its peer cannot be told apart. Built per call: callers keep it
+        until `version` changes."""
+        with self._lock:
+            pods = [p for p in self._pods.values() if p.deleted_at is None]
+        found: dict[str, dict[str, str] | None] = {}
+        for pod in pods:
+            address = pod.base.get("kubernetes.pod.ip")
+            if not address:
+                continue
+            found[address] = (
+                None
+                if address in found
+                else {
+                    "kubernetes.pod.uid": pod.uid,
+                    "kubernetes.namespace": pod.namespace,
+                    "kubernetes.pod.name": pod.name,
+                }
+            )
+        return {a: meta for a, meta in found.items() if meta is not None}
+
     def lookup(self, meta: Mapping[str, Any]) -> PodInfo | None:
         cid = meta.get("container.id")
         cid = split_container_id(cid)[0] if cid else None

@@ -100,7 +100,14 @@ MAPPINGS: dict[str, Any] = {
                     }
                 },
                 "host": {"properties": {"name": {"type": "keyword"}}},
-                "fluent": {"properties": {"tag": {"type": "keyword"}}},
+                # Fields of forwarded events: any names, any types; flattened indexes them all
+                # as keywords, so two apps sending one name with two types cannot conflict.
+                "fluent": {
+                    "properties": {
+                        "tag": {"type": "keyword"},
+                        "record": {"type": "flattened", "ignore_above": 1024},
+                    }
+                },
                 "input": {"properties": {"type": {"type": "keyword"}}},
             },
         }

@@ -1,0 +1,585 @@
+"""The Fluentd forward listener: the real fluent-logger client, and a msgpack client for the
+modes fluent-logger does not send, against a listener on 127.0.0.1 with a sink in the test."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import logging
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import orjson
+import pytest
+from fluent import asynchandler, asyncsender, handler, sender
+from prometheus_client import REGISTRY
+
+from collector.config import parse
+from collector.enrich import Enricher
+from collector.forward import ForwardServer
+from tests.k8s_api import KubeAPI, cid, namespace, pod
+
+REPO = Path(__file__).resolve().parents[2]
+NODE = "node-a"
+
+
+class FakeSink:
+    """Keeps what it is sent; `hold` keeps the deliveries pending until `release`."""
+
+    def __init__(self, hold: bool = False, ok: bool = True) -> None:
+        self.hold = hold
+        self.ok = ok
+        self.cond = threading.Condition()
+        self.batches: list[tuple[str, list[dict[str, Any]]]] = []
+        self.held: list[Callable[[bool], None]] = []
+
+    def send(self, key: str, values: list[bytes], done: Callable[[bool], None]) -> None:
+        with self.cond:
+            self.batches.append((key, [orjson.loads(v) for v in values]))
+            if self.hold:
+                self.held.append(done)
+            self.cond.notify_all()
+        if not self.hold:
+            done(self.ok)
+
+    def release(self) -> None:
+        with self.cond:
+            held, self.held = self.held, []
+        for done in held:
+            done(True)
+
+    def records(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        with self.cond:
+            self.cond.wait_for(lambda: self.count() >= count, timeout)
+            got = [r for _, batch in self.batches for r in batch]
+        assert len(got) >= count, got
+        return got
+
+    def count(self) -> int:
+        return sum(len(batch) for _, batch in self.batches)
+
+    def poll(self, timeout: float) -> None:
+        time.sleep(timeout)
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+class Client:
+    """A forward protocol client written from the spec, one msgpack object at a time."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.replies = msgpack.Unpacker(raw=False)
+
+    def send(self, *message: Any) -> None:
+        self.sock.sendall(msgpack.packb(list(message)))
+
+    def receive(self, timeout: float = 5.0) -> Any:
+        self.sock.settimeout(timeout)
+        while True:
+            for reply in self.replies:
+                return reply
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed by the listener")
+            self.replies.feed(data)
+
+    def nothing_within(self, seconds: float) -> bool:
+        try:
+            self.receive(seconds)
+        except TimeoutError:
+            return True
+        return False
+
+    def cut_off(self, timeout: float = 5.0) -> bool:
+        """True once the listener closed the connection (unread replies skipped)."""
+        self.sock.settimeout(timeout)
+        try:
+            while self.sock.recv(65536):
+                pass
+        except ConnectionResetError:
+            pass
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def event_time(seconds: int, nanos: int) -> msgpack.ExtType:
+    return msgpack.ExtType(0, struct.pack(">II", seconds, nanos))
+
+
+def packed(*entries: Any) -> bytes:
+    return b"".join(msgpack.packb(list(e)) for e in entries)
+
+
+def errors(reason: str) -> float:
+    value = REGISTRY.get_sample_value("logferry_collector_forward_errors_total", {"reason": reason})
+    return value or 0.0
+
+
+def until(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"still {value!r} after {timeout} s")
+        time.sleep(0.01)
+    return value
+
+
+@pytest.fixture
+def listen() -> Iterator[Callable[..., tuple[ForwardServer, FakeSink]]]:
+    """Starts listeners on an ephemeral port with the given flags; stops them after the test."""
+    started: list[ForwardServer] = []
+
+    def start(
+        *flags: str, sink: FakeSink | None = None, enricher: Enricher | None = None
+    ) -> tuple[ForwardServer, FakeSink]:
+        config = parse(["--sink", "stdout", "--node-name", NODE, *flags])
+        sink = sink or FakeSink()
+        server = ForwardServer(config, sink, enricher, host="127.0.0.1", port=0)
+        server.start()
+        started.append(server)
+        return server, sink
+
+    yield start
+    for server in started:
+        server.stop(1.0)
+
+
+# --- the real fluent-logger client ---------------------------------------------------------
+
+
+def test_fluent_sender_events_become_contract_records(listen):
+    server, sink = listen()
+    with sender.FluentSender("app", port=server.port, nanosecond_precision=True) as s:
+        assert s.emit("web", {"message": "GET /orders 200\n", "user": "alice", "latency": 12})
+        assert s.emit_with_time("web", sender.EventTime(1764210000, 5), {"log": "from log"})
+        assert s.emit_with_time("web", 1764210001, {"message": "whole seconds"})
+    first, second, third = sink.records(3)
+    assert first["message"] == "GET /orders 200"
+    assert first["fluent"] == {"tag": "app.web", "record": {"user": "alice", "latency": 12}}
+    assert first["input"] == {"type": "forward"}
+    assert first["host"] == {"name": NODE}
+    assert len(first["@timestamp"]) == len("2025-11-27T02:20:00.123456789Z")
+    assert second["@timestamp"] == "2025-11-27T02:20:00.000000005Z"
+    assert second["message"] == "from log"
+    assert "record" not in second["fluent"]
+    assert third["@timestamp"] == "2025-11-27T02:20:01Z"
+    ids = {r["event"]["id"] for r in (first, second, third)}
+    assert len(ids) == 3
+    assert {key for key, _ in sink.batches} == {"app.web"}
+
+
+def test_async_sender_delivers_every_event_in_order(listen):
+    server, sink = listen()
+    s = asyncsender.FluentSender("bulk", port=server.port, nanosecond_precision=True)
+    for n in range(500):
+        s.emit(None, {"message": f"line {n}", "n": n})
+    s.close()
+    records = sink.records(500)
+    assert [r["fluent"]["record"]["n"] for r in records] == list(range(500))
+
+
+@pytest.mark.parametrize("module", [handler, asynchandler])
+def test_logging_handler(listen, module):
+    server, sink = listen()
+    log_handler = module.FluentHandler("py.app", port=server.port, nanosecond_precision=True)
+    log_handler.setFormatter(handler.FluentRecordFormatter())
+    logger = logging.getLogger(f"forward-test-{module.__name__}")
+    logger.propagate = False
+    logger.addHandler(log_handler)
+    try:
+        logger.warning("disk at %d%%", 91)
+        logger.error({"message": "payment failed", "order": "A-17"})
+    finally:
+        logger.removeHandler(log_handler)
+        log_handler.close()
+    plain, structured = sink.records(2)
+    assert plain["message"] == "disk at 91%"
+    assert plain["fluent"]["tag"] == "py.app"
+    assert plain["fluent"]["record"]["sys_name"] == logger.name
+    assert structured["message"] == "payment failed"
+    assert structured["fluent"]["record"]["order"] == "A-17"
+
+
+# --- modes fluent-logger does not send -----------------------------------------------------
+
+
+def test_forward_packed_and_compressed_modes(listen):
+    server, sink = listen()
+    client = Client(server.port)
+    client.send("fwd", [[1764210000, {"message": "a"}], [event_time(1764210000, 7), {"log": "b"}]])
+    client.send("packed", packed([1764210002, {"message": "c"}], [1764210003, {"message": "d"}]))
+    # A forwarder appends one gzip member per flush: two members, one message.
+    members = gzip.compress(packed([1764210004, {"message": "e"}])) + gzip.compress(
+        packed([event_time(1764210005, 1), {"message": "f", "k": "v"}])
+    )
+    client.send("gz", members, {"compressed": "gzip", "size": 2})
+    records = sink.records(6)
+    assert [r["message"] for r in records] == list("abcdef")
+    assert [key for key, _ in sink.batches] == ["fwd", "packed", "gz"]
+    assert records[1]["@timestamp"] == "2025-11-27T02:20:00.000000007Z"
+    assert records[5]["@timestamp"] == "2025-11-27T02:20:05.000000001Z"
+    assert records[5]["fluent"]["record"] == {"k": "v"}
+    client.close()
+
+
+def test_chunk_is_acknowledged_only_once_the_sink_delivered_it(listen):
+    server, sink = listen(sink=FakeSink(hold=True))
+    client = Client(server.port)
+    client.send(
+        "acked", packed([1764210000, {"message": "x"}]), {"chunk": "Y2h1bmstMQ==", "size": 1}
+    )
+    client.send("acked", 1764210000, {"message": "y"}, {"chunk": "Y2h1bmstMg=="})
+    sink.records(2)
+    assert client.nothing_within(0.5)
+    sink.release()
+    assert {client.receive()["ack"], client.receive()["ack"]} == {"Y2h1bmstMQ==", "Y2h1bmstMg=="}
+    client.close()
+
+
+def test_a_chunk_sent_again_keeps_its_record_ids(listen):
+    server, sink = listen()
+    client = Client(server.port)
+    entries = [[1764210000, {"message": "same"}], [1764210000, {"message": "same"}]]
+    for _ in range(2):
+        client.send("again", entries, {"chunk": "c2FtZQ=="})
+        assert client.receive() == {"ack": "c2FtZQ=="}
+    client.send("again", entries)
+    first, second, third, fourth, *unchunked = sink.records(6)
+    assert first["event"]["id"] == third["event"]["id"] != second["event"]["id"]
+    assert second["event"]["id"] == fourth["event"]["id"]
+    assert len({r["event"]["id"] for r in unchunked} | {first["event"]["id"]}) == 3
+    client.close()
+
+
+def test_a_connection_is_not_read_while_its_records_are_undelivered(listen):
+    server, sink = listen(sink=FakeSink(hold=True))
+    client = Client(server.port)
+    big = {"message": "x" * 1000}
+    for n in range(100):
+        client.send("bulk", [[1764210000, big]] * 100, {"chunk": f"c{n}"})
+    (conn,) = server.connections
+    until(lambda: conn.paused)
+    held = sink.count()
+    assert held < 100 * 100
+    time.sleep(0.3)
+    assert sink.count() == held
+    acks = 0
+    while acks < 100:
+        sink.release()
+        with contextlib.suppress(TimeoutError):
+            while client.receive(0.05):
+                acks += 1
+    assert sink.count() == 100 * 100
+    client.close()
+
+
+def test_failed_delivery_sends_no_ack_and_closes_so_the_client_resends(listen):
+    server, _sink = listen(sink=FakeSink(ok=False))
+    client = Client(server.port)
+    before = errors("delivery")
+    client.send("lost", [[1764210000, {"message": "x"}]], {"chunk": "bG9zdA=="})
+    with pytest.raises(ConnectionError):
+        client.receive()
+    assert errors("delivery") == before + 1
+
+
+def test_garbage_cuts_off_that_client_only(listen):
+    server, sink = listen()
+    good, bad = Client(server.port), Client(server.port)
+    good.send("good", 1764210000, {"message": "before"})
+    sink.records(1)
+    before = errors("malformed")
+    bad.sock.sendall(b"\xc1not msgpack at all")
+    assert bad.cut_off()
+    until(lambda: errors("malformed") == before + 1)
+    for n in range(50):
+        good.send("good", 1764210000, {"message": f"after {n}"})
+    assert len(sink.records(51)) == 51
+    good.close()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"not": "an array"},
+        ["tag"],
+        ["tag", None, {"message": "x"}],
+        ["tag", 1764210000, "not a map"],
+        ["tag", [[1764210000]]],
+        ["tag", b"\x92\xce", {}],
+        ["tag", b"\x1f\x8b garbage", {"compressed": "gzip"}],
+        ["tag", b"", {"compressed": "zstd"}],
+        ["tag", 1764210000, {}, "not an option map"],
+        ["tag", 1764210000, {}, {}, "one too many"],
+    ],
+)
+def test_valid_msgpack_that_is_not_the_protocol_is_cut_off(listen, message):
+    server, sink = listen()
+    client = Client(server.port)
+    before = errors("malformed")
+    client.sock.sendall(msgpack.packb(message))
+    assert client.cut_off()
+    until(lambda: errors("malformed") == before + 1)
+    assert sink.count() == 0
+
+
+def test_text_that_is_not_utf8_and_odd_keys_still_ship(listen):
+    server, sink = listen()
+    client = Client(server.port)
+    # Without the bin type (old clients), bytes go as str: here not UTF-8.
+    old = ["old", 1764210000, {"message": b"caf\xe9", "n": 1}]
+    client.sock.sendall(msgpack.packb(old, use_bin_type=False))
+    odd = {"message": "x", 7: "int key", b"\xfe": "bin key", "raw": b"\xff", "t": event_time(1, 2)}
+    client.send("odd", 1764210000, odd)
+    first, second = sink.records(2)
+    assert first["message"] == "caf\ufffd"
+    assert first["fluent"] == {"tag": "old", "record": {"n": 1}}
+    assert second["fluent"]["record"] == {
+        "7": "int key",
+        "\ufffd": "bin key",
+        "raw": "\ufffd",
+        "t": "1970-01-01T00:00:01.000000002Z",
+    }
+    client.close()
+
+
+def test_frame_over_the_limit_is_cut_off(listen):
+    server, sink = listen("--forward-max-frame-bytes", "4096")
+    client = Client(server.port)
+    before = errors("too_large")
+    client.send("big", 1764210000, {"message": "x" * 100_000})
+    assert client.cut_off()
+    assert errors("too_large") == before + 1
+    # Many small entries, not all sent yet: the unpacker holds no big buffer, and the
+    # message is too large all the same.
+    client = Client(server.port)
+    many = msgpack.packb(["many", [[1764210000, {"m": n}] for n in range(2000)]])
+    client.sock.sendall(many[:-1])
+    assert client.cut_off()
+    assert errors("too_large") == before + 2
+    bomb = gzip.compress(packed([1764210000, {"message": "z" * 200_000}]))
+    assert len(bomb) < 4096
+    client = Client(server.port)
+    client.send("bomb", bomb, {"compressed": "gzip"})
+    assert client.cut_off()
+    assert errors("too_large") == before + 3
+    assert sink.count() == 0
+
+
+def test_oversized_records_are_cut_and_tagged(listen):
+    server, sink = listen("--max-record-bytes", "2000")
+    client = Client(server.port)
+    client.send("huge", 1764210000, {"message": "é" * 5000, "extra": "y" * 5000})
+    (record,) = sink.records(1)
+    assert record["tags"] == ["truncated"]
+    assert set(record["message"]) == {"é"}
+    assert len(orjson.dumps(record)) <= 2000
+    client.close()
+
+
+def test_connections_past_the_limit_are_refused(listen):
+    server, sink = listen("--forward-max-connections", "2")
+    first, second = Client(server.port), Client(server.port)
+    first.send("a", 1764210000, {"message": "1"})
+    second.send("a", 1764210000, {"message": "2"})
+    sink.records(2)
+    before = errors("refused")
+    third = Client(server.port)
+    assert third.cut_off()
+    assert errors("refused") == before + 1
+    first.close()
+    until(lambda: len(server.connections) == 1)
+    fourth = Client(server.port)
+    fourth.send("a", 1764210000, {"message": "4"})
+    assert len(sink.records(3)) == 3
+
+
+def test_silent_connections_are_closed_after_the_idle_timeout(listen):
+    server, sink = listen("--forward-idle-timeout", "0.3")
+    client = Client(server.port)
+    client.send("a", 1764210000, {"message": "1"})
+    sink.records(1)
+    started = time.monotonic()
+    assert client.cut_off()
+    assert 0.3 <= time.monotonic() - started < 3
+
+
+def test_udp_heartbeat_is_answered(listen):
+    server, _ = listen()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(5)
+        udp.sendto(b"\0", ("127.0.0.1", server.port))
+        assert udp.recvfrom(16)[0] == b"\0"
+
+
+# --- shared-key handshake ------------------------------------------------------------------
+
+
+def ping(helo: Any, key: str, hostname: str = "client-host") -> tuple[list[Any], bytes, bytes]:
+    assert helo[0] == "HELO"
+    nonce = helo[1]["nonce"]
+    salt = os.urandom(16)
+    digest = hashlib.sha512(salt + hostname.encode() + nonce + key.encode()).hexdigest()
+    return ["PING", hostname, salt, digest, "", ""], salt, nonce
+
+
+def test_handshake_with_the_right_key(listen):
+    server, sink = listen("--forward-shared-key", "s3cret")
+    client = Client(server.port)
+    message, salt, nonce = ping(client.receive(), "s3cret")
+    client.send(*message)
+    pong = client.receive()
+    assert pong[:4] == ["PONG", True, "", NODE]
+    assert pong[4] == hashlib.sha512(salt + NODE.encode() + nonce + b"s3cret").hexdigest()
+    client.send("secure", 1764210000, {"message": "in"}, {"chunk": "c2Vj"})
+    assert client.receive() == {"ack": "c2Vj"}
+    assert sink.records(1)[0]["message"] == "in"
+
+
+def test_handshake_with_a_wrong_key_or_none_is_cut_off(listen):
+    server, sink = listen("--forward-shared-key", "s3cret")
+    before = errors("auth")
+    client = Client(server.port)
+    message, _, _ = ping(client.receive(), "guess")
+    client.send(*message)
+    assert client.receive()[:3] == ["PONG", False, "shared_key mismatch"]
+    assert client.cut_off()
+    assert errors("auth") == before + 1
+    skipper = Client(server.port)
+    skipper.receive()
+    skipper.send("sneaky", 1764210000, {"message": "no handshake"})
+    assert skipper.cut_off()
+    assert sink.count() == 0
+
+
+# --- settings, pod metadata, the command line ------------------------------------------------
+
+
+def test_the_object_for_other_fields_is_a_setting(listen):
+    server, sink = listen("--forward-object", "app.fields")
+    client = Client(server.port)
+    client.send("t", 1764210000, {"message": "m", "a": 1})
+    (record,) = sink.records(1)
+    assert record["app"] == {"fields": {"a": 1}}
+    assert record["fluent"] == {"tag": "t"}
+    client.close()
+
+
+def test_peer_pod_metadata_from_the_pod_cache(listen, tmp_path):
+    with KubeAPI(bookmark_every=0.2) as api:
+        api.add(namespace("shop", labels={"team": "checkout"}))
+        api.up()
+        enricher = Enricher(NODE, kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"))
+        enricher.start()
+        try:
+            until(lambda: enricher.synced)
+            server, sink = listen(enricher=enricher)
+            client = Client(server.port)
+            client.send("early", 1764210000, {"message": "before the pod is known"})
+            (early,) = sink.records(1)
+            assert "kubernetes" not in early
+            web = pod("web-1", "shop", labels={"app": "web"}, ip="127.0.0.1")
+            api.add(web)
+            api.add(pod("host-a", "kube-system", ip="10.0.0.9"))
+            api.add(pod("host-b", "kube-system", ip="10.0.0.9"))
+            until(lambda: enricher.lookup({"container.id": cid(web)}))
+            client.send("late", 1764210000, {"message": "from the pod"})
+            _, late = sink.records(2)
+            assert late["kubernetes"]["pod"]["name"] == "web-1"
+            assert late["kubernetes"]["labels"] == {"app": "web"}
+            assert late["kubernetes"]["namespace_labels"]["team"] == "checkout"
+            assert late["container"]["id"] == cid(web)
+            assert late["host"] == {"name": NODE}
+            assert sink.batches[-1][0] == cid(web)
+            assert server.peers is not None
+            assert "10.0.0.9" not in server.peers.by_ip
+            client.close()
+        finally:
+            enricher.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_command_line_listens_and_delivers_before_it_stops(tmp_path):
+    port = free_port()
+    out = tmp_path / "out.jsonl"
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "collector", "--sink", f"file:{out}",
+            "--forward-port", str(port), "--forward-host", "127.0.0.1",
+            "--docker-root", str(tmp_path / "docker"), "--log-root", str(tmp_path / "log"),
+            "--state-dir", str(tmp_path / "state"), "--metrics-port", "0",
+            "--kubernetes", "off", "--node-name", "cli-node",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        client = until(lambda: connect(port), timeout=20)
+        client.send(
+            "cli", [[1764210000, {"message": f"n{n}"}] for n in range(100)], {"chunk": "YQ=="}
+        )
+        assert client.receive(10) == {"ack": "YQ=="}
+        with sender.FluentSender("cli.logger", port=port) as s:
+            assert s.emit(None, {"message": "via fluent-logger"})
+        until(lambda: out.exists() and len(out.read_bytes().splitlines()) == 101)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert records[-1]["message"] == "via fluent-logger"
+    assert {r["host"]["name"] for r in records} == {"cli-node"}
+
+
+def connect(port: int) -> Client | None:
+    try:
+        return Client(port)
+    except ConnectionRefusedError:
+        return None
+
+
+def test_a_port_in_use_stops_the_command_line_with_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [
+                sys.executable, "-m", "collector", "--sink", "stdout", "--forward-port", str(port),
+                "--forward-host", "127.0.0.1", "--docker-root", str(tmp_path / "docker"),
+                "--log-root", str(tmp_path / "log"), "--state-dir", str(tmp_path / "state"),
+                "--metrics-port", "0", "--kubernetes", "off",
+            ],
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert (
+        done.stderr.decode()
+        .strip()
+        .splitlines()[-1]
+        .startswith(f"collector: setting forward_port: cannot listen on {port}")
+    )
