@@ -95,10 +95,14 @@ class Agent:
         )
         self.files: dict[tuple[int, int], File] = {}
         self.groups: dict[str, Group] = {}
-        self.finished: dict[tuple[int, int], int] = {}
-        """Files read to their end and let go, with their size then: not opened again."""
+        self.finished: dict[tuple[int, int], tuple[int, float]] = {}
+        """Files read to their end and let go, with their size and mtime then: not opened
+        again. The mtime tells a new file on a reused inode that happens to be as long."""
         self.stopping = False
         self.waiting = 0
+        # What the brokers take by default (message.max.bytes), less a batch header; raised
+        # with --kafka message.max.bytes=N where the brokers allow more.
+        self.message_limit = int(config.kafka.get("message.max.bytes", 1_000_000)) - 512
 
     # --- discovery -------------------------------------------------------------------------
 
@@ -115,7 +119,7 @@ class Agent:
             file = self.files.get(identity)
             if file is None:
                 size = paths[0].size
-                if self.finished.get(identity) == size or size == 0:
+                if size == 0 or self.finished.get(identity) == (size, paths[0].mtime):
                     continue
                 if len(self.files) >= self.config.max_open_files:
                     waiting += 1
@@ -316,7 +320,29 @@ class Agent:
         errors = sum(1 for r in records if r.tags is PARSE_ERROR)
         if errors:
             METRICS.parse_errors.inc(errors)
-        return [r.source.encoder.encode(r) for r in records]
+        values = [r.source.encoder.encode(r) for r in records]
+        limit = self.message_limit
+        for n, value in enumerate(values):
+            if len(value) > limit:
+                values[n] = self.fit(records[n], len(value) - limit)
+        return values
+
+    def fit(self, record: Record, over: int) -> bytes:
+        """Cut a record's text until its message fits what Kafka accepts; tag it truncated.
+
+        Only joined records can grow this large (a runtime line is at most 16 KiB), so the
+        fast path never needs this. Removing k characters removes at least k bytes, so a
+        few rounds suffice even for text that escapes to more bytes than it has characters.
+        """
+        METRICS.truncated.inc()
+        tags = record.tags if "truncated" in record.tags else (*record.tags, "truncated")
+        text = record.text
+        while True:
+            text = text[: max(0, len(text) - over - 64)]
+            value = record.source.encoder.encode(record._replace(text=text, tags=tags))
+            over = len(value) - self.message_limit
+            if over <= 0 or not text:
+                return value
 
     def send(self, group: Group, values: list[bytes]) -> None:
         if self.enricher is not None and group.info is None and values:
@@ -350,7 +376,7 @@ class Agent:
     def release(self, file: File) -> None:
         self.save_file(file)
         identity = (file.tail.dev, file.tail.ino)
-        self.finished[identity] = file.tail.offset
+        self.finished[identity] = (file.tail.offset, file.mtime)
         del self.files[identity]
         file.group.files.remove(file)
         with contextlib.suppress(KeyError):

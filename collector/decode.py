@@ -8,6 +8,7 @@ encoder turns into a `parse_error` tag.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -26,6 +27,26 @@ class Line(NamedTuple):
 
 
 STREAMS = frozenset(("stdout", "stderr"))
+UTC_STAMP = re.compile(
+    r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+    r"(?:\.\d{1,9})?Z"
+).fullmatch
+CALENDAR: set[str] = set()
+"""Dates (YYYY-MM-DD) already checked against the calendar: a day changes once a day."""
+
+
+def real_date(date: str) -> bool:
+    """`date` exists (no 30 February); remembered, so the check costs a set lookup."""
+    if date in CALENDAR:
+        return True
+    try:
+        datetime.strptime(date, "%Y-%m-%d")
+    except ValueError:
+        return False
+    if len(CALENDAR) > 1000:
+        CALENDAR.clear()
+    CALENDAR.add(date)
+    return True
 
 
 def raw_text(raw: bytes) -> str:
@@ -102,8 +123,8 @@ def utc(stamp: str) -> str:
     offset is shifted by whole seconds, leaving the fraction untouched. Returns "" when the
     stamp is not RFC 3339.
     """
-    if stamp.endswith("Z") and len(stamp) >= 20 and stamp[10] == "T":
-        return stamp
+    if UTC_STAMP(stamp) is not None:
+        return stamp if real_date(stamp[:10]) else ""
     if len(stamp) < 25 or stamp[10] != "T" or stamp[-3] != ":" or stamp[-6] not in "+-":
         return ""
     zone = stamp[-6:]

@@ -74,7 +74,9 @@ class Joiner:
         held = self.pieces.get(stream)
         if held is None:
             if line.partial:
-                self.pieces[stream] = Held(source, offset, line.time, line.text, self.now)
+                held = self.pieces[stream] = Held(source, offset, line.time, "", self.now)
+                held.lines.clear()
+                self.append(held, line.text, "")
                 return
             text = line.text
             time = line.time
@@ -122,8 +124,11 @@ class Joiner:
         if held.truncated:
             return
         room = self.max_record - held.size - len(separator)
+        if room < 0 or (room == 0 and text):
+            held.truncated = True
+            return
         if len(text) > room:
-            text = text[: max(room, 0)]
+            text = text[:room]
             held.truncated = True
         if separator:
             held.lines.append(separator)

@@ -35,7 +35,6 @@ KAFKA_DEFAULTS: dict[str, Any] = {
     # Retry until delivered rather than give up while the broker is away; the checkpoint
     # stays behind meanwhile, and shutdown is bounded by the grace period instead.
     "message.timeout.ms": 0,
-    "message.max.bytes": 8 * 1024 * 1024,
 }
 
 

@@ -21,7 +21,7 @@ PODS = "/api/v1/pods"
 NAMESPACES = "/api/v1/namespaces"
 
 
-def until(check: Callable[[], Any], timeout: float = 3.0) -> Any:
+def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
     """Polls `check` until it returns something truthy; fails after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
