@@ -23,7 +23,7 @@ from collector.decode import DECODERS, Line, detect
 from collector.discover import Discovery, Found
 from collector.encode import Encoder
 from collector.enrich import Enricher, PodInfo
-from collector.fastpath import FAST_PATHS, FastPath
+from collector.fastpath import FAST_PATHS, PLAIN_FAST_PATHS, FastPath
 from collector.join import PARSE_ERROR, Joiner, Record
 from collector.metrics import METRICS
 from collector.multiline import MultilineRule, rule_for
@@ -47,7 +47,7 @@ class File:
     seen: bool = True
     encoder: Encoder | None = None
     decode: Callable[[bytes], Line] | None = None
-    fast: FastPath | None = None
+    fast: tuple[FastPath, FastPath] | None = None
     acked: int = 0
     """End of the bytes whose records the sink acknowledged: what the checkpoint holds."""
 
@@ -237,7 +237,7 @@ class Agent:
         assert tail.fingerprint is not None
         kind = detect(os.pread(tail.fd, 512, 0))
         file.decode = DECODERS[kind]
-        file.fast = FAST_PATHS[kind]
+        file.fast = (PLAIN_FAST_PATHS[kind], FAST_PATHS[kind])
         resume = self.checkpoints.get(tail.fingerprint)
         if resume is not None and resume <= tail.size():
             tail.seek(resume)
@@ -295,7 +295,8 @@ class Agent:
         decode = file.decode
         assert decode is not None
         assert file.encoder is not None
-        fast = file.fast if joiner.rule is None else None
+        assert file.fast is not None
+        fast = file.fast[0 if chunk.plain else 1] if joiner.rule is None else None
         template = file.encoder.template
         pieces = joiner.pieces
         values: list[bytes] = []

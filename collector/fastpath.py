@@ -27,9 +27,22 @@ UTC_STAMP = re.compile(
 ).fullmatch
 
 
+SECONDS: dict[bytes, bool] = {}
+"""`YYYY-MM-DDThh:mm:ss` prefixes already judged: a runtime writes many lines a second."""
+
+
 def utc_time(stamp: bytes) -> bool:
     """A stamp Elasticsearch's date_nanos takes as it is; others go the general path."""
-    return UTC_STAMP(stamp) is not None and real_date(stamp[:10].decode())
+    known = SECONDS.get(stamp[:19])
+    if known is None:
+        known = UTC_STAMP(stamp[:19] + b"Z") is not None and real_date(stamp[:10].decode())
+        if len(SECONDS) > 4096:
+            SECONDS.clear()
+        SECONDS[stamp[:19]] = known
+    if not known or stamp[-1:] != b"Z":
+        return False
+    size = len(stamp)
+    return size == 20 or (22 <= size <= 30 and stamp[19:20] == b"." and stamp[20:-1].isdigit())
 
 
 CONTROL = re.compile(rb"[\x00-\x1f]").search
@@ -40,10 +53,11 @@ VALID_ESCAPES = re.compile(
 FastPath = Callable[[bytes, int, bytes], bytes | None]
 
 
-def docker(raw: bytes, offset: int, template: bytes) -> bytes | None:
+def docker_plain(raw: bytes, offset: int, template: bytes) -> bytes | None:
+    """For a line known to be ASCII without control bytes (see tail.plain)."""
     # `","stream":"` cannot occur inside a JSON string (a quote there is escaped), so the
     # first match ends the log text.
-    if raw[:8] != DOCKER_HEAD or raw[-2:] != b'"}' or not raw.isascii() or b"\\u0000" in raw:
+    if raw[:8] != DOCKER_HEAD or raw[-2:] != b'"}' or b"\\u0000" in raw:
         return None
     end = raw.find(STREAM_KEY, 8)
     if end < 0 or raw[end + 18 : end + 28] != TIME_KEY:
@@ -59,17 +73,16 @@ def docker(raw: bytes, offset: int, template: bytes) -> bytes | None:
     if not utc_time(time):
         return None
     text = raw[8 : end - 2]
-    # Copied as it is, the text must already be valid JSON: no raw control bytes, and only
-    # escapes orjson accepts (none left once the valid ones, read pairwise, are removed;
-    # surrogate escapes go the general path).
-    if CONTROL(text) is not None or (b"\\" in text and b"\\" in VALID_ESCAPES(b"", text)):
+    # Copied as it is, the text must already be valid JSON: only escapes orjson accepts
+    # (none left once the valid ones, read pairwise, are removed; surrogate escapes go the
+    # general path).
+    if b"\\" in text and b"\\" in VALID_ESCAPES(b"", text):
         return None
     return template % (time, text, stream, offset, offset)
 
 
-def cri(raw: bytes, offset: int, template: bytes) -> bytes | None:
-    if not raw.isascii() or b"\x00" in raw:
-        return None
+def cri_plain(raw: bytes, offset: int, template: bytes) -> bytes | None:
+    """For a line known to be ASCII without control bytes (see tail.plain)."""
     parts = raw.split(b" ", 3)
     if len(parts) != 4 or parts[2] != b"F":
         return None
@@ -79,4 +92,21 @@ def cri(raw: bytes, offset: int, template: bytes) -> bytes | None:
     return template % (time, orjson.dumps(parts[3].decode())[1:-1], stream, offset, offset)
 
 
+def checked(fast: FastPath) -> FastPath:
+    """The same fast path for lines of a read that was not plain: checked one by one."""
+
+    def check(raw: bytes, offset: int, template: bytes) -> bytes | None:
+        if not raw.isascii() or CONTROL(raw) is not None:
+            return None
+        return fast(raw, offset, template)
+
+    return check
+
+
+docker = checked(docker_plain)
+cri = checked(cri_plain)
+
 FAST_PATHS: dict[str, FastPath] = {"docker": docker, "cri": cri}
+"""Per format, for any line."""
+PLAIN_FAST_PATHS: dict[str, FastPath] = {"docker": docker_plain, "cri": cri_plain}
+"""Per format, for the lines of a plain read (tail.plain)."""

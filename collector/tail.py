@@ -23,6 +23,16 @@ class Chunk(NamedTuple):
     """Complete lines without their newlines."""
     end: int
     """Byte offset just past the last line's newline."""
+    plain: bool
+    """ASCII without control bytes: lines may skip those checks on the fast path."""
+
+
+CONTROL_BYTES = bytes(c for c in range(32) if c != 10)
+
+
+def plain(data: bytes) -> bool:
+    """ASCII without control bytes but newlines: checked once per read, not per line."""
+    return data.isascii() and len(data.translate(None, CONTROL_BYTES)) == len(data)
 
 
 def fingerprint(fd: int, salt: str) -> str | None:
@@ -107,12 +117,13 @@ class Tail:
             cut = len(data)
             lines = [data]
             self.pending = b""
-            chunk = Chunk(self.offset, lines, self.offset + cut)
+            chunk = Chunk(self.offset, lines, self.offset + cut, False)
             self.offset += cut
             return chunk
-        lines = data[:cut].split(b"\n")
+        complete = data[:cut]
+        lines = complete.split(b"\n")
         self.pending = data[cut + 1 :]
-        chunk = Chunk(self.offset, lines, self.offset + cut + 1)
+        chunk = Chunk(self.offset, lines, self.offset + cut + 1, plain(complete))
         self.offset += cut + 1
         return chunk
 
