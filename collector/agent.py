@@ -24,7 +24,7 @@ from collector.discover import Discovery, Found
 from collector.encode import Encoder
 from collector.enrich import Enricher, PodInfo
 from collector.fastpath import FAST_PATHS, PLAIN_FAST_PATHS, FastPath
-from collector.join import PARSE_ERROR, Joiner, Record
+from collector.join import Joiner, Record
 from collector.metrics import METRICS
 from collector.multiline import MultilineRule, rule_for
 from collector.probes import Health
@@ -318,7 +318,7 @@ class Agent:
         self.send(file.group, values)
 
     def encode(self, records: list[Record]) -> list[bytes]:
-        errors = sum(1 for r in records if r.tags is PARSE_ERROR)
+        errors = sum(1 for r in records if "parse_error" in r.tags)
         if errors:
             METRICS.parse_errors.inc(errors)
         values = [r.source.encoder.encode(r) for r in records]

@@ -27,6 +27,7 @@ class Line(NamedTuple):
 
 
 STREAMS = frozenset(("stdout", "stderr"))
+INVALID_UTF8 = "invalid UTF-8"
 UTC_STAMP = re.compile(
     r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
     r"(?:\.\d{1,9})?Z"
@@ -95,17 +96,29 @@ def decode_cri(raw: bytes) -> Line:
     first_tag = tags.split(b":", 1)[0]
     if first_tag != b"F" and first_tag != b"P":
         return malformed(raw, "CRI line without a P or F tag")
-    try:
-        time = time_b.decode("ascii")
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return malformed(raw, "invalid UTF-8")
-    if "\x00" in text:
-        return malformed(raw, "NUL byte in CRI line")
-    stamp = utc(time)
+    stamp = utc(time_b.decode("ascii", "replace"))
     if not stamp:
         return malformed(raw, "CRI line with an invalid timestamp")
-    return Line(stamp, stream_b.decode(), first_tag == b"P", text)
+    error = None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        # containerd cuts long lines at byte 16384, so a piece may end or begin inside a
+        # character: the bytes are kept (as surrogate escapes) for the joiner to mend.
+        text = body.decode("utf-8", "surrogateescape")
+        error = INVALID_UTF8
+    if "\x00" in text:
+        return malformed(raw, "NUL byte in CRI line")
+    return Line(stamp, stream_b.decode(), first_tag == b"P", text, error)
+
+
+def mend(text: str) -> tuple[str, bool]:
+    """Text decoded with surrogate escapes, decoded again whole; True if still not UTF-8."""
+    data = text.encode("utf-8", "surrogateescape")
+    try:
+        return data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "replace"), True
 
 
 def detect(first_line: bytes) -> str:

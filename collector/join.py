@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from collector.decode import Line
+from collector.decode import INVALID_UTF8, Line, mend
 from collector.multiline import MultilineRule
 
 
@@ -33,6 +33,7 @@ class Held:
     __slots__ = (
         "first",
         "lines",
+        "mend",
         "offset",
         "previous",
         "since",
@@ -52,6 +53,8 @@ class Held:
         self.size = len(text)
         self.truncated = False
         self.since = since
+        self.mend = False
+        """A piece held bytes that were not UTF-8 on their own (a character cut in two)."""
 
 
 class Joiner:
@@ -67,15 +70,18 @@ class Joiner:
         """Multi-line records waiting for a line that does not continue them."""
 
     def push(self, source: Any, offset: int, line: Line, out: list[Record]) -> None:
-        if line.error is not None:
-            out.append(Record(source, offset, line.time, line.stream, line.text, PARSE_ERROR))
-            return
         stream = line.stream
         held = self.pieces.get(stream)
+        error = line.error
+        if error is not None and (error is not INVALID_UTF8 or (held is None and not line.partial)):
+            text = mend(line.text)[0] if error is INVALID_UTF8 else line.text
+            out.append(Record(source, offset, line.time, stream, text, PARSE_ERROR))
+            return
         if held is None:
             if line.partial:
                 held = self.pieces[stream] = Held(source, offset, line.time, "", self.now)
                 held.lines.clear()
+                held.mend = error is not None
                 self.append(held, line.text, "")
                 return
             text = line.text
@@ -83,11 +89,18 @@ class Joiner:
             truncated = False
         else:
             self.append(held, line.text, "")
+            held.mend |= error is not None
             if line.partial:
                 return
             del self.pieces[stream]
             source, offset, time = held.source, held.offset, held.time
             text, truncated = "".join(held.lines), held.truncated
+            if held.mend:
+                text, still_bad = mend(text)
+                if still_bad:
+                    tags = ("parse_error", "truncated") if truncated else PARSE_ERROR
+                    out.append(Record(source, offset, time, stream, text[: self.max_record], tags))
+                    return
         if len(text) > self.max_record:
             text = text[: self.max_record]
             truncated = True
@@ -149,8 +162,12 @@ class Joiner:
             if force or now - held.since >= self.timeout:
                 del self.pieces[stream]
                 text = "".join(held.lines)
-                tags = ("truncated",) if held.truncated else ()
-                if self.rule is None:
+                tags: tuple[str, ...] = ("truncated",) if held.truncated else ()
+                if held.mend:
+                    text, still_bad = mend(text)
+                    if still_bad:
+                        tags = (*tags, "parse_error")
+                if self.rule is None or "parse_error" in tags:
                     out.append(Record(held.source, held.offset, held.time, stream, text, tags))
                 else:
                     self.now = now

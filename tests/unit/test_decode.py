@@ -88,7 +88,6 @@ def test_malformed_docker_lines_keep_their_raw_text(raw: bytes) -> None:
         b"2026-11-27T02:20:49Z stdout X text",
         b"2026-11-27T02:20:49Z stdin F text",
         b"not-a-time stdout F text",
-        b"2026-11-27T02:20:49Z stdout F caf\xe9",
         b"2026-11-27T02:20:49Z stdout F nul\x00byte",
         b"just some text",
     ],
@@ -107,3 +106,10 @@ def test_nul_in_docker_log_is_replaced_so_the_record_stays_valid() -> None:
 def test_format_detection() -> None:
     assert detect(docker("x\n")) == "docker"
     assert detect(b"2026-11-27T02:20:49Z stdout F x") == "cri"
+
+
+def test_invalid_utf8_in_cri_text_is_kept_for_the_joiner_to_mend() -> None:
+    line = decode_cri(b"2026-11-27T02:20:49Z stdout P caf\xc3")
+    assert line.error == "invalid UTF-8"
+    assert line.partial
+    assert line.text.encode("utf-8", "surrogateescape") == b"caf\xc3"

@@ -272,3 +272,18 @@ def test_unreadable_checkpoints_are_set_aside_and_files_read_again(tmp_path: Pat
     assert sink.messages() == ["kept"]
     assert (tmp_path / "state" / "checkpoints.json.unreadable").exists()
     assert b'"offset"' in state.read_bytes()
+
+
+def test_a_character_cut_by_the_cri_16k_split_is_whole_again(tmp_path: Path) -> None:
+    log = cri_file(tmp_path)
+    text = "é" * 10
+    data = text.encode()
+    append(
+        log,
+        b"2026-11-27T02:20:49Z stdout P " + data[:5] + b"\n",
+        b"2026-11-27T02:20:49Z stdout F " + data[5:] + b"\n",
+        cri_line("caf\udce9".encode("utf-8", "surrogateescape").decode("latin-1")),
+    )
+    sink = ListSink()
+    drain(agent(tmp_path, sink))
+    assert [(r["message"], r.get("tags")) for r in sink.records][0] == (text, None)
