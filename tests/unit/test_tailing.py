@@ -282,8 +282,11 @@ def test_a_character_cut_by_the_cri_16k_split_is_whole_again(tmp_path: Path) -> 
         log,
         b"2026-11-27T02:20:49Z stdout P " + data[:5] + b"\n",
         b"2026-11-27T02:20:49Z stdout F " + data[5:] + b"\n",
-        cri_line("caf\udce9".encode("utf-8", "surrogateescape").decode("latin-1")),
+        b"2026-11-27T02:20:49Z stdout F caf\xe9\n",
     )
     sink = ListSink()
     drain(agent(tmp_path, sink))
-    assert [(r["message"], r.get("tags")) for r in sink.records][0] == (text, None)
+    assert [(r["message"], r.get("tags")) for r in sink.records] == [
+        (text, None),
+        ("caf\ufffd", ["parse_error"]),
+    ]
