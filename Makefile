@@ -24,6 +24,10 @@ $(VENV)/.installed: pyproject.toml
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The bigger end-to-end variants (several times the records and faults of `make test`).
+test-long: $(VENV)/.installed
+	LOGFERRY_LONG=1 $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 

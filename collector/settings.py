@@ -46,7 +46,8 @@ def boolean(text: str) -> bool:
 def key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise ValueError(f"expected KEY=VALUE, got {text!r}")
+        # The value may well be a password typed with the wrong separator: not echoed.
+        raise ValueError("expected KEY=VALUE, got no '=' (the value is not shown)")
     return key.strip(), value.strip()
 
 

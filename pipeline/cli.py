@@ -15,7 +15,7 @@ from elasticsearch import ApiError
 from collector import jsonlog
 from collector.probes import Health, serve
 from collector.settings import SettingError
-from pipeline.config import Config, parse
+from pipeline.config import Config, parse, shown
 from pipeline.indexer import Indexer, client
 from pipeline.setup import install_dashboards, install_templates
 
@@ -40,7 +40,8 @@ def setup(config: Config) -> int:
     try:
         install_templates(es)
     except (ApiError, TransportError) as exc:
-        print(f"pipeline: setup failed at {config.elasticsearch_url}: {exc}", file=sys.stderr)
+        where = shown(config.elasticsearch_url)
+        print(f"pipeline: setup failed at {where}: {exc}", file=sys.stderr)
         return 1
     if config.kibana:
         try:
@@ -71,5 +72,5 @@ def run(config: Config) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("pipeline started: %s -> %s", config.topic, config.elasticsearch_url)
+    log.info("pipeline started: %s -> %s", config.topic, shown(config.elasticsearch_url))
     return indexer.run()

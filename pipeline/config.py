@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from collector.settings import Option, SettingError, load
 from pipeline.documents import IndexName
@@ -33,8 +34,18 @@ def port(text: str) -> int:
 
 def url(text: str) -> str:
     if not text.startswith(("http://", "https://")):
-        raise ValueError(f"must be an http:// or https:// URL, got {text!r}")
+        raise ValueError(f"must be an http:// or https:// URL, got {shown(text)!r}")
     return text.rstrip("/")
+
+
+def shown(address: str) -> str:
+    """The URL without user and password, for logs and error messages."""
+    parts = urlsplit(address)
+    if parts.username is None and parts.password is None:
+        return address
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=f"***@{netloc}"))
 
 
 def index_name(text: str) -> str:
