@@ -112,9 +112,15 @@ def decode_cri(raw: bytes) -> Line:
     return Line(stamp, stream_b.decode(), first_tag == b"P", text, error)
 
 
-def mend(text: str) -> tuple[str, bool]:
-    """Text decoded with surrogate escapes, decoded again whole; True if still not UTF-8."""
+def mend(text: str, cut: bool = False) -> tuple[str, bool]:
+    """Text decoded with surrogate escapes, decoded again whole; True if still not UTF-8.
+
+    A `cut` text (truncated at max_record_bytes) may end inside a character, and is not
+    judged: what cannot be decoded is replaced.
+    """
     data = text.encode("utf-8", "surrogateescape")
+    if cut:
+        return data.decode("utf-8", "replace"), False
     try:
         return data.decode("utf-8"), False
     except UnicodeDecodeError:

@@ -96,7 +96,7 @@ class Joiner:
             source, offset, time = held.source, held.offset, held.time
             text, truncated = "".join(held.lines), held.truncated
             if held.mend:
-                text, still_bad = mend(text)
+                text, still_bad = mend(text, truncated)
                 if still_bad:
                     tags = ("parse_error", "truncated") if truncated else PARSE_ERROR
                     out.append(Record(source, offset, time, stream, text[: self.max_record], tags))
@@ -164,7 +164,7 @@ class Joiner:
                 text = "".join(held.lines)
                 tags: tuple[str, ...] = ("truncated",) if held.truncated else ()
                 if held.mend:
-                    text, still_bad = mend(text)
+                    text, still_bad = mend(text, held.truncated)
                     if still_bad:
                         tags = (*tags, "parse_error")
                 if self.rule is None or "parse_error" in tags:
