@@ -88,8 +88,8 @@ class Joiner:
             time = line.time
             truncated = False
         else:
-            self.append(held, line.text, "")
             held.mend |= error is not None
+            self.append(held, line.text, "")
             if line.partial:
                 return
             del self.pieces[stream]
@@ -136,7 +136,10 @@ class Joiner:
     def append(self, held: Held, text: str, separator: str) -> None:
         if held.truncated:
             return
-        room = self.max_record - held.size - len(separator)
+        # Pieces with a cut character hold it as one escape per byte until they are decoded
+        # whole: up to 4 bytes a character are allowed for, and the cut made after decoding.
+        limit = self.max_record * 4 if held.mend else self.max_record
+        room = limit - held.size - len(separator)
         if room < 0 or (room == 0 and text):
             held.truncated = True
             return
@@ -167,6 +170,9 @@ class Joiner:
                     text, still_bad = mend(text, held.truncated)
                     if still_bad:
                         tags = (*tags, "parse_error")
+                    if len(text) > self.max_record:
+                        text = text[: self.max_record]
+                        tags = tags if "truncated" in tags else (*tags, "truncated")
                 if self.rule is None or "parse_error" in tags:
                     out.append(Record(held.source, held.offset, held.time, stream, text, tags))
                 else:
