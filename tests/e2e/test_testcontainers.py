@@ -1,0 +1,62 @@
+"""The end-to-end scenario against Kafka and Elasticsearch containers (testcontainers).
+
+Runs only where a Docker engine answers; elsewhere it is skipped with that reason (also under
+CI=true: the other e2e tests cover the flow with the local servers there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from elasticsearch import Elasticsearch
+
+from bench.nodewriter import Rotation, default_node
+from pipeline.setup import install_templates
+from tests import servers
+from tests.e2e.flow import Flow
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def containers() -> Iterator[tuple[str, str]]:
+    if not servers.docker_answers():
+        pytest.skip("no Docker engine answers: the testcontainers variant runs only with one")
+    with (
+        contextlib.contextmanager(servers.kafka_container)() as kafka,
+        contextlib.contextmanager(servers.elasticsearch_container)() as elasticsearch,
+    ):
+        yield kafka, elasticsearch
+
+
+def test_every_record_once_through_kafka_and_elasticsearch_containers(
+    tmp_path: Path, containers: tuple[str, str]
+) -> None:
+    bootstrap, url = containers
+    es = Elasticsearch(url, request_timeout=60)
+    install_templates(es, say=lambda _: None)
+    prefix = f"logferry-c{uuid.uuid4().hex[:8]}"
+    flow = Flow(
+        "testcontainers, no fault",
+        tmp_path,
+        bootstrap,
+        url,
+        es,
+        prefix,
+        default_node(12, 11),
+        rate=1000,
+        docker_rotation=Rotation(max_bytes=512 * 1024, max_files=5),
+        cri_rotation=Rotation(max_bytes=768 * 1024, max_files=5),
+        seed=11,
+    )
+    try:
+        flow.start(pipelines=2, duration=10)
+        outcome = flow.check()
+        flow.assert_exactly_once(outcome)
+    finally:
+        flow.stop()
+        es.close()

@@ -1,0 +1,689 @@
+"""Bad input through decode, join and the fast path: nothing raises, nothing goes missing.
+
+Hypothesis feeds random bytes, invalid UTF-8, NUL bytes, truncated and mistyped JSON and
+near-valid runtime lines (plus a few 5 MB lines) through `collector.decode` and
+`collector.join.Joiner`. Every input line must come out accounted for: as a `parse_error`
+record of its own, or inside exactly one record, as a model of the joining rules built from
+ARCHITECTURE.md and the multiline rules' own `continues()` predicts. Lines that the fast
+path (`collector.fastpath`) takes must give the same record, as valid JSON, as the general
+path; and the agent's own hot loop over a real file must give the general path's records.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from collector import fastpath
+from collector.decode import DECODERS, INVALID_UTF8, Line, decode_cri, decode_docker, detect
+from collector.encode import Encoder
+from collector.join import PARSE_ERROR, Joiner, Record
+from collector.multiline import rule_for
+from tests.unit.logfiles import ListSink, agent, drain
+
+STREAMS = ("stdout", "stderr")
+META = {"container.id": "c" * 64, "kubernetes.namespace": "shop", "host.name": "node-a"}
+ENCODER = Encoder("/var/log/pods/shop_p_u/app/0.log", "0123456789abcdef", META)
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+# --- lines ------------------------------------------------------------------------------------
+
+texts = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n"), max_size=40
+) | st.sampled_from(
+    [
+        "",
+        "at com.x.Y.z(Y.java:1)",
+        "\tat com.x.Y.z(Y.java:1)",
+        "Caused by: java.io.IOException: x",
+        "java.lang.IllegalStateException: boom",
+        "\t... 3 more",
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1, in <module>',
+        "ValueError: bad",
+        "During handling of the above exception, another exception occurred:",
+        "panic: oh no",
+        "goroutine 1 [running]:",
+        "main.main()",
+        "\t/app/main.go:12 +0x1d",
+        "grüße 日本 🚀",
+        "nul \x00 byte",
+        "ends with \\",
+        "<html> & 'quotes' \"double\"",
+    ]
+)
+stamps = st.sampled_from(
+    [
+        "2026-11-27T02:20:49.123456789Z",
+        "2026-11-27T02:20:49Z",
+        "2026-11-27T02:20:49.5+01:00",
+        "2016-10-06T00:17:09.669794202-07:00",
+        "2026-11-27T02:20:49",
+        "yesterday",
+        "",
+        "2026-11-27T02:20:49.Z",
+        "2026-13-45T99:99:99Z",
+        "xxxxxxxxxxTxxxxxxxxZ",
+        '2026-11-27T02:20:4"9Z',
+    ]
+)
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    max_leaves=5,
+)
+
+
+@st.composite
+def docker_lines(draw: st.DrawFn) -> bytes:
+    log: Any = draw(texts)
+    if draw(st.booleans()):
+        log += "\n"
+    body: dict[str, Any] = {
+        "log": log,
+        "stream": draw(st.sampled_from(STREAMS) | texts),
+        "time": draw(stamps),
+    }
+    for key in draw(st.sets(st.sampled_from(["log", "stream", "time"]), max_size=2)):
+        if draw(st.booleans()):
+            del body[key]
+        else:
+            body[key] = draw(json_values)
+    if draw(st.booleans()):
+        body[draw(texts)] = draw(json_values)
+    raw = orjson.dumps(body)
+    if draw(st.booleans()):
+        # As Docker's Go encoder writes it: HTML-safe escapes.
+        raw = raw.replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")
+    return raw
+
+
+@st.composite
+def cri_lines(draw: st.DrawFn) -> bytes:
+    stream = draw(st.sampled_from([*STREAMS, "stdin", ""]))
+    tag = draw(st.sampled_from(["F", "P", "F:x", "P:a:b", "X", "", "f"]))
+    head = f"{draw(stamps)} {stream} {tag}"
+    if draw(st.booleans()):
+        return head.encode()
+    return f"{head} {draw(texts)}".encode("utf-8", "surrogatepass")
+
+
+@st.composite
+def mangled(draw: st.DrawFn, lines: st.SearchStrategy[bytes]) -> bytes:
+    """A line cut short, with bytes replaced or inserted: invalid UTF-8, NUL, broken escapes."""
+    raw = bytearray(draw(lines))
+    for _ in range(draw(st.integers(1, 3))):
+        if not raw:
+            break
+        where = draw(st.integers(0, len(raw)))
+        action = draw(st.sampled_from(["cut", "replace", "insert"]))
+        junk = draw(
+            st.sampled_from(
+                [b"\x00", b"\xff", b"\xc3", b"\xe2\x82", b"\\", b"\\q", b"\\ud800", b"\x01", b'"']
+            )
+            | st.binary(min_size=1, max_size=4)
+        )
+        if action == "cut":
+            del raw[where:]
+        elif action == "replace":
+            raw[where : where + len(junk)] = junk
+        else:
+            raw[where:where] = junk
+    return bytes(raw).replace(b"\n", b"")
+
+
+def any_line(kind: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
+    return kind | mangled(kind) | st.binary(max_size=60).map(lambda b: b.replace(b"\n", b""))
+
+
+def split_16k(text: str, stream: str, size: int) -> list[bytes]:
+    """A long message as Docker writes it, in `size`-byte pieces (tiny sizes keep it fast)."""
+    data = text.encode()
+    pieces = [data[i : i + size] for i in range(0, len(data), size)] or [b""]
+    out = []
+    for n, piece in enumerate(pieces):
+        log = piece.decode("utf-8", "replace") + ("\n" if n == len(pieces) - 1 else "")
+        out.append(orjson.dumps({"log": log, "stream": stream, "time": "2026-11-27T02:20:49Z"}))
+    return out
+
+
+@st.composite
+def docker_files(draw: st.DrawFn) -> list[bytes]:
+    """Docker lines with runs of pieces (partial lines) among them."""
+    lines: list[bytes] = []
+    for _ in range(draw(st.integers(0, 12))):
+        if draw(st.integers(0, 3)) == 0:
+            lines += split_16k(draw(texts), draw(st.sampled_from(STREAMS)), draw(st.integers(1, 8)))
+        else:
+            lines.append(draw(any_line(docker_lines())))
+    return lines
+
+
+@st.composite
+def cri_files(draw: st.DrawFn) -> list[bytes]:
+    lines: list[bytes] = []
+    for _ in range(draw(st.integers(0, 12))):
+        if draw(st.integers(0, 3)) == 0:
+            stream = draw(st.sampled_from(STREAMS))
+            data = draw(texts).encode()
+            size = draw(st.integers(1, 8))
+            cuts = [data[i : i + size] for i in range(0, len(data), size)] or [b""]
+            for n, cut in enumerate(cuts):
+                tag = b"F" if n == len(cuts) - 1 else b"P"
+                lines.append(b"2026-11-27T02:20:49Z " + stream.encode() + b" " + tag + b" " + cut)
+        else:
+            lines.append(draw(any_line(cri_lines())))
+    return lines
+
+
+# --- the model of joining ---------------------------------------------------------------------
+
+
+@dataclass
+class Logical:
+    """A line after the runtime's pieces are put back together."""
+
+    offset: int
+    stream: str
+    text: str = ""
+    members: list[int] = field(default_factory=list)
+    mend: bool = False
+    """A piece was not UTF-8 on its own (containerd cut a character in two)."""
+
+    def short(self, max_record: int) -> str:
+        """What the multiline rule sees: the text cut at max_record."""
+        return self.text[:max_record]
+
+
+@dataclass
+class Expected:
+    offset: int
+    stream: str
+    text: str
+    """Nothing cut: the record is this, or (tagged truncated) a prefix of it."""
+    members: list[int]
+    cut: bool = False
+    """Some line of it is longer than max_record."""
+    parse_error: bool = False
+    lines: int = 1
+    loose: bool = False
+    """Cut while a character was being mended: only the cut and the size are checked."""
+
+
+def whole(text: str) -> tuple[str, bool]:
+    """Pieces' text (bytes that were not UTF-8 kept as surrogate escapes) decoded as one;
+    True when it still is not UTF-8."""
+    data = text.encode("utf-8", "surrogateescape")
+    try:
+        return data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "replace"), True
+
+
+def model(decoded: list[Line], rule_name: str | None, max_record: int) -> dict[int, Expected]:
+    """What the joiner must give for `decoded` (offset = index), all flushed at the end.
+
+    A line that is not UTF-8 (`INVALID_UTF8`) may be a piece of a character cut by the 16 KiB
+    split: as a piece, or as the last piece of a held line, it is joined, and only the whole
+    line is judged. Any other error is a parse_error record of its own line.
+    """
+    rule = rule_for(rule_name) if rule_name else None
+    out: dict[int, Expected] = {}
+    pieces: dict[str, Logical] = {}
+    groups: dict[str, list[Logical]] = {}
+
+    def emit(group: list[Logical]) -> None:
+        first = group[0]
+        out[first.offset] = Expected(
+            first.offset,
+            first.stream,
+            "\n".join(g.text for g in group),
+            [m for g in group for m in g.members],
+            cut=any(len(g.text) > max_record for g in group),
+            lines=len(group),
+        )
+
+    def logical(line: Logical) -> None:
+        if line.mend:
+            line.text, bad = whole(line.text)
+            if bad:
+                out[line.offset] = Expected(
+                    line.offset, line.stream, line.text, line.members, parse_error=True
+                )
+                return
+        if rule is None:
+            emit([line])
+            return
+        held = groups.get(line.stream)
+        if held is not None:
+            first, previous = held[0].short(max_record), held[-1].short(max_record)
+            if rule.continues(first, previous, line.short(max_record)):
+                held.append(line)
+                return
+            emit(groups.pop(line.stream))
+        groups[line.stream] = [line]
+
+    for n, line in enumerate(decoded):
+        bad_utf8 = line.error == INVALID_UTF8
+        held = pieces.get(line.stream)
+        if line.error is not None and not (bad_utf8 and (held is not None or line.partial)):
+            text = whole(line.text)[0] if bad_utf8 else line.text
+            out[n] = Expected(n, line.stream, text, [n], parse_error=True)
+            continue
+        held = pieces.pop(line.stream, None) or Logical(n, line.stream)
+        held.text += line.text
+        held.members.append(n)
+        held.mend |= bad_utf8
+        if line.partial:
+            pieces[line.stream] = held
+        else:
+            logical(held)
+    for stream in list(pieces):
+        logical(pieces.pop(stream))
+    for stream in list(groups):
+        emit(groups.pop(stream))
+    return out
+
+
+def join_all(decoded: list[Line], rule_name: str | None, max_record: int) -> list[Record]:
+    joiner = Joiner(rule_for(rule_name) if rule_name else None, max_record, timeout=3600.0)
+    out: list[Record] = []
+    for n, line in enumerate(decoded):
+        joiner.push("file", n, line, out)
+    joiner.expire(0.0, out, force=True)
+    assert not joiner.holding()
+    assert joiner.held_from("file") is None
+    return out
+
+
+def check_joined(decoded: list[Line], rule_name: str | None, max_record: int) -> None:
+    records = join_all(decoded, rule_name, max_record)
+    want = model(decoded, rule_name, max_record)
+    by_offset = {r.offset: r for r in records}
+    assert len(by_offset) == len(records), "two records start at the same line"
+    assert sorted(by_offset) == sorted(want), "lines lost, doubled or grouped differently"
+    covered = sorted(m for e in want.values() for m in e.members)
+    assert covered == list(range(len(decoded)))
+    errors = sum(1 for e in want.values() if e.parse_error)
+    assert sum(1 for r in records if "parse_error" in r.tags) == errors
+    for offset, expected in want.items():
+        record = by_offset[offset]
+        assert record.stream == expected.stream
+        if expected.parse_error:
+            assert "parse_error" in record.tags
+            assert expected.text.startswith(record.text)
+            continue
+        assert record.time == decoded[offset].time
+        if expected.cut or len(expected.text) > max_record:
+            assert "truncated" in record.tags
+            assert expected.text.startswith(record.text)
+        else:
+            assert "truncated" not in record.tags
+            assert record.text == expected.text
+        assert len(record.text) <= max_record, (
+            f"a record of {len(record.text)} characters, max_record is {max_record}: "
+            f"{record.text[-20:]!r}"
+        )
+        assert ("multiline" in record.tags) <= (expected.lines > 1)
+
+
+def check_decoded(line: Line, raw: bytes) -> None:
+    assert isinstance(line, Line)
+    assert line.stream in STREAMS
+    assert isinstance(line.text, str)
+    assert "\x00" not in line.text
+    if line.error is INVALID_UTF8:
+        # Kept as surrogate escapes for the joiner to decode whole (a character may be cut).
+        line.text.encode("utf-8", "surrogateescape")
+        return
+    line.text.encode("utf-8")  # no lone surrogates: the record must encode
+    if line.error is not None:
+        assert isinstance(line.error, str)
+        assert not line.partial
+        return
+    assert rfc3339(line.time), f"{line.time!r} is no RFC 3339 time: Elasticsearch refuses it"
+    assert isinstance(line.partial, bool)
+
+
+STAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?Z")
+
+
+def rfc3339(stamp: str) -> bool:
+    if STAMP.fullmatch(stamp) is None:
+        return False
+    try:
+        datetime.fromisoformat(stamp[:19])
+    except ValueError:
+        return False
+    return True
+
+
+# --- properties ---------------------------------------------------------------------------------
+
+
+@FUZZ
+@given(st.lists(any_line(docker_lines()), max_size=30))
+@example([b'{"log":"x\\n","stream":"stdout","time":"2026-11-27T02:20:49.Z"}'])
+def test_docker_decode_never_raises_and_keeps_the_raw_text_of_bad_lines(
+    lines: list[bytes],
+) -> None:
+    for raw in lines:
+        line = decode_docker(raw)
+        check_decoded(line, raw)
+        if line.error is not None:
+            assert line.text == raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
+
+
+@FUZZ
+@given(st.lists(any_line(cri_lines()), max_size=30))
+@example([b"2026-13-45T99:99:99Z stdout F x"])
+def test_cri_decode_never_raises_and_keeps_the_raw_text_of_bad_lines(lines: list[bytes]) -> None:
+    for raw in lines:
+        line = decode_cri(raw)
+        check_decoded(line, raw)
+        if line.error is INVALID_UTF8:
+            # The text is kept as bytes (surrogate escapes) for the joiner to decode whole.
+            assert raw.endswith(line.text.encode("utf-8", "surrogateescape"))
+        elif line.error is not None:
+            assert line.text == raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
+
+
+@FUZZ
+@given(
+    st.one_of(docker_files().map(lambda x: ("docker", x)), cri_files().map(lambda x: ("cri", x))),
+    st.sampled_from([None, "java", "python", "go", r"^\d{4}-"]),
+    st.sampled_from([1024 * 1024, 64, 5]),
+)
+@example(("cri", [b"2026-11-27T02:20:49Z stdout P 000000"]), None, 5)
+@example(
+    ("cri", [b"2026-11-27T02:20:49Z stdout F abcde", b"2026-11-27T02:20:49Z stdout F \tat x"]),
+    "java",
+    5,
+)
+def test_every_line_ends_up_in_exactly_one_record(
+    file: tuple[str, list[bytes]], rule: str | None, max_record: int
+) -> None:
+    kind, lines = file
+    decoded = [DECODERS[kind](raw) for raw in lines]
+    check_joined(decoded, rule, max_record)
+
+
+@FUZZ
+@given(
+    # A NUL byte makes a CRI line malformed (tested elsewhere), wherever the cut falls.
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\x00")),
+    st.integers(1, 9),
+    st.sampled_from(STREAMS),
+    st.sampled_from([None, "java"]),
+)
+@example("日本" * 3, 4, "stdout", None)
+def test_a_cri_line_cut_at_any_byte_comes_back_whole(
+    text: str, size: int, stream: str, rule: str | None
+) -> None:
+    """containerd cuts at a byte count, not at a character: the pieces are joined as bytes."""
+    data = text.encode()
+    cuts = [data[i : i + size] for i in range(0, len(data), size)] or [b""]
+    lines = [
+        b"2026-11-27T02:20:49Z " + stream.encode() + (b" P " if n < len(cuts) - 1 else b" F ") + cut
+        for n, cut in enumerate(cuts)
+    ]
+    records = join_all([decode_cri(raw) for raw in lines], rule, 2**20)
+    assert [(r.offset, r.stream, r.text, r.tags) for r in records] == [(0, stream, text, ())]
+
+
+def general(raw: bytes, kind: str, offset: int) -> dict[str, Any]:
+    line = DECODERS[kind](raw)
+    tags = PARSE_ERROR if line.error is not None else ()
+    return orjson.loads(
+        ENCODER.encode(Record(None, offset, line.time, line.stream, line.text, tags))
+    )
+
+
+@FUZZ
+@given(any_line(docker_lines()), st.integers(0, 2**40))
+@example(b'{"log":"a\\q\\n","stream":"stdout","time":"2026-11-27T02:20:49Z"}', 0)
+@example(b'{"log":"\\ud800\\n","stream":"stdout","time":"2026-11-27T02:20:49Z"}', 0)
+@example(b'{"log":"tab\there\\n","stream":"stdout","time":"2026-11-27T02:20:49Z"}', 0)
+def test_docker_fast_path_gives_valid_json_and_the_general_record(raw: bytes, offset: int) -> None:
+    fast = fastpath.docker(raw, offset, ENCODER.template)
+    if fast is None:
+        return
+    try:
+        record = orjson.loads(fast)
+    except orjson.JSONDecodeError as exc:
+        pytest.fail(f"the fast path made invalid JSON of {raw!r}: {exc}")
+    want = general(raw, "docker", offset)
+    if want.get("tags"):
+        pytest.fail(f"the fast path shipped a line the general path finds malformed: {raw!r}")
+    assert record == want
+
+
+@FUZZ
+@given(any_line(cri_lines()), st.integers(0, 2**40))
+@example(b'2026-11-27T02:20:4"9Z stdout F x', 0)
+@example(b"xxxxxxxxxxTxxxxxxxxZ stdout F x", 0)
+def test_cri_fast_path_gives_valid_json_and_the_general_record(raw: bytes, offset: int) -> None:
+    fast = fastpath.cri(raw, offset, ENCODER.template)
+    if fast is None:
+        return
+    try:
+        record = orjson.loads(fast)
+    except orjson.JSONDecodeError as exc:
+        pytest.fail(f"the fast path made invalid JSON of {raw!r}: {exc}")
+    want = general(raw, "cri", offset)
+    if want.get("tags"):
+        pytest.fail(f"the fast path shipped a line the general path finds malformed: {raw!r}")
+    assert record == want
+
+
+def expected_records(lines: list[bytes], kind: str, rule: str | None) -> list[dict[str, Any]]:
+    """The general path alone over a file's lines: decode, join, encode."""
+    offsets = []
+    at = 0
+    for raw in lines:
+        offsets.append(at)
+        at += len(raw) + 1
+    joiner = Joiner(rule_for(rule) if rule else None, 1024 * 1024, timeout=3600.0)
+    out: list[Record] = []
+    for raw, offset in zip(lines, offsets, strict=True):
+        joiner.push("file", offset, DECODERS[kind](raw), out)
+    joiner.expire(0.0, out, force=True)
+    return [{"offset": r.offset, "stream": r.stream, "message": r.text} for r in out]
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    st.one_of(docker_files().map(lambda x: ("docker", x)), cri_files().map(lambda x: ("cri", x))),
+    st.sampled_from([None, "java", "python"]),
+)
+@example(("docker", [b'{"log":"a\\q\\n","stream":"stdout","time":"2026-11-27T02:20:49Z"}']), None)
+def test_the_agent_loop_gives_the_general_path_records(
+    file: tuple[str, list[bytes]], rule: str | None
+) -> None:
+    """The hot loop (fast path where it can) over a real file, against decode+join+encode."""
+    kind, lines = file
+    if not lines or not lines[0]:
+        return
+    if detect(lines[0][:512]) != kind:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        folder = root / "log" / "pods" / "shop_cart-1_uid-1" / "app"
+        folder.mkdir(parents=True)
+        (folder / "0.log").write_bytes(b"".join(raw + b"\n" for raw in lines))
+        sink = ListSink()
+        flags = ["--kubernetes", "off"] + ([f"--multiline=*={rule}"] if rule else [])
+        loop = agent(root, sink, *flags)
+        drain(loop)
+        loop.flush_held()
+    got = [
+        {"offset": r["log"]["offset"], "stream": r["stream"], "message": r["message"]}
+        for r in sink.records
+    ]
+    want = expected_records(lines, kind, rule)
+    assert sorted(got, key=lambda r: r["offset"]) == sorted(want, key=lambda r: r["offset"])
+
+
+# --- 5 MB lines -------------------------------------------------------------------------------
+
+BIG = 5 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        orjson.dumps({"log": "x" * BIG + "\n", "stream": "stdout", "time": "2026-11-27T02:20:49Z"}),
+        orjson.dumps({"log": "x" * BIG + "\n", "stream": "stdout", "time": "2026-11-27T02:20:49Z"})[
+            : BIG // 2
+        ],
+        b"2026-11-27T02:20:49Z stdout F " + b"y" * BIG,
+        b"2026-11-27T02:20:49Z stdout F " + "日本".encode() * (BIG // 6),
+        bytes(range(256)) * (BIG // 256),
+        b"\x00" * BIG,
+    ],
+    ids=["docker", "docker-truncated-json", "cri", "cri-utf8", "bytes", "nul"],
+)
+def test_five_megabyte_lines_are_cut_at_max_record_not_dropped(raw: bytes) -> None:
+    kind = detect(raw[:512])
+    line = DECODERS[kind](raw)
+    check_decoded(line, raw)
+    (record,) = join_all([line], None, 2**20)
+    if line.error is not None:
+        assert record.tags == PARSE_ERROR
+    else:
+        assert record.tags == ("truncated",)
+        assert len(record.text) == 2**20
+    assert orjson.loads(ENCODER.encode(record))["message"] == record.text
+    fast = fastpath.FAST_PATHS[kind](raw, 0, ENCODER.template)
+    if fast is not None:
+        assert orjson.loads(fast)["message"] == general(raw, kind, 0)["message"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        orjson.dumps({"log": "é" * BIG, "stream": "stderr", "time": "2026-11-27T02:20:49Z"}),
+        b"2026-11-27T02:20:49Z stdout P " + b"z" * BIG,
+    ],
+    ids=["docker", "cri"],
+)
+def test_a_five_megabyte_piece_that_never_ends_is_cut_too(raw: bytes) -> None:
+    """A partial line whose end never comes (the runtime died) is let go by the timeout."""
+    line = DECODERS[detect(raw[:512])](raw)
+    assert line.partial
+    (record,) = join_all([line], None, 2**20)
+    assert len(record.text) <= 2**20
+    assert record.tags == ("truncated",)
+
+
+# --- found by fuzzing: the smallest cases ------------------------------------------------------
+
+
+def test_cri_pieces_cut_inside_a_utf8_character_are_joined() -> None:
+    """containerd cuts a long line every 16384 bytes, wherever a UTF-8 character sits; the
+    pieces must be joined as bytes, not each decoded (they are then two parse errors)."""
+    message = "日本" * 5_000
+    data = message.encode()
+    assert len(data[:16384].decode("utf-8", "ignore").encode()) < 16384, "cut inside a character"
+    pieces = [
+        b"2026-11-27T02:20:49Z stdout P " + data[:16384],
+        b"2026-11-27T02:20:49Z stdout F " + data[16384:],
+    ]
+    records = join_all([decode_cri(raw) for raw in pieces], None, 2**20)
+    assert [(r.text, r.tags) for r in records] == [(message, ())]
+
+
+@pytest.mark.parametrize(
+    "stamp", ["2026-11-27T02:20:49.Z", "2026-13-45T99:99:99Z", "xxxxxxxxxxTxxxxxxxxZ"]
+)
+@pytest.mark.parametrize("kind", ["docker", "cri"])
+def test_a_time_that_is_not_rfc3339_makes_a_parse_error(kind: str, stamp: str) -> None:
+    """Elasticsearch refuses such a @timestamp: the record would end in the dead-letter topic
+    instead of being indexed with its parse_error tag."""
+    if kind == "docker":
+        raw = orjson.dumps({"log": "x\n", "stream": "stdout", "time": stamp})
+    else:
+        raw = f"{stamp} stdout F x".encode()
+    line = DECODERS[kind](raw)
+    assert line.error is not None or rfc3339(line.time), line
+    assert fastpath.FAST_PATHS[kind](raw, 0, ENCODER.template) is None
+
+
+def test_a_piece_let_go_by_the_timeout_is_cut_at_max_record() -> None:
+    """A partial line whose rest never comes is flushed by the timeout, uncut and untagged."""
+    (record,) = join_all([decode_cri(b"2026-11-27T02:20:49Z stdout P 0123456789")], None, 5)
+    assert (record.text, record.tags) == ("01234", ("truncated",))
+
+
+@pytest.mark.parametrize(
+    ("message", "max_record"),
+    [("日" * 6000, 5462), ("00\U00010000", 5)],
+    ids=["cut-at-max-record", "fits"],
+)
+def test_a_character_split_by_the_runtime_is_not_counted_byte_by_byte(
+    message: str, max_record: int
+) -> None:
+    """Near max_record, a character that containerd cut in two counts one per byte (its
+    surrogate escapes): the record is cut too early, or cut inside the character and then
+    tagged parse_error with a U+FFFD, although its text is good UTF-8."""
+    data = message.encode()
+    size = 16384 if len(data) > 16384 else 3
+    cuts = [data[i : i + size] for i in range(0, len(data), size)]
+    lines = [
+        decode_cri(b"2026-11-27T02:20:49Z stdout " + (b"P " if n < len(cuts) - 1 else b"F ") + c)
+        for n, c in enumerate(cuts)
+    ]
+    (record,) = join_all(lines, None, max_record)
+    assert "parse_error" not in record.tags
+    assert message.startswith(record.text)
+    assert len(record.text) == min(len(message), max_record)
+
+
+def test_a_cut_multiline_record_stays_within_max_record() -> None:
+    """A first line of exactly max_record characters, then a continuation: the record gets a
+    trailing newline, one character over max_record."""
+    lines = [
+        decode_cri(b"2026-11-27T02:20:49Z stdout F abcde"),
+        decode_cri(b"2026-11-27T02:20:49Z stdout F \tat x.y(Z.java:1)"),
+    ]
+    (record,) = join_all(lines, "java", 5)
+    assert len(record.text) <= 5, repr(record.text)
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw"),
+    [
+        ("docker", b'{"log":"a\\q\\n","stream":"stdout","time":"2026-11-27T02:20:49Z"}'),
+        ("docker", b'{"log":"\\ud800\\n","stream":"stdout","time":"2026-11-27T02:20:49Z"}'),
+        ("docker", b'{"log":"tab\there\\n","stream":"stdout","time":"2026-11-27T02:20:49Z"}'),
+        ("cri", b'2026-11-27T02:20:4"9Z stdout F x'),
+    ],
+    ids=["invalid-escape", "lone-surrogate", "raw-control-char", "quote-in-time"],
+)
+def test_the_fast_path_never_ships_invalid_json(kind: str, raw: bytes) -> None:
+    """The general path makes these parse_error records; the fast path copies the bytes into
+    the record, which then is no JSON (the pipeline dead-letters it as undecodable)."""
+    fast = fastpath.FAST_PATHS[kind](raw, 0, ENCODER.template)
+    if fast is not None:
+        orjson.loads(fast)
