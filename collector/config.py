@@ -9,28 +9,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector.multiline import MultilineRule, rule_for
-from collector.settings import Option, SettingError, boolean, key_value, load
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError(f"must be a positive whole number, got {text}")
-    return value
-
-
-def port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError(f"must be a port from 0 to 65535 (0: off), got {text}")
-    return value
-
-
-def seconds(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError(f"must be zero or more seconds, got {text}")
-    return value
+from collector.settings import (
+    Option,
+    SettingError,
+    boolean,
+    key_value,
+    load,
+    port,
+    positive_int,
+    seconds,
+)
 
 
 def sink_spec(text: str) -> str:

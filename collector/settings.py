@@ -43,6 +43,27 @@ def boolean(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"must be a positive whole number, got {text}")
+    return value
+
+
+def port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"must be a port from 0 to 65535 (0: off), got {text}")
+    return value
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError(f"must be zero or more seconds, got {text}")
+    return value
+
+
 def key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:

@@ -7,28 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from collector.settings import Option, SettingError, load
+from collector.settings import Option, SettingError, load, port, positive_int, seconds
 from pipeline.documents import IndexName
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError(f"must be a positive whole number, got {text}")
-    return value
-
-
-def seconds(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise ValueError(f"must be more than zero seconds, got {text}")
-    return value
-
-
-def port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError(f"must be a port from 0 to 65535 (0: off), got {text}")
+def some_seconds(text: str) -> float:
+    value = seconds(text)
+    if value == 0:
+        raise ValueError("must be more than zero seconds")
     return value
 
 
@@ -70,8 +56,8 @@ OPTIONS = (
         index_name,
     ),
     Option("bulk_bytes", 5_000_000, "bulk request size in bytes", positive_int),
-    Option("flush_interval", 1.0, "seconds a document waits at most before its bulk", seconds),
-    Option("max_backoff", 30.0, "longest wait between retries, seconds", seconds),
+    Option("flush_interval", 1.0, "seconds a document waits at most before its bulk", some_seconds),
+    Option("max_backoff", 30.0, "longest wait between retries, seconds", some_seconds),
     Option("metrics_port", 2021, "port of /metrics, /healthz, /readyz (0: off)", port),
     Option("kibana", "", "setup: also import the dashboards into this Kibana URL", url),
     Option("log_level", "info", "debug, info, warning or error", env="LOGFERRY_LOG_LEVEL"),
