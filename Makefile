@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 LOCAL := deploy/local
 
 .PHONY: install test test-long unit integration e2e lint services-up services-down services-status \
-	bench demo demo-local demo-compose demo-compose-down clean
+	bench bench-latency demo demo-local demo-compose demo-compose-down clean
 
 install: $(VENV)/.installed
 	@$(LOCAL)/kafka.sh fetch
@@ -65,6 +65,9 @@ demo-compose:
 
 demo-compose-down:
 	docker compose -f deploy/compose/docker-compose.yml down -v
+
+bench-latency: $(VENV)/.installed
+	$(PY) bench/e2e_latency.py
 
 bench: $(VENV)/.installed
 	$(PY) bench/collector_throughput.py
