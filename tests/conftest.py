@@ -1,9 +1,19 @@
+"""Fixtures every test with servers uses: the servers, templates, index prefixes, outages.
+
+The outage fixtures stop and start the local servers of deploy/local through their scripts,
+with this process's environment: LOGFERRY_SERVICES_DIR, KAFKA_PORT, ES_PORT... select which
+instance, so a run against a private pair of servers leaves the shared ones alone.
+"""
+
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
+from elasticsearch import Elasticsearch
 
+from pipeline.setup import install_templates
 from tests import servers
 
 
@@ -31,3 +41,40 @@ def elasticsearch_url() -> Iterator[str]:
         "elasticsearch.sh",
     ) as address:
         yield address
+
+
+@pytest.fixture(scope="session")
+def es(elasticsearch_url: str) -> Iterator[Elasticsearch]:
+    """A client of the real Elasticsearch, with logferry's templates installed."""
+    client = Elasticsearch(elasticsearch_url, request_timeout=60)
+    install_templates(client, say=lambda _: None)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(es: Elasticsearch) -> Iterator[str]:
+    """A fresh index prefix under the logferry template, deleted after the test."""
+    name = f"logferry-t{uuid.uuid4().hex[:8]}"
+    yield name
+    es.indices.delete(index=f"{name}-*", allow_no_indices=True, ignore_unavailable=True)
+
+
+@pytest.fixture
+def kafka_outage(kafka_bootstrap: str) -> Iterator[servers.Outage]:
+    outage = servers.Outage(
+        servers.local_instance("kafka.sh", "KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    )
+    yield outage
+    if outage.down:
+        outage.start()
+
+
+@pytest.fixture
+def elasticsearch_outage(elasticsearch_url: str) -> Iterator[servers.Outage]:
+    outage = servers.Outage(
+        servers.local_instance("elasticsearch.sh", "ELASTICSEARCH_URL", elasticsearch_url)
+    )
+    yield outage
+    if outage.down:
+        outage.start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -138,3 +139,43 @@ def elasticsearch_container() -> Iterator[str]:
 
     with ElasticSearchContainer(ELASTICSEARCH_IMAGE, mem_limit="1g") as es:
         yield es.get_url()
+
+
+def local_instance(script: str, variable: str, address: str) -> Path:
+    """The deploy/local script that runs the server at `address`, or skip (fail in CI)."""
+    path = LOCAL / script
+    status = subprocess.run([path, "status"], capture_output=True, text=True)
+    if status.returncode != 0 or f"{variable}={address}" not in status.stdout:
+        unavailable(
+            f"this fault test stops and starts the server, which only deploy/local/{script} "
+            f"can do; {address} is not the one it runs (LOGFERRY_SERVICES_DIR and ports select it)"
+        )
+    return path
+
+
+class Outage:
+    """Stops a local server, and starts it again after the pause (also if the test failed)."""
+
+    def __init__(self, script: Path) -> None:
+        self.script = script
+        self.down = False
+        self.stopped_at = 0.0
+        self.started_at = 0.0
+
+    def stop(self) -> None:
+        self.down = True
+        subprocess.run([self.script, "stop"], check=True, capture_output=True)
+        self.stopped_at = time.monotonic()
+
+    def start(self) -> None:
+        started = subprocess.run([self.script, "start"], capture_output=True, text=True)
+        self.down = False
+        self.started_at = time.monotonic()
+        assert started.returncode == 0, f"{self.script.name} start failed: {started.stderr}"
+
+    def __call__(self, seconds: float) -> float:
+        """Down for `seconds` (from the moment it is stopped); returns the downtime."""
+        self.stop()
+        time.sleep(seconds)
+        self.start()
+        return self.started_at - self.stopped_at

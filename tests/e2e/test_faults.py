@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import pytest
 
 from bench.nodewriter import Rotation, Spec, default_node
-from tests.e2e.conftest import Outage
 from tests.e2e.flow import Flow
+from tests.servers import Outage
 
 pytestmark = pytest.mark.e2e
 
