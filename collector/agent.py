@@ -23,13 +23,13 @@ from collector.decode import DECODERS, Line, detect
 from collector.discover import Discovery, Found
 from collector.encode import Encoder
 from collector.enrich import Enricher, PodInfo
-from collector.fastpath import FAST_PATHS, PLAIN_FAST_PATHS, FastPath
+from collector.fastpath import FAST_PATHS, FastPaths
 from collector.join import Joiner, Record
 from collector.metrics import METRICS
 from collector.multiline import MultilineRule, rule_for
 from collector.probes import Health
 from collector.sink import Interrupted, KafkaSink, Sink
-from collector.tail import Tail
+from collector.tail import Chunk, Tail, plain
 
 log = logging.getLogger("collector.agent")
 
@@ -47,7 +47,7 @@ class File:
     seen: bool = True
     encoder: Encoder | None = None
     decode: Callable[[bytes], Line] | None = None
-    fast: tuple[FastPath, FastPath] | None = None
+    fast: FastPaths | None = None
     acked: int = 0
     """End of the bytes whose records the sink acknowledged: what the checkpoint holds."""
 
@@ -237,7 +237,7 @@ class Agent:
         assert tail.fingerprint is not None
         kind = detect(os.pread(tail.fd, 512, 0))
         file.decode = DECODERS[kind]
-        file.fast = (PLAIN_FAST_PATHS[kind], FAST_PATHS[kind])
+        file.fast = FAST_PATHS[kind]
         resume = self.checkpoints.get(tail.fingerprint)
         if resume is not None and resume <= tail.size():
             tail.seek(resume)
@@ -287,24 +287,42 @@ class Agent:
                 del self.groups[group.folder]
         return worked
 
-    def process(self, file: File, chunk: Any, now: float) -> None:
-        """The hot loop: a line goes the fast path when it can, else decode -> join -> encode."""
+    def process(self, file: File, chunk: Chunk, now: float) -> None:
+        """The hot loop: a read goes the fast paths when it can, else decode -> join -> encode."""
         joiner = file.group.joiner
         joiner.now = now
+        assert file.decode is not None
+        assert file.encoder is not None
+        assert file.fast is not None
+        template = file.encoder.template
+        fast = file.fast if joiner.rule is None else None
+        # Records the fast paths build are never cut: longer lines go the general path.
+        limit = min(self.config.max_record_bytes, self.message_limit - len(template) - 64)
+        values = None
+        if fast is not None and not joiner.pieces:
+            values = fast.chunk(chunk.data, chunk.offset, template, limit)
+        if values is None:
+            values = self.by_line(file, chunk, fast, limit)
+        METRICS.bytes_read.inc(chunk.end - chunk.offset)
+        METRICS.lines_read.inc(chunk.data.count(b"\n") + 1)
+        self.send(file.group, values)
+
+    def by_line(self, file: File, chunk: Chunk, fast: FastPaths | None, limit: int) -> list[bytes]:
+        joiner = file.group.joiner
         push = joiner.push
+        pieces = joiner.pieces
         decode = file.decode
         assert decode is not None
         assert file.encoder is not None
-        assert file.fast is not None
-        fast = file.fast[0 if chunk.plain else 1] if joiner.rule is None else None
         template = file.encoder.template
-        pieces = joiner.pieces
+        lines = chunk.data.split(b"\n")
+        one = None if fast is None else fast.plain if plain(chunk.data) else fast.line
         values: list[bytes] = []
         out: list[Record] = []
         offset = chunk.offset
-        for raw in chunk.lines:
+        for raw in lines:
             # Held pieces of a split line must see every following line of their stream.
-            value = fast(raw, offset, template) if fast and not pieces else None
+            value = one(raw, offset, template) if one and not pieces and len(raw) <= limit else None
             if value is not None:
                 values.append(value)
             else:
@@ -313,9 +331,7 @@ class Agent:
                     values += self.encode(out)
                     out.clear()
             offset += len(raw) + 1
-        METRICS.bytes_read.inc(chunk.end - chunk.offset)
-        METRICS.lines_read.inc(len(chunk.lines))
-        self.send(file.group, values)
+        return values
 
     def encode(self, records: list[Record]) -> list[bytes]:
         errors = sum(1 for r in records if "parse_error" in r.tags)

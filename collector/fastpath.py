@@ -1,4 +1,4 @@
-"""Raw line -> record bytes in one step, for the lines that need no joining.
+"""Raw lines -> record bytes in one step, for the lines that need no joining.
 
 Most lines are complete, ASCII, and written by the runtime in its exact layout. For them
 decoding to a `Line`, joining and encoding through a dict is wasted work: the Docker
@@ -6,12 +6,20 @@ json-file line already holds the text JSON-escaped, and a CRI line needs only it
 escaped. These functions return None for anything else, and the caller then takes the
 general path (decode -> join -> encode), which handles every case. Both paths produce
 the same record.
+
+The chunk paths take a whole read at once: one regex pass checks every line and cuts out
+its fields, and the records are built by C-level map/zip, so no Python code runs per
+line. They give up on the first line they cannot take, and the per-line paths then go
+through that read line by line.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from itertools import accumulate, repeat
+from operator import add, itemgetter
+from typing import NamedTuple
 
 import orjson
 
@@ -21,10 +29,11 @@ DOCKER_HEAD = b'{"log":"'
 STREAM_KEY = b'","stream":"'
 TIME_KEY = b'","time":"'
 
-UTC_STAMP = re.compile(
+STAMP = (
     rb"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
     rb"(?:\.\d{1,9})?Z"
-).fullmatch
+)
+UTC_STAMP = re.compile(STAMP).fullmatch
 
 
 SECONDS: dict[bytes, bool] = {}
@@ -51,6 +60,7 @@ VALID_ESCAPES = re.compile(
 ).sub
 
 FastPath = Callable[[bytes, int, bytes], bytes | None]
+ChunkPath = Callable[[bytes, int, bytes, int], list[bytes] | None]
 
 
 def docker_plain(raw: bytes, offset: int, template: bytes) -> bytes | None:
@@ -106,7 +116,90 @@ def checked(fast: FastPath) -> FastPath:
 docker = checked(docker_plain)
 cri = checked(cri_plain)
 
-FAST_PATHS: dict[str, FastPath] = {"docker": docker, "cri": cri}
-"""Per format, for any line."""
-PLAIN_FAST_PATHS: dict[str, FastPath] = {"docker": docker_plain, "cri": cri_plain}
-"""Per format, for the lines of a plain read (tail.plain)."""
+ESCAPE = rb'\\(?:["\\/bfnrt]|u(?!0000)(?:[0-9a-cA-Ce-fE-F][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2}))'
+"""One escape orjson reads back as it is: not NUL (a parse error), not half a surrogate."""
+JSON_TEXT = rb'[^"\\\x00-\x1f]*+(?:' + ESCAPE + rb'[^"\\\x00-\x1f]*+)*?'
+"""JSON string content; the outer loop is lazy so the line's closing `\n` is left over."""
+DOCKER_LINES = re.compile(
+    rb'^\{"log":"('
+    + JSON_TEXT
+    + rb')\\n","stream":"(stdout|stderr)","time":"('
+    + STAMP
+    + rb')"\}$',
+    re.MULTILINE,
+).findall
+DOCKER_FRAME = len(b'{"log":"\\n","stream":"stdout","time":""}\n')
+"""A Docker line's bytes besides its text and time."""
+CRI_LINES = re.compile(
+    rb"^(" + STAMP + rb") (stdout|stderr) F ([^\x00-\x08\x0a-\x1f]*)$", re.MULTILINE
+).findall
+"""Tabs are let in (stack traces are full of them) and escaped with the rest."""
+CRI_FRAME = len(b" stdout F \n")
+DAY = itemgetter(slice(0, 10))
+
+
+def records(
+    template: bytes,
+    times: tuple[bytes, ...],
+    texts: tuple[bytes, ...],
+    streams: tuple[bytes, ...],
+    lengths: Iterable[int],
+    offset: int,
+) -> list[bytes] | None:
+    """Fill the template for every line; `lengths` are the lines' sizes with newline."""
+    if not all(real_date(day.decode()) for day in set(map(DAY, times))):
+        return None
+    starts = list(accumulate(lengths, initial=offset))
+    starts.pop()
+    return list(map(template.__mod__, zip(times, texts, streams, starts, starts, strict=True)))
+
+
+def docker_chunk(data: bytes, offset: int, template: bytes, limit: int) -> list[bytes] | None:
+    """The records of every line of `data` (complete lines, newline-separated), or None.
+
+    `limit` bounds a line's escaped text, so that no record needs cutting to fit.
+    """
+    if not data.isascii():
+        return None
+    found = DOCKER_LINES(data)
+    if len(found) != data.count(b"\n") + 1:
+        return None
+    texts, streams, times = zip(*found, strict=True)
+    if max(map(len, texts)) > limit:
+        return None
+    lengths = map(add, map(add, map(len, texts), map(len, times)), repeat(DOCKER_FRAME))
+    return records(template, times, texts, streams, lengths, offset)
+
+
+def cri_chunk(data: bytes, offset: int, template: bytes, limit: int) -> list[bytes] | None:
+    """As docker_chunk, for CRI lines."""
+    if not data.isascii():
+        return None
+    found = CRI_LINES(data)
+    if len(found) != data.count(b"\n") + 1:
+        return None
+    times, streams, texts = zip(*found, strict=True)
+    lengths = list(map(add, map(add, map(len, texts), map(len, times)), repeat(CRI_FRAME)))
+    if b'"' in data or b"\\" in data or b"\t" in data:
+        # ASCII without control bytes but tabs needs only these escapes to be a JSON string.
+        joined = b"\n".join(texts).replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+        texts = tuple(joined.replace(b"\t", b"\\t").split(b"\n"))
+    if max(map(len, texts)) > limit:
+        return None
+    return records(template, times, texts, streams, lengths, offset)
+
+
+class FastPaths(NamedTuple):
+    chunk: ChunkPath
+    """A whole read."""
+    plain: FastPath
+    """One line of a read that is ASCII without control bytes (tail.plain)."""
+    line: FastPath
+    """Any one line."""
+
+
+FAST_PATHS: dict[str, FastPaths] = {
+    "docker": FastPaths(docker_chunk, docker_plain, docker),
+    "cri": FastPaths(cri_chunk, cri_plain, cri),
+}
+"""Per format."""

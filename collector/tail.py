@@ -19,12 +19,10 @@ FINGERPRINT_BYTES = 4096
 class Chunk(NamedTuple):
     offset: int
     """Byte offset of the first line."""
-    lines: list[bytes]
-    """Complete lines without their newlines."""
+    data: bytes
+    """Complete lines, newline-separated, without the last one's newline."""
     end: int
     """Byte offset just past the last line's newline."""
-    plain: bool
-    """ASCII without control bytes: lines may skip those checks on the fast path."""
 
 
 CONTROL_BYTES = bytes(c for c in range(32) if c != 10)
@@ -114,16 +112,12 @@ class Tail:
                 self.pending = data
                 return None
             # A runaway line without newline: ship what we have rather than grow without bound.
-            cut = len(data)
-            lines = [data]
             self.pending = b""
-            chunk = Chunk(self.offset, lines, self.offset + cut, False)
-            self.offset += cut
+            chunk = Chunk(self.offset, data, self.offset + len(data))
+            self.offset += len(data)
             return chunk
-        complete = data[:cut]
-        lines = complete.split(b"\n")
         self.pending = data[cut + 1 :]
-        chunk = Chunk(self.offset, lines, self.offset + cut + 1, plain(complete))
+        chunk = Chunk(self.offset, data[:cut], self.offset + cut + 1)
         self.offset += cut + 1
         return chunk
 

@@ -149,6 +149,34 @@ def mangled(draw: st.DrawFn, lines: st.SearchStrategy[bytes]) -> bytes:
     return bytes(raw).replace(b"\n", b"")
 
 
+ascii_texts = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126) | st.just("\t"))
+good_stamps = st.sampled_from(
+    ["2026-11-27T02:20:49.123456789Z", "2026-11-27T02:20:49Z", "2024-02-29T23:59:59.5Z"]
+)
+
+
+@st.composite
+def runtime_docker_lines(draw: st.DrawFn) -> bytes:
+    """Complete lines as Docker writes them: the ones the chunk path is for."""
+    body = {"log": draw(ascii_texts) + "\n", "stream": draw(st.sampled_from(STREAMS))}
+    return orjson.dumps({**body, "time": draw(good_stamps)})
+
+
+@st.composite
+def runtime_cri_lines(draw: st.DrawFn) -> bytes:
+    stream = draw(st.sampled_from(STREAMS))
+    return f"{draw(good_stamps)} {stream} F {draw(ascii_texts)}".encode()
+
+
+def reads(runtime: st.SearchStrategy[bytes], odd: st.SearchStrategy[bytes]) -> st.SearchStrategy:
+    """Reads of runtime lines, some with one odd line among them."""
+    lines = st.lists(runtime, min_size=1, max_size=6)
+    with_odd = st.tuples(lines, odd, st.integers(0, 6)).map(
+        lambda t: [*t[0][: t[2]], t[1], *t[0][t[2] :]]
+    )
+    return lines | with_odd
+
+
 def any_line(kind: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
     return kind | mangled(kind) | st.binary(max_size=60).map(lambda b: b.replace(b"\n", b""))
 
@@ -493,6 +521,42 @@ def test_cri_fast_path_gives_valid_json_and_the_general_record(raw: bytes, offse
     assert record == want
 
 
+def chunk_matches_the_general_path(kind: str, lines: list[bytes], offset: int) -> None:
+    """A whole read through the chunk path: declined, or each line's general record."""
+    lines = [raw.replace(b"\n", b"") for raw in lines]
+    fast = fastpath.FAST_PATHS[kind].chunk(b"\n".join(lines), offset, ENCODER.template, 1 << 20)
+    if fast is None:
+        return
+    assert len(fast) == len(lines)
+    for raw, value in zip(lines, fast, strict=True):
+        try:
+            record = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            pytest.fail(f"the chunk path made invalid JSON of {raw!r}: {exc}")
+        want = general(raw, kind, offset)
+        if want.get("tags") or DECODERS[kind](raw).partial:
+            pytest.fail(f"the chunk path shipped a line that needs the general path: {raw!r}")
+        assert record == want
+        offset += len(raw) + 1
+
+
+@FUZZ
+@given(reads(runtime_docker_lines(), any_line(docker_lines())), st.integers(0, 2**40))
+@example([b'{"log":"a\\\\n","stream":"stdout","time":"2026-11-27T02:20:49Z"}'], 0)
+@example([b'{"log":"\\u0000\\n","stream":"stdout","time":"2026-11-27T02:20:49Z"}'], 0)
+@example([b'{"log":"a\\n","stream":"stdout","time":"2026-02-30T02:20:49Z"}'], 0)
+@example([b'{"log":"\\ud800\\n","stream":"stdout","time":"2026-11-27T02:20:49Z"}'], 0)
+def test_docker_chunk_path_gives_the_general_records(lines: list[bytes], offset: int) -> None:
+    chunk_matches_the_general_path("docker", lines, offset)
+
+
+@FUZZ
+@given(reads(runtime_cri_lines(), any_line(cri_lines())), st.integers(0, 2**40))
+@example([b'2026-11-27T02:20:49Z stdout F a "quoted" \\ path', b"2026-11-27T02:20:49Z stderr F"], 0)
+def test_cri_chunk_path_gives_the_general_records(lines: list[bytes], offset: int) -> None:
+    chunk_matches_the_general_path("cri", lines, offset)
+
+
 def expected_records(lines: list[bytes], kind: str, rule: str | None) -> list[dict[str, Any]]:
     """The general path alone over a file's lines: decode, join, encode."""
     offsets = []
@@ -575,7 +639,7 @@ def test_five_megabyte_lines_are_cut_at_max_record_not_dropped(raw: bytes) -> No
         assert record.tags == ("truncated",)
         assert len(record.text) == 2**20
     assert orjson.loads(ENCODER.encode(record))["message"] == record.text
-    fast = fastpath.FAST_PATHS[kind](raw, 0, ENCODER.template)
+    fast = fastpath.FAST_PATHS[kind].line(raw, 0, ENCODER.template)
     if fast is not None:
         assert orjson.loads(fast)["message"] == general(raw, kind, 0)["message"]
 
@@ -627,7 +691,7 @@ def test_a_time_that_is_not_rfc3339_makes_a_parse_error(kind: str, stamp: str) -
         raw = f"{stamp} stdout F x".encode()
     line = DECODERS[kind](raw)
     assert line.error is not None or rfc3339(line.time), line
-    assert fastpath.FAST_PATHS[kind](raw, 0, ENCODER.template) is None
+    assert fastpath.FAST_PATHS[kind].line(raw, 0, ENCODER.template) is None
 
 
 def test_a_piece_let_go_by_the_timeout_is_cut_at_max_record() -> None:
@@ -684,6 +748,6 @@ def test_a_cut_multiline_record_stays_within_max_record() -> None:
 def test_the_fast_path_never_ships_invalid_json(kind: str, raw: bytes) -> None:
     """The general path makes these parse_error records; the fast path copies the bytes into
     the record, which then is no JSON (the pipeline dead-letters it as undecodable)."""
-    fast = fastpath.FAST_PATHS[kind](raw, 0, ENCODER.template)
+    fast = fastpath.FAST_PATHS[kind].line(raw, 0, ENCODER.template)
     if fast is not None:
         orjson.loads(fast)
