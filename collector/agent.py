@@ -15,14 +15,13 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from collector.checkpoint import Checkpoints
 from collector.config import Config
 from collector.decode import DECODERS, Line, detect
 from collector.discover import Discovery, Found
 from collector.encode import Encoder
-from collector.enrich import Enricher, PodInfo
 from collector.fastpath import FAST_PATHS, FastPaths
 from collector.join import Joiner, Record
 from collector.metrics import METRICS
@@ -30,6 +29,10 @@ from collector.multiline import MultilineRule, rule_for
 from collector.probes import Health
 from collector.sink import Interrupted, KafkaSink, Sink
 from collector.tail import Chunk, Tail, plain
+
+if TYPE_CHECKING:
+    # The kubernetes client is imported only where enrichment is configured.
+    from collector.enrich import Enricher, PodInfo
 
 log = logging.getLogger("collector.agent")
 
@@ -301,13 +304,15 @@ class Agent:
         values = None
         if fast is not None and not joiner.pieces:
             values = fast.chunk(chunk.data, chunk.offset, template, limit)
-        if values is None:
+        if values is not None:
+            METRICS.lines_read.inc(len(values))
+        else:
             values = self.by_line(file, chunk, fast, limit)
         METRICS.bytes_read.inc(chunk.end - chunk.offset)
-        METRICS.lines_read.inc(chunk.data.count(b"\n") + 1)
         self.send(file.group, values)
 
     def by_line(self, file: File, chunk: Chunk, fast: FastPaths | None, limit: int) -> list[bytes]:
+        """Line by line: the per-line fast paths, else decode -> join -> encode."""
         joiner = file.group.joiner
         push = joiner.push
         pieces = joiner.pieces
@@ -331,6 +336,7 @@ class Agent:
                     values += self.encode(out)
                     out.clear()
             offset += len(raw) + 1
+        METRICS.lines_read.inc(len(lines))
         return values
 
     def encode(self, records: list[Record]) -> list[bytes]:

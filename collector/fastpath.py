@@ -145,12 +145,17 @@ def records(
     streams: tuple[bytes, ...],
     lengths: Iterable[int],
     offset: int,
+    size: int,
 ) -> list[bytes] | None:
-    """Fill the template for every line; `lengths` are the lines' sizes with newline."""
+    """Fill the template for every line; `lengths` are the matched lines' sizes.
+
+    Matches are whole lines, so they cover all `size` bytes only if every line matched.
+    """
+    starts = list(accumulate(lengths, initial=offset))
+    if starts.pop() != offset + size + 1:
+        return None
     if not all(real_date(day.decode()) for day in set(map(DAY, times))):
         return None
-    starts = list(accumulate(lengths, initial=offset))
-    starts.pop()
     return list(map(template.__mod__, zip(times, texts, streams, starts, starts, strict=True)))
 
 
@@ -162,13 +167,13 @@ def docker_chunk(data: bytes, offset: int, template: bytes, limit: int) -> list[
     if not data.isascii():
         return None
     found = DOCKER_LINES(data)
-    if len(found) != data.count(b"\n") + 1:
+    if not found:
         return None
     texts, streams, times = zip(*found, strict=True)
     if max(map(len, texts)) > limit:
         return None
     lengths = map(add, map(add, map(len, texts), map(len, times)), repeat(DOCKER_FRAME))
-    return records(template, times, texts, streams, lengths, offset)
+    return records(template, times, texts, streams, lengths, offset, len(data))
 
 
 def cri_chunk(data: bytes, offset: int, template: bytes, limit: int) -> list[bytes] | None:
@@ -176,7 +181,7 @@ def cri_chunk(data: bytes, offset: int, template: bytes, limit: int) -> list[byt
     if not data.isascii():
         return None
     found = CRI_LINES(data)
-    if len(found) != data.count(b"\n") + 1:
+    if not found:
         return None
     times, streams, texts = zip(*found, strict=True)
     lengths = list(map(add, map(add, map(len, texts), map(len, times)), repeat(CRI_FRAME)))
@@ -186,7 +191,7 @@ def cri_chunk(data: bytes, offset: int, template: bytes, limit: int) -> list[byt
         texts = tuple(joined.replace(b"\t", b"\\t").split(b"\n"))
     if max(map(len, texts)) > limit:
         return None
-    return records(template, times, texts, streams, lengths, offset)
+    return records(template, times, texts, streams, lengths, offset, len(data))
 
 
 class FastPaths(NamedTuple):

@@ -26,7 +26,7 @@ import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgpack
 import orjson
@@ -36,9 +36,12 @@ from prometheus_client import Counter, Gauge
 
 from collector.config import Config
 from collector.encode import nest
-from collector.enrich import Enricher, PodInfo
 from collector.metrics import METRICS
 from collector.sink import Done, KafkaSink, Sink
+
+if TYPE_CHECKING:
+    # The kubernetes client is imported only where enrichment is configured.
+    from collector.enrich import Enricher, PodInfo
 
 log = logging.getLogger("collector.forward")
 

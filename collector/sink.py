@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from typing import IO, Any, Protocol
 
@@ -49,11 +50,25 @@ class Interrupted(Exception):
     """Waiting for room in the producer's queue was given up (the agent is stopping)."""
 
 
+PARTITIONS_REFRESH = 60.0
+"""Seconds between looks at the topic's partition count (a topic may be given more)."""
+
+
 class KafkaSink:
     def __init__(self, topic: str, config: dict[str, Any]) -> None:
         settings = {**KAFKA_DEFAULTS, **config, "error_cb": self.on_error}
         self.topic = topic
         self.producer = Producer(settings)
+        # librdkafka's default partitioner hashes the key of every record (CRC-32); all
+        # records of a batch share their key, so the sink picks the same partition once
+        # per batch instead. A partitioner the user configured is left to do its work.
+        self.own_partitioner = settings.get("partitioner", "consistent_random") in (
+            "consistent_random",
+            "consistent",
+        )
+        self.partitions = 0
+        """The topic's partition count, 0 until known: librdkafka then picks."""
+        self.partitions_due = 0.0
         self.waiting: Callable[[], bool] = lambda: False
         """Called while reading is paused for room: keeps the agent's liveness beat going,
         and returns True when the wait should be given up."""
@@ -79,20 +94,30 @@ class KafkaSink:
             done(error is None)
 
         key_bytes = key.encode()
+        # The same partition as librdkafka's consistent partitioners would choose.
+        partition = zlib.crc32(key_bytes) % self.partitions if self.partitions else -1
         # Records of one file share a key, so one partition: with idempotence on, Kafka
         # keeps their order, and the report for the last one speaks for the batch. No
         # callback on the others keeps the per-record cost to one produce() call.
         try:
             for value in values[:-1]:
                 try:
-                    produce(topic, value, key_bytes)
+                    produce(topic, value, key_bytes, partition)
                 except BufferError:
-                    self.wait_for_room(topic, value, key_bytes, None)
+                    self.wait_for_room(topic, value, key_bytes, partition, None)
             try:
-                produce(topic, values[-1], key_bytes, on_delivery=delivered)
+                produce(topic, values[-1], key_bytes, partition, on_delivery=delivered)
             except BufferError:
-                self.wait_for_room(topic, values[-1], key_bytes, delivered)
+                self.wait_for_room(topic, values[-1], key_bytes, partition, delivered)
         except KafkaException as exc:
+            if partition >= 0 and exc.args[0].code() == KafkaError._UNKNOWN_PARTITION:
+                # The topic has fewer partitions than we knew (it was made anew): let
+                # librdkafka choose again. Records of the batch already queued go twice,
+                # with the same event.id, which the pipeline stores once.
+                self.partitions = 0
+                self.partitions_due = 0.0
+                self.send(key, values, done)
+                return
             METRICS.delivery_errors.inc()
             log.error("kafka refused a record, checkpoint kept: %s", exc)
             done(False)
@@ -100,7 +125,12 @@ class KafkaSink:
         METRICS.records_produced.inc(len(values))
 
     def wait_for_room(
-        self, topic: str, value: bytes, key: bytes, callback: Callable[..., None] | None
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes,
+        partition: int,
+        callback: Callable[..., None] | None,
     ) -> None:
         """librdkafka's queue is full: serve deliveries until it takes the record (backpressure).
 
@@ -111,13 +141,29 @@ class KafkaSink:
                 raise Interrupted
             self.producer.poll(0.05)
             try:
-                self.producer.produce(topic, value, key, on_delivery=callback)
+                self.producer.produce(topic, value, key, partition, on_delivery=callback)
                 return
             except BufferError:
                 continue
 
     def poll(self, timeout: float) -> None:
         self.producer.poll(timeout)
+        if self.own_partitioner and time.monotonic() >= self.partitions_due:
+            self.count_partitions()
+
+    def count_partitions(self) -> None:
+        """Learn the topic's partition count from the brokers, keeping the last one while
+        they do not answer. Until it is known, librdkafka chooses (the same way)."""
+        self.partitions_due = time.monotonic() + PARTITIONS_REFRESH
+        try:
+            topic = self.producer.list_topics(self.topic, timeout=1.0).topics.get(self.topic)
+        except KafkaException as exc:
+            log.debug("kafka: no partition count for %s yet: %s", self.topic, exc)
+            return
+        if topic is not None and topic.error is None and topic.partitions:
+            self.partitions = len(topic.partitions)
+        else:
+            self.partitions_due = time.monotonic() + 1.0
 
     def flush(self, timeout: float) -> int:
         return self.producer.flush(timeout)

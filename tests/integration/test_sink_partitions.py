@@ -1,0 +1,63 @@
+"""The Kafka sink picks each batch's partition itself; it must be the one librdkafka would."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from confluent_kafka import Consumer, Producer
+
+from collector.sink import KafkaSink
+from tests.integration.collector_run import new_topic
+
+KEYS = [f"/var/log/pods/ns_pod-{n}_uid/app" for n in range(40)]
+
+
+def partitions_by_key(bootstrap: str, topic: str, expected: int) -> dict[bytes, set[int]]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"check-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    seen: dict[bytes, set[int]] = {}
+    count = 0
+    deadline = time.monotonic() + 60
+    try:
+        while count < expected and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=1000, timeout=0.5):
+                assert message.error() is None, message.error()
+                seen.setdefault(message.key(), set()).add(message.partition())
+                count += 1
+    finally:
+        consumer.close()
+    assert count == expected
+    return seen
+
+
+def test_a_containers_records_go_where_librdkafkas_partitioner_sends_its_key(
+    kafka_bootstrap: str,
+) -> None:
+    ours, theirs = new_topic(kafka_bootstrap, partitions=7), new_topic(kafka_bootstrap, 7)
+    sink = KafkaSink(ours, {"bootstrap.servers": kafka_bootstrap})
+    delivered: list[bool] = []
+    for _ in range(3):
+        sink.poll(0.1)
+        for key in KEYS:
+            sink.send(key, [b'{"n":1}', b'{"n":2}'], delivered.append)
+    assert sink.flush(30) == 0
+    sink.poll(0)
+    assert delivered == [True] * len(KEYS) * 3
+
+    plain = Producer({"bootstrap.servers": kafka_bootstrap})
+    for key in KEYS:
+        plain.produce(theirs, b"{}", key.encode())
+    assert plain.flush(30) == 0
+
+    got = partitions_by_key(kafka_bootstrap, ours, len(KEYS) * 6)
+    want = partitions_by_key(kafka_bootstrap, theirs, len(KEYS))
+    assert all(len(p) == 1 for p in got.values()), "a container's records were spread"
+    assert got == want
+    assert len(set().union(*got.values())) > 1
