@@ -40,6 +40,33 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def elasticsearch_pid() -> int | None:
+    """The local node's process (deploy/local), to show how busy it was; None elsewhere."""
+    state = Path(os.environ.get("LOGFERRY_SERVICES_DIR", REPO / ".state"))
+    try:
+        return int((state / "elasticsearch" / "pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class Busy:
+    """CPU seconds a process used between start() and stop(), as cores over that time."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.cpu = self.wall = 0.0
+
+    def start(self) -> None:
+        self.cpu = cpu_seconds(self.pid) if self.pid else 0.0
+        self.wall = time.perf_counter()
+
+    def stop(self) -> str:
+        if not self.pid:
+            return "n/a"
+        cores = (cpu_seconds(self.pid) - self.cpu) / (time.perf_counter() - self.wall)
+        return f"{cores:.2f} cores"
+
+
 def count(es: Elasticsearch, prefix: str) -> int:
     es.indices.refresh(index=f"{prefix}-*", allow_no_indices=True)
     return es.count(index=f"{prefix}-*", allow_no_indices=True)["count"]
@@ -64,7 +91,8 @@ def load(bootstrap: str, topic: str, records: int, run: str) -> None:
 
 def indexer(
     bootstrap: str, es_url: str, es: Elasticsearch, topic: str, prefix: str, records: int
-) -> tuple[float, float]:
+) -> tuple[float, float, float, str]:
+    """Documents/s, CPU seconds in all and while timed, and the node's load meanwhile."""
     process = subprocess.Popen(
         [
             sys.executable, "-m", "pipeline", "run", "--bootstrap-servers", bootstrap,
@@ -80,19 +108,29 @@ def indexer(
     while first == 0:
         time.sleep(0.05)
         first = count(es, prefix)
+    node = Busy(elasticsearch_pid())
+    node.start()
     started = time.perf_counter()
+    cpu_before = cpu_seconds(process.pid)
     while count(es, prefix) < records:
         time.sleep(0.2)
     rate = (records - first) / (time.perf_counter() - started)
     cpu = cpu_seconds(process.pid)
+    steady = (cpu - cpu_before) / (records - first) * records
+    load = node.stop()
     process.send_signal(signal.SIGTERM)
     process.wait(60)
-    return rate, cpu
+    return rate, cpu, steady, load
 
 
-def ceiling(es_url: str, es: Elasticsearch, prefix: str, records: int, run: str) -> float:
-    """Documents/s, timed after the first body (connection and index creation excluded)."""
-    """The same documents as ready bulk bodies, posted back to back over one connection."""
+def ceiling(
+    es_url: str, es: Elasticsearch, prefix: str, records: int, run: str
+) -> tuple[float, str]:
+    """The same documents as ready bulk bodies, posted back to back over one connection.
+
+    Documents/s, timed after the first body (connection and index creation excluded), and
+    the node's load meanwhile.
+    """
     name = IndexName(prefix + "-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}")
     bodies, body = [], bytearray()
     stamp = now()
@@ -110,6 +148,8 @@ def ceiling(es_url: str, es: Elasticsearch, prefix: str, records: int, run: str)
     connection.request("POST", "/_bulk?filter_path=errors", bodies[0], headers)
     connection.getresponse().read()
     first = count(es, prefix)
+    node = Busy(elasticsearch_pid())
+    node.start()
     started = time.perf_counter()
     for body in bodies[1:]:
         connection.request("POST", "/_bulk?filter_path=errors", body, headers)
@@ -117,7 +157,7 @@ def ceiling(es_url: str, es: Elasticsearch, prefix: str, records: int, run: str)
         assert reply == b'{"errors":false}', reply[:200]
     while count(es, prefix) < records:
         time.sleep(0.2)
-    return (records - first) / (time.perf_counter() - started)
+    return (records - first) / (time.perf_counter() - started), node.stop()
 
 
 def main() -> None:
@@ -133,14 +173,17 @@ def main() -> None:
     load(bootstrap, topic, args.records, run)
     ours, base = f"logferry-bench-{run}-a", f"logferry-bench-{run}-b"
     try:
-        rate, cpu = indexer(bootstrap, es_url, es, topic, ours, args.records)
-        top = ceiling(es_url, es, base, args.records, run)
+        rate, cpu, steady, node_load = indexer(bootstrap, es_url, es, topic, ours, args.records)
+        top, top_load = ceiling(es_url, es, base, args.records, run)
     finally:
         es.indices.delete(index=f"logferry-bench-{run}-*", allow_no_indices=True)
     print(f"records        {args.records} ({os.cpu_count()} cores)")
     print(f"indexer        {rate:,.0f} docs/s")
-    print(f"indexer cpu    {cpu:.1f} s, {cpu / args.records * 1e6:.1f} CPU-s per million")
+    print(f"indexer cpu    {cpu:.1f} s in all, {cpu / args.records * 1e6:.1f} CPU-s per million")
+    print(f"  once running {steady / args.records * 1e6:.1f} CPU-s per million (start-up left out)")
+    print(f"  node load    {node_load} while the indexer ran")
     print(f"ceiling        {top:,.0f} docs/s (pre-built bulk bodies, one connection)")
+    print(f"  node load    {top_load} while the ceiling ran")
     print(f"ratio          {rate / top:.2f} of the ceiling")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -53,6 +54,11 @@ def setup(config: Config) -> int:
 
 
 def run(config: Config) -> int:
+    # A batch holds tens of thousands of tracked objects (messages, entries) at a time, and
+    # the default thresholds scanned them again and again: a quarter of the indexer's CPU.
+    # Collections now come every 100,000 allocations, and what start-up built is left out.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
     health = Health()
     if config.metrics_port:
         try:

@@ -57,6 +57,7 @@ OPTIONS = (
     ),
     Option("bulk_bytes", 5_000_000, "bulk request size in bytes", positive_int),
     Option("flush_interval", 1.0, "seconds a document waits at most before its bulk", some_seconds),
+    Option("bulks_in_flight", 2, "bulk requests sent before the oldest is answered", positive_int),
     Option("max_backoff", 30.0, "longest wait between retries, seconds", some_seconds),
     Option("metrics_port", 2021, "port of /metrics, /healthz, /readyz (0: off)", port),
     Option("kibana", "", "setup: also import the dashboards into this Kibana URL", url),
@@ -79,6 +80,7 @@ class Config:
     index: str
     bulk_bytes: int
     flush_interval: float
+    bulks_in_flight: int
     max_backoff: float
     metrics_port: int
     kibana: str

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -38,6 +39,13 @@ class Entry(NamedTuple):
     doc: Document | None
     """None when the record could not be read: `refusal` says why."""
     refusal: str = ""
+
+
+class Sent(NamedTuple):
+    batch: list[Entry]
+    todo: list[Entry]
+    """The entries with a document, in the order of the bulk body."""
+    reply: Future[bulk.Outcome] | None
 
 
 class Indexer:
@@ -72,8 +80,10 @@ class Indexer:
         """Messages that arrived while the batch was being retried: they start the next one."""
         self.paused = False
         self.stopping = False
-        self.sender = ThreadPoolExecutor(1, thread_name_prefix="bulk")
-        self.in_flight: tuple[list[Entry], list[Entry], Future[bulk.Outcome] | None] | None = None
+        self.sender = ThreadPoolExecutor(config.bulks_in_flight, thread_name_prefix="bulk")
+        self.in_flight: deque[Sent] = deque()
+        """Bulks sent and not yet settled, oldest first: they are settled, and their offsets
+        committed, in that order."""
 
     # --- Kafka callbacks ---------------------------------------------------------------------
 
@@ -130,12 +140,13 @@ class Indexer:
                 or time.monotonic() - self.first_at >= c.flush_interval
             ):
                 self.flush()
-            elif self.in_flight is not None and (
-                self.in_flight[2] is None or self.in_flight[2].done()
+            elif self.in_flight and (
+                self.in_flight[0].reply is None or self.in_flight[0].reply.done()
             ):
                 self.settle()
         self.flush()
-        self.settle()
+        while self.in_flight:
+            self.settle()
         self.sender.shutdown()
         self.consumer.close()
         self.producer.flush(10)
@@ -161,25 +172,26 @@ class Indexer:
         self.batch_bytes += len(doc.action) + len(doc.source)
 
     def flush(self) -> None:
-        """Send the batch, after seeing the one in flight through, so commits stay in order.
+        """Send the batch, once fewer than `bulks_in_flight` bulks are unanswered.
 
-        One bulk request is in flight while the next batch is read and encoded: Elasticsearch
-        and this loop then work at the same time instead of taking turns.
+        Bulk requests are in flight while the next batch is read and encoded: Elasticsearch
+        and this loop then work at the same time instead of taking turns, and with two or
+        more the node has the next bulk at hand when it finishes one.
         """
-        self.settle()
+        while len(self.in_flight) >= self.config.bulks_in_flight:
+            self.settle()
         batch = self.batch
         self.clear()
         todo = [e for e in batch if e.doc is not None]
         body = b"".join([e.doc.action + e.doc.source for e in todo if e.doc is not None])
         future = self.sender.submit(bulk.send, self.es, body, len(todo)) if todo else None
-        self.in_flight = (batch, todo, future)
+        self.in_flight.append(Sent(batch, todo, future))
 
     def settle(self) -> None:
-        """Wait for the bulk in flight; retry, dead-letter and commit what it held."""
-        if self.in_flight is None:
+        """Wait for the oldest bulk in flight; retry, dead-letter and commit what it held."""
+        if not self.in_flight:
             return
-        batch, todo, future = self.in_flight
-        self.in_flight = None
+        batch, todo, future = self.in_flight.popleft()
         refused = [(e, e.refusal) for e in batch if e.doc is None]
         delay = 0.1
         most = len(todo)
