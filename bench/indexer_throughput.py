@@ -90,7 +90,13 @@ def load(bootstrap: str, topic: str, records: int, run: str) -> None:
 
 
 def indexer(
-    bootstrap: str, es_url: str, es: Elasticsearch, topic: str, prefix: str, records: int
+    bootstrap: str,
+    es_url: str,
+    es: Elasticsearch,
+    topic: str,
+    prefix: str,
+    records: int,
+    extra: list[str],
 ) -> tuple[float, float, float, str]:
     """Documents/s, CPU seconds in all and while timed, and the node's load meanwhile."""
     process = subprocess.Popen(
@@ -98,7 +104,7 @@ def indexer(
             sys.executable, "-m", "pipeline", "run", "--bootstrap-servers", bootstrap,
             "--elasticsearch-url", es_url, "--topic", topic, "--group", f"bench-{topic}",
             "--index", prefix + "-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}",
-            "--metrics-port", "0", "--log-level", "warning",
+            "--metrics-port", "0", "--log-level", "warning", *extra,
         ],
         cwd=REPO,
     )  # fmt: skip
@@ -136,7 +142,7 @@ def ceiling(
     stamp = now()
     for n in range(records):
         doc = document(orjson.dumps(record(n, run)), name, stamp)
-        body += doc.action + doc.source
+        body += doc.lines
         if len(body) >= 5_000_000:
             bodies.append(bytes(body))
             body = bytearray()
@@ -163,6 +169,9 @@ def ceiling(
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument(
+        "--pipeline", action="append", default=[], help="a flag for `pipeline run`, repeatable"
+    )
     args = parser.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
     es_url = os.environ.get("ELASTICSEARCH_URL", "http://127.0.0.1:19200")
@@ -173,7 +182,9 @@ def main() -> None:
     load(bootstrap, topic, args.records, run)
     ours, base = f"logferry-bench-{run}-a", f"logferry-bench-{run}-b"
     try:
-        rate, cpu, steady, node_load = indexer(bootstrap, es_url, es, topic, ours, args.records)
+        rate, cpu, steady, node_load = indexer(
+            bootstrap, es_url, es, topic, ours, args.records, args.pipeline
+        )
         top, top_load = ceiling(es_url, es, base, args.records, run)
     finally:
         es.indices.delete(index=f"logferry-bench-{run}-*", allow_no_indices=True)

@@ -23,6 +23,7 @@ class IndexName:
         if literal != literal.lower():
             raise ValueError(f"index names are lower case: {pattern!r}")
         self.parts: list[Callable[[dict[str, Any]], str]] = []
+        self.known: dict[str, bytes] = {}
         end = 0
         for match in PLACEHOLDER.finditer(pattern):
             self.parts.append(constant(pattern[end : match.start()]))
@@ -35,6 +36,15 @@ class IndexName:
 
     def __call__(self, doc: dict[str, Any]) -> str:
         return "".join([part(doc) for part in self.parts])
+
+    def quoted(self, index: str) -> bytes:
+        """The name as a JSON string, remembered: a run writes to few indices."""
+        text = self.known.get(index)
+        if text is None:
+            text = orjson.dumps(index)
+            if len(self.known) < 10_000:
+                self.known[index] = text
+        return text
 
 
 def constant(text: str) -> Callable[[dict[str, Any]], str]:
@@ -88,13 +98,13 @@ def day_getter(form: str) -> Callable[[dict[str, Any]], str]:
 class Document(NamedTuple):
     index: str
     id: str | None
-    action: bytes
-    """The `create` line of the bulk body, with its newline."""
-    source: bytes
-    """The document with its newline."""
+    lines: bytes
+    """The `create` action and the document, each with its newline: the bulk body's part."""
 
 
 EVENT_KEY = b'"event":{'
+ACTION = b'{"create":{"_index":%s,"_id":%s}}\n'
+ACTION_WITHOUT_ID = b'{"create":{"_index":%s}}\n'
 
 
 class Undecodable(ValueError):
@@ -109,28 +119,24 @@ def document(value: bytes, index_name: IndexName, ingested: str) -> Document:
     if type(doc) is not dict:
         raise Undecodable("not a JSON object")
     event = doc.get("event")
-    index = index_name(doc)
-    doc_id = event.get("id") if type(event) is dict else None
-    meta: dict[str, Any] = {"_index": index}
-    if type(doc_id) is str and doc_id:
-        meta["_id"] = doc_id
-    else:
-        doc_id = None
-    action = orjson.dumps({"create": meta}, option=orjson.OPT_APPEND_NEWLINE)
-    # The collector writes compact JSON with one top-level `"event":{"id":…`: there the
-    # field is spliced in, which is much cheaper than encoding the document again.
-    if event and "ingested" not in event and value.count(EVENT_KEY) == 1:
-        head, tail = value.split(EVENT_KEY)
-        return Document(
-            index,
-            doc_id,
-            action,
-            b"".join((head, EVENT_KEY, b'"ingested":"', ingested.encode(), b'",', tail, b"\n")),
-        )
     if type(event) is not dict:
         event = doc["event"] = {}
+    index = index_name(doc)
+    doc_id = event.get("id")
+    if type(doc_id) is str and doc_id:
+        action = ACTION % (index_name.quoted(index), orjson.dumps(doc_id))
+    else:
+        doc_id = None
+        action = ACTION_WITHOUT_ID % index_name.quoted(index)
+    # The collector writes compact JSON with one top-level `"event":{"id":…`: there the
+    # field is spliced in, which is much cheaper than encoding the document again.
+    at = value.find(EVENT_KEY)
+    if event and "ingested" not in event and at >= 0 and value.rfind(EVENT_KEY) == at:
+        at += len(EVENT_KEY)
+        splice = b'"ingested":"%s",' % ingested.encode()
+        return Document(index, doc_id, b"".join((action, value[:at], splice, value[at:], b"\n")))
     event["ingested"] = ingested
-    return Document(index, doc_id, action, orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE))
+    return Document(index, doc_id, action + orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE))
 
 
 def now() -> str:

@@ -247,7 +247,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     for line in out.read_bytes().splitlines():
         doc = document(line, index, "2026-11-27T02:30:00.000000000Z")
         assert doc.index.startswith("logferry-shop-")
-        docs.append(json.loads(doc.source))
+        docs.append(json.loads(doc.lines.split(b"\n")[1]))
     assert len(docs) == 2
     return docs
 

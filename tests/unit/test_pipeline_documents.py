@@ -25,15 +25,16 @@ def test_document_keeps_the_record_adds_ingested_and_uses_event_id() -> None:
         {"@timestamp": "2026-11-27T02:00:00Z", "message": "hi", "event": {"id": "abc-12"}}
     )
     doc = document(value, NAME, "2026-11-27T02:00:01.000000Z")
-    assert orjson.loads(doc.action) == {
+    action, source, end = doc.lines.split(b"\n")
+    assert orjson.loads(action) == {
         "create": {"_index": "logferry-unknown-2026.11.27", "_id": "abc-12"}
     }
-    assert orjson.loads(doc.source) == {
+    assert orjson.loads(source) == {
         "@timestamp": "2026-11-27T02:00:00Z",
         "message": "hi",
         "event": {"id": "abc-12", "ingested": "2026-11-27T02:00:01.000000Z"},
     }
-    assert doc.source.endswith(b"\n")
+    assert end == b""
 
 
 @pytest.mark.parametrize("value", [b"not json", b"[1]", b""])
@@ -86,10 +87,14 @@ def test_ingested_is_added_whatever_the_shape_of_the_record() -> None:
     ]
     for shape in shapes:
         doc = document(orjson.dumps(shape), NAME, "2026-11-27T00:00:00Z")
-        source = orjson.loads(doc.source)
+        action, source_line, end = doc.lines.split(b"\n")
+        assert orjson.loads(action)["create"]["_index"] == doc.index
+        assert end == b""
+        source = orjson.loads(source_line)
         assert source["event"]["ingested"] == "2026-11-27T00:00:00Z"
         assert {k: v for k, v in source.items() if k != "event"} == {
             k: v for k, v in shape.items() if k != "event"
         }
     spaced = b'{"message": "x", "event": {"id": "d"}}'
-    assert orjson.loads(document(spaced, NAME, "t").source)["event"] == {"id": "d", "ingested": "t"}
+    source = document(spaced, NAME, "t").lines.split(b"\n")[1]
+    assert orjson.loads(source)["event"] == {"id": "d", "ingested": "t"}
