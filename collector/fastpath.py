@@ -159,18 +159,25 @@ def records(
     return list(map(template.__mod__, zip(times, texts, streams, starts, starts, strict=True)))
 
 
+Columns = tuple[tuple[bytes, ...], tuple[bytes, ...], tuple[bytes, ...]]
+
+
+def columns(lines: Callable[[bytes], list[tuple[bytes, bytes, bytes]]], data: bytes) -> Columns:
+    """The three fields of every line the pattern takes, field by field; empty if none."""
+    found = lines(data) if data.isascii() else []
+    if not found:
+        return (), (), ()
+    first, second, third = zip(*found, strict=True)
+    return first, second, third
+
+
 def docker_chunk(data: bytes, offset: int, template: bytes, limit: int) -> list[bytes] | None:
     """The records of every line of `data` (complete lines, newline-separated), or None.
 
     `limit` bounds a line's escaped text, so that no record needs cutting to fit.
     """
-    if not data.isascii():
-        return None
-    found = DOCKER_LINES(data)
-    if not found:
-        return None
-    texts, streams, times = zip(*found, strict=True)
-    if max(map(len, texts)) > limit:
+    texts, streams, times = columns(DOCKER_LINES, data)
+    if not texts or max(map(len, texts)) > limit:
         return None
     lengths = map(add, map(add, map(len, texts), map(len, times)), repeat(DOCKER_FRAME))
     return records(template, times, texts, streams, lengths, offset, len(data))
@@ -178,12 +185,9 @@ def docker_chunk(data: bytes, offset: int, template: bytes, limit: int) -> list[
 
 def cri_chunk(data: bytes, offset: int, template: bytes, limit: int) -> list[bytes] | None:
     """As docker_chunk, for CRI lines."""
-    if not data.isascii():
+    times, streams, texts = columns(CRI_LINES, data)
+    if not times:
         return None
-    found = CRI_LINES(data)
-    if not found:
-        return None
-    times, streams, texts = zip(*found, strict=True)
     lengths = list(map(add, map(add, map(len, texts), map(len, times)), repeat(CRI_FRAME)))
     if b'"' in data or b"\\" in data or b"\t" in data:
         # ASCII without control bytes but tabs needs only these escapes to be a JSON string.
