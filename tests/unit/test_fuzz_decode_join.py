@@ -578,7 +578,13 @@ def expected_records(lines: list[bytes], kind: str, rule: str | None) -> list[di
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(
-    st.one_of(docker_files().map(lambda x: ("docker", x)), cri_files().map(lambda x: ("cri", x))),
+    st.one_of(
+        docker_files().map(lambda x: ("docker", x)),
+        cri_files().map(lambda x: ("cri", x)),
+        # Mostly runtime lines: whole reads go the chunk path.
+        reads(runtime_docker_lines(), any_line(docker_lines())).map(lambda x: ("docker", x)),
+        reads(runtime_cri_lines(), any_line(cri_lines())).map(lambda x: ("cri", x)),
+    ),
     st.sampled_from([None, "java", "python"]),
 )
 @example(("docker", [b'{"log":"a\\q\\n","stream":"stdout","time":"2026-11-27T02:20:49Z"}']), None)
