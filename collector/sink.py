@@ -56,7 +56,13 @@ PARTITIONS_REFRESH = 60.0
 
 class KafkaSink:
     def __init__(self, topic: str, config: dict[str, Any]) -> None:
-        settings = {**KAFKA_DEFAULTS, **config, "error_cb": self.on_error}
+        settings = {
+            **KAFKA_DEFAULTS,
+            **config,
+            "error_cb": self.on_error,
+            # librdkafka's own lines go through our JSON log instead of raw onto stderr.
+            "logger": logging.getLogger("collector.kafka"),
+        }
         self.topic = topic
         self.producer = Producer(settings)
         # librdkafka's default partitioner hashes the key of every record (CRC-32); all

@@ -31,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pipeline: {exc}", file=sys.stderr)
         return 2
     jsonlog.setup(config.log_level)
+    # The Elasticsearch client logs every request at INFO: one line per bulk, several a second.
+    logging.getLogger("elastic_transport.transport").setLevel(logging.WARNING)
     if config.command == "setup":
         return setup(config)
     return run(config)

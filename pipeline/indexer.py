@@ -60,7 +60,12 @@ class Indexer:
         self.es = es
         self.health = health or Health()
         self.index_name = IndexName(config.index)
-        kafka = {"bootstrap.servers": config.bootstrap_servers, **config.kafka}
+        kafka = {
+            "bootstrap.servers": config.bootstrap_servers,
+            **config.kafka,
+            # librdkafka's own lines go through our JSON log instead of raw onto stderr.
+            "logger": logging.getLogger("pipeline.kafka"),
+        }
         self.consumer = Consumer(
             {
                 **kafka,
