@@ -143,8 +143,7 @@ class Indexer:
             messages = self.carried or self.consumer.consume(CONSUME_BATCH, min(wait, 0.5))
             self.carried = []
             ingested = now()
-            for message in messages:
-                self.add(message, ingested)
+            self.add(messages, ingested)
             self.health.ready = bool(self.assigned) or not self.batch
             if self.batch and (
                 self.batch_bytes >= c.bulk_bytes
@@ -163,23 +162,27 @@ class Indexer:
         self.producer.flush(10)
         return 0
 
-    def add(self, message: Message, ingested: str) -> None:
-        error = message.error()
-        if error is not None:
-            if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("kafka: %s", error.str())
-            return
-        if not self.batch:
+    def add(self, messages: list[Message], ingested: str) -> None:
+        """Consumed messages -> entries of the batch (the per-record loop)."""
+        topic, name, batch = self.config.topic, self.index_name, self.batch
+        if messages and not batch:
             self.first_at = time.monotonic()
-        value = message.value() or b""
-        partition = (self.config.topic, message.partition())
-        try:
-            doc = document(value, self.index_name, ingested)
-        except Undecodable as exc:
-            self.batch.append(new_entry((message, partition, None, str(exc))))
-            return
-        self.batch.append(new_entry((message, partition, doc, "")))
-        self.batch_bytes += len(doc.lines)
+        size = 0
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("kafka: %s", error.str())
+                continue
+            partition = (topic, message.partition())
+            try:
+                doc = document(message.value() or b"", name, ingested)
+            except Undecodable as exc:
+                batch.append(new_entry((message, partition, None, str(exc))))
+                continue
+            batch.append(new_entry((message, partition, doc, "")))
+            size += len(doc.lines)
+        self.batch_bytes += size
 
     def flush(self) -> None:
         """Send the batch, once fewer than `bulks_in_flight` bulks are unanswered.

@@ -16,6 +16,24 @@ def test_index_per_namespace_per_day() -> None:
     assert NAME(doc) == "logferry-shop-2026.11.27"
 
 
+@pytest.mark.parametrize(
+    ("pattern", "name"),
+    [
+        ("logs", "logs"),
+        ("logs-{stream}", "logs-stderr"),
+        ("{kubernetes.namespace}.{stream}.{@timestamp:%Y}", "shop.stderr.2026"),
+        ("a%b-{stream}", "a%b-stderr"),
+    ],
+)
+def test_index_patterns_with_any_number_of_fields(pattern: str, name: str) -> None:
+    doc = {
+        "@timestamp": "2026-11-27T23:59:59Z",
+        "stream": "stderr",
+        "kubernetes": {"namespace": "shop"},
+    }
+    assert IndexName(pattern)(doc) == name
+
+
 def test_records_without_namespace_or_time_still_get_an_index() -> None:
     assert NAME({"message": "x"}) == "logferry-unknown-unknown"
 
