@@ -23,8 +23,19 @@ from pipeline.setup import install_dashboards, install_templates
 log = logging.getLogger("pipeline")
 
 
+USAGE = """usage: python -m pipeline {run,setup} [options]
+
+  run      index records from Kafka into Elasticsearch (the consumer group)
+  setup    install the index templates; with --kibana URL, import the dashboards
+
+`python -m pipeline run --help` and `python -m pipeline setup --help` list the options."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
     try:
         config = parse(args)
     except SettingError as exc:
