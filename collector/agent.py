@@ -299,8 +299,9 @@ class Agent:
         assert file.fast is not None
         template = file.encoder.template
         fast = file.fast if joiner.rule is None else None
-        # Records the fast paths build are never cut: longer lines go the general path.
-        limit = min(self.config.max_record_bytes, self.message_limit - len(template) - 64)
+        # Records the fast paths build are never cut: longer lines go the general path. The
+        # template's holes take a time, a stream and two offsets: under 128 bytes.
+        limit = min(self.config.max_record_bytes, self.message_limit - len(template) - 128)
         values = None
         if fast is not None and not joiner.pieces:
             values = fast.chunk(chunk.data, chunk.offset, template, limit)
