@@ -7,6 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.unit.logfiles import (
     ListSink,
     agent,
@@ -216,6 +218,22 @@ def test_cri_partial_lines_are_joined_and_capped(tmp_path: Path) -> None:
     (record,) = sink.records
     assert record["message"] == "a" * 600 + "b" * 400
     assert record["tags"] == ["truncated"]
+
+
+@pytest.mark.parametrize("kind", ["docker", "cri"])
+def test_a_whole_line_longer_than_max_record_is_cut(tmp_path: Path, kind: str) -> None:
+    if kind == "docker":
+        log, line = docker_container(tmp_path / "docker", CID), docker_line
+    else:
+        log, line = cri_file(tmp_path), cri_line
+    append(log, line("short"), line("x" * 3000), line("after"))
+    sink = ListSink()
+    drain(agent(tmp_path, sink, "--max-record-bytes", "1000"))
+    assert [(r["message"], r.get("tags")) for r in sink.records] == [
+        ("short", None),
+        ("x" * 1000, ["truncated"]),
+        ("after", None),
+    ]
 
 
 def test_malformed_lines_are_shipped_tagged_and_counted(tmp_path: Path) -> None:
