@@ -491,16 +491,8 @@ def general(raw: bytes, kind: str, offset: int) -> dict[str, Any]:
 @example(b'{"log":"tab\there\\n","stream":"stdout","time":"2026-11-27T02:20:49Z"}', 0)
 def test_docker_fast_path_gives_valid_json_and_the_general_record(raw: bytes, offset: int) -> None:
     fast = fastpath.docker(raw, offset, ENCODER.template)
-    if fast is None:
-        return
-    try:
-        record = orjson.loads(fast)
-    except orjson.JSONDecodeError as exc:
-        pytest.fail(f"the fast path made invalid JSON of {raw!r}: {exc}")
-    want = general(raw, "docker", offset)
-    if want.get("tags"):
-        pytest.fail(f"the fast path shipped a line the general path finds malformed: {raw!r}")
-    assert record == want
+    if fast is not None:
+        assert_general_records("docker", [raw], [fast], offset)
 
 
 @FUZZ
@@ -509,35 +501,32 @@ def test_docker_fast_path_gives_valid_json_and_the_general_record(raw: bytes, of
 @example(b"xxxxxxxxxxTxxxxxxxxZ stdout F x", 0)
 def test_cri_fast_path_gives_valid_json_and_the_general_record(raw: bytes, offset: int) -> None:
     fast = fastpath.cri(raw, offset, ENCODER.template)
-    if fast is None:
-        return
-    try:
-        record = orjson.loads(fast)
-    except orjson.JSONDecodeError as exc:
-        pytest.fail(f"the fast path made invalid JSON of {raw!r}: {exc}")
-    want = general(raw, "cri", offset)
-    if want.get("tags"):
-        pytest.fail(f"the fast path shipped a line the general path finds malformed: {raw!r}")
-    assert record == want
+    if fast is not None:
+        assert_general_records("cri", [raw], [fast], offset)
+
+
+def assert_general_records(kind: str, lines: list[bytes], values: list[bytes], offset: int) -> None:
+    """What a fast path made of `lines` (from `offset` on): valid JSON, each line's general
+    record, and only for lines the general path takes whole and without complaint."""
+    assert len(values) == len(lines)
+    for raw, value in zip(lines, values, strict=True):
+        try:
+            record = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            pytest.fail(f"the fast path made invalid JSON of {raw!r}: {exc}")
+        want = general(raw, kind, offset)
+        if want.get("tags") or DECODERS[kind](raw).partial:
+            pytest.fail(f"the fast path shipped a line that needs the general path: {raw!r}")
+        assert record == want
+        offset += len(raw) + 1
 
 
 def chunk_matches_the_general_path(kind: str, lines: list[bytes], offset: int) -> None:
     """A whole read through the chunk path: declined, or each line's general record."""
     lines = [raw.replace(b"\n", b"") for raw in lines]
     fast = fastpath.FAST_PATHS[kind].chunk(b"\n".join(lines), offset, ENCODER.template, 1 << 20)
-    if fast is None:
-        return
-    assert len(fast) == len(lines)
-    for raw, value in zip(lines, fast, strict=True):
-        try:
-            record = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            pytest.fail(f"the chunk path made invalid JSON of {raw!r}: {exc}")
-        want = general(raw, kind, offset)
-        if want.get("tags") or DECODERS[kind](raw).partial:
-            pytest.fail(f"the chunk path shipped a line that needs the general path: {raw!r}")
-        assert record == want
-        offset += len(raw) + 1
+    if fast is not None:
+        assert_general_records(kind, lines, fast, offset)
 
 
 @FUZZ
