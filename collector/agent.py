@@ -294,7 +294,6 @@ class Agent:
         """The hot loop: a read goes the fast paths when it can, else decode -> join -> encode."""
         joiner = file.group.joiner
         joiner.now = now
-        assert file.decode is not None
         assert file.encoder is not None
         assert file.fast is not None
         template = file.encoder.template
