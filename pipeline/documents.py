@@ -15,7 +15,12 @@ UNSAFE = re.compile(r"[^a-z0-9_.+-]+")
 
 
 class IndexName:
-    """`logferry-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}` compiled once into getters."""
+    """`logferry-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}` compiled once into getters.
+
+    Per record, only the fields' raw values are read: the name they give, and its JSON
+    form for the bulk action, are remembered under those values (a run writes to few
+    indices), so the getters that make values safe run once per new value.
+    """
 
     def __init__(self, pattern: str) -> None:
         literal = PLACEHOLDER.sub("", pattern)
@@ -24,45 +29,98 @@ class IndexName:
         if literal != literal.lower():
             raise ValueError(f"index names are lower case: {pattern!r}")
         getters: list[Getter] = []
+        raws: list[RawGetter] = []
         literals: list[str] = []
-        self.known: dict[str, bytes] = {}
         end = 0
         for match in PLACEHOLDER.finditer(pattern):
             literals.append(pattern[end : match.start()])
             field, form = match.group(1), match.group(2)
             if form is not None and field != "@timestamp":
                 raise ValueError(f"only {{@timestamp:FORMAT}} takes a format, not {field}")
-            getters.append(day_getter(form) if form is not None else field_getter(field))
+            if form is not None:
+                getters.append(day_getter(form))
+                raws.append(raw_day)
+            else:
+                getters.append(field_getter(field))
+                raws.append(raw_getter(field.split(".")))
             end = match.end()
         literals.append(pattern[end:])
-        self.of = filled("%s".join(part.replace("%", "%%") for part in literals), getters)
-        """The index of a document: called once per record."""
+        self.made = filled("%s".join(part.replace("%", "%%") for part in literals), getters)
+        self.key = raw_key(raws)
+        self.known: dict[tuple[Any, ...], tuple[str, bytes]] = {}
 
     def __call__(self, doc: dict[str, Any]) -> str:
-        return self.of(doc)
+        return self.named(doc)[0]
 
-    def quoted(self, index: str) -> bytes:
-        """The name as a JSON string, remembered: a run writes to few indices."""
-        text = self.known.get(index)
-        if text is None:
-            text = orjson.dumps(index)
-            if len(self.known) < 10_000:
-                self.known[index] = text
-        return text
+    def named(self, doc: dict[str, Any]) -> tuple[str, bytes]:
+        """The index of a document and its name as a JSON string: called once per record."""
+        key = self.key(doc)
+        try:
+            return self.known[key]
+        except (KeyError, TypeError):
+            return self.make(doc, key)
+
+    def make(self, doc: dict[str, Any], key: tuple[Any, ...]) -> tuple[str, bytes]:
+        index = self.made(doc)
+        named = (index, orjson.dumps(index))
+        # Only text and absent values are remembered: 1, 1.0 and True are one dict key, and
+        # not one name; objects and lists are not keys at all.
+        if len(self.known) < 10_000 and all(type(v) is str or v is None for v in key):
+            self.known[key] = named
+        return named
 
 
 Getter = Callable[[dict[str, Any]], str]
+RawGetter = Callable[[dict[str, Any]], Any]
+
+
+def raw_getter(path: list[str]) -> RawGetter:
+    """The value at a field's path as it is, None where the path ends early.
+
+    Without exceptions: records that lack the field are common (no namespace), and raising
+    costs more than the whole lookup.
+    """
+    if len(path) == 1:
+        (first,) = path
+        return lambda doc: doc.get(first)
+    if len(path) == 2:
+        first, second = path
+
+        def get(doc: dict[str, Any]) -> Any:
+            inner = doc.get(first)
+            return inner.get(second) if type(inner) is dict else None
+
+        return get
+
+    def walk(doc: dict[str, Any]) -> Any:
+        value: Any = doc
+        for key in path:
+            if type(value) is not dict:
+                return None
+            value = value.get(key)
+        return value
+
+    return walk
+
+
+def raw_day(doc: dict[str, Any]) -> Any:
+    """What of `@timestamp` its date comes from: the first ten characters of the text."""
+    stamp = doc.get("@timestamp")
+    return stamp[:10] if type(stamp) is str else None
+
+
+def raw_key(raws: list[RawGetter]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    if len(raws) == 1:
+        (only,) = raws
+        return lambda doc: (only(doc),)
+    if len(raws) == 2:
+        first, second = raws
+        return lambda doc: (first(doc), second(doc))
+    return lambda doc: tuple([get(doc) for get in raws])
 
 
 def filled(form: str, getters: list[Getter]) -> Getter:
-    """`form % (values of the getters)`; the usual patterns, with one or two fields, get a
-    function of their own, which costs half of a loop over the getters."""
-    if len(getters) == 1:
-        (only,) = getters
-        return lambda doc: form % only(doc)
-    if len(getters) == 2:
-        first, second = getters
-        return lambda doc: form % (first(doc), second(doc))
+    """`form % (values of the getters)`: runs once per new combination of values."""
     return lambda doc: form % tuple([get(doc) for get in getters])
 
 
@@ -121,8 +179,9 @@ new_document = functools.partial(tuple.__new__, Document)
 """Document((index, id, lines)) without the NamedTuple's Python-level __new__ (per record)."""
 
 EVENT_KEY = b'"event":{'
-ACTION = b'{"create":{"_index":%s,"_id":%s}}\n'
-ACTION_WITHOUT_ID = b'{"create":{"_index":%s}}\n'
+CREATE = b'{"create":{"_index":'
+ID = b',"_id":'
+END = b"}}\n"
 
 
 class Undecodable(ValueError):
@@ -139,26 +198,32 @@ def document(value: bytes, index_name: IndexName, ingested: str) -> Document:
     event = doc.get("event")
     if type(event) is not dict:
         event = doc["event"] = {}
-    index = index_name.of(doc)
+    index, quoted = index_name.named(doc)
     doc_id = event.get("id")
-    if type(doc_id) is str and doc_id:
-        action = ACTION % (index_name.quoted(index), orjson.dumps(doc_id))
-    else:
+    if type(doc_id) is not str or not doc_id:
         doc_id = None
-        action = ACTION_WITHOUT_ID % index_name.quoted(index)
     # The collector writes compact JSON with one top-level `"event":{"id":…`: there the
     # field is spliced in, which is much cheaper than encoding the document again.
     at = value.find(EVENT_KEY)
     if event and "ingested" not in event and at >= 0 and value.rfind(EVENT_KEY) == at:
         at += len(EVENT_KEY)
-        splice = b'"ingested":"%s",' % ingested.encode()
-        return new_document(
-            (index, doc_id, b"".join((action, value[:at], splice, value[at:], b"\n")))
-        )
-    event["ingested"] = ingested
+        head, tail = value[:at], value[at:]
+        source = (head, ingested_field(ingested), tail, b"\n")
+    else:
+        event["ingested"] = ingested
+        source = (orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE),)
+    # One join of the parts, without formatting the action first: this runs per record.
+    if doc_id is None:
+        return new_document((index, None, b"".join((CREATE, quoted, END, *source))))
     return new_document(
-        (index, doc_id, action + orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE))
+        (index, doc_id, b"".join((CREATE, quoted, ID, orjson.dumps(doc_id), END, *source)))
     )
+
+
+@functools.lru_cache(maxsize=4)
+def ingested_field(ingested: str) -> bytes:
+    """`"ingested":"…",` to splice into `event`: one stamp serves a whole batch."""
+    return b'"ingested":"%s",' % ingested.encode()
 
 
 def now() -> str:

@@ -38,6 +38,30 @@ def test_records_without_namespace_or_time_still_get_an_index() -> None:
     assert NAME({"message": "x"}) == "logferry-unknown-unknown"
 
 
+def test_remembered_names_follow_the_values_of_every_record() -> None:
+    """The names are remembered under the fields' values: each record, in turn, must still
+    get the name its own values give, whatever came before it."""
+    name = IndexName("logs-{stream}-{kubernetes.namespace}-{@timestamp:%Y.%m}")
+    day = "2026-11-27T00:00:00Z"
+    cases = [
+        ({"stream": "a", "kubernetes": {"namespace": "x"}, "@timestamp": day}, "logs-a-x-2026.11"),
+        ({"stream": 1, "kubernetes": {"namespace": "x"}, "@timestamp": day}, "logs-1-x-2026.11"),
+        ({"stream": True, "kubernetes": {"namespace": "x"}}, "logs-true-x-unknown"),
+        ({"stream": 1.0, "kubernetes": {"namespace": "x"}}, "logs-1.0-x-unknown"),
+        ({"stream": "1", "kubernetes": ["x"], "@timestamp": "2026"}, "logs-1-unknown-unknown"),
+        ({"stream": {"a": 1}, "kubernetes": "x", "@timestamp": 20}, "logs-_a_1_-unknown-unknown"),
+        ({"stream": "A b", "kubernetes": {"namespace": None}}, "logs-a_b-unknown-unknown"),
+        ({"stream": "a", "kubernetes": {"namespace": "x"}, "@timestamp": day}, "logs-a-x-2026.11"),
+        (
+            {"stream": "", "kubernetes": {"namespace": "Y"}, "@timestamp": "2027-01-02"},
+            "logs-unknown-y-2027.01",
+        ),
+    ]
+    for _ in range(2):
+        assert [name(doc) for doc, _ in cases] == [expected for _, expected in cases]
+    assert NAME({"@timestamp": day, "kubernetes": {"namespace": "x"}}) == "logferry-x-2026.11.27"
+
+
 def test_document_keeps_the_record_adds_ingested_and_uses_event_id() -> None:
     value = orjson.dumps(
         {"@timestamp": "2026-11-27T02:00:00Z", "message": "hi", "event": {"id": "abc-12"}}
