@@ -38,19 +38,19 @@ class Entry(NamedTuple):
     partition: tuple[str, int]
     """(topic, partition), asked of the message once."""
     doc: Document | None
-    """None when the record could not be read: `refusal` says why."""
-    refusal: str = ""
+    """None when the record could not be read."""
 
 
 new_entry = functools.partial(tuple.__new__, Entry)
-"""Entry((message, partition, doc, refusal)) without the NamedTuple's Python-level __new__,
-which costs more per record than the rest of the batching."""
+"""Entry((message, partition, doc)) without the NamedTuple's Python-level __new__, which
+costs more per record than the rest of the batching."""
 
 
 class Sent(NamedTuple):
     batch: list[Entry]
-    todo: list[Entry]
     """The entries with a document, in the order of the bulk body."""
+    unreadable: list[tuple[Entry, str]]
+    """Records that are not documents, with the reason: bound for the dead-letter topic."""
     reply: Future[bulk.Outcome] | None
 
 
@@ -85,6 +85,9 @@ class Indexer:
         )
         self.assigned: set[tuple[str, int]] = set()
         self.batch: list[Entry] = []
+        self.lines: list[bytes] = []
+        """The bulk lines of the batch's documents, in order: joined, they are the body."""
+        self.unreadable: list[tuple[Entry, str]] = []
         self.batch_bytes = 0
         self.first_at = 0.0
         self.carried: list[Message] = []
@@ -114,7 +117,10 @@ class Indexer:
                 sorted(p for _, p in gone),
                 len(self.batch) - len(kept),
             )
-        self.batch = kept
+            self.batch = kept
+            self.lines = [e.doc.lines for e in kept if e.doc is not None]
+            self.batch_bytes = sum(map(len, self.lines))
+        self.unreadable = [(e, why) for e, why in self.unreadable if e.partition not in gone]
         self.carried = [m for m in self.carried if (m.topic(), m.partition()) not in gone]
 
     def on_error(self, error: KafkaError) -> None:
@@ -137,15 +143,15 @@ class Indexer:
             self.health.beat = time.monotonic()
             wait = (
                 c.flush_interval
-                if not self.batch
+                if not self.pending()
                 else max(0.0, self.first_at + c.flush_interval - time.monotonic())
             )
             messages = self.carried or self.consumer.consume(CONSUME_BATCH, min(wait, 0.5))
             self.carried = []
             ingested = now()
             self.add(messages, ingested)
-            self.health.ready = bool(self.assigned) or not self.batch
-            if self.batch and (
+            self.health.ready = bool(self.assigned) or not self.pending()
+            if self.pending() and (
                 self.batch_bytes >= c.bulk_bytes
                 or time.monotonic() - self.first_at >= c.flush_interval
             ):
@@ -162,10 +168,13 @@ class Indexer:
         self.producer.flush(10)
         return 0
 
+    def pending(self) -> bool:
+        return bool(self.batch or self.unreadable)
+
     def add(self, messages: list[Message], ingested: str) -> None:
-        """Consumed messages -> entries of the batch (the per-record loop)."""
-        topic, name, batch = self.config.topic, self.index_name, self.batch
-        if messages and not batch:
+        """Consumed messages -> entries of the batch and lines of its body (per record)."""
+        topic, name, batch, lines = self.config.topic, self.index_name, self.batch, self.lines
+        if messages and not self.pending():
             self.first_at = time.monotonic()
         size = 0
         for message in messages:
@@ -178,10 +187,12 @@ class Indexer:
             try:
                 doc = document(message.value() or b"", name, ingested)
             except Undecodable as exc:
-                batch.append(new_entry((message, partition, None, str(exc))))
+                self.unreadable.append((new_entry((message, partition, None)), str(exc)))
                 continue
-            batch.append(new_entry((message, partition, doc, "")))
-            size += len(doc.lines)
+            batch.append(new_entry((message, partition, doc)))
+            body = doc.lines
+            lines.append(body)
+            size += len(body)
         self.batch_bytes += size
 
     def flush(self) -> None:
@@ -193,19 +204,18 @@ class Indexer:
         """
         while len(self.in_flight) >= self.config.bulks_in_flight:
             self.settle()
-        batch = self.batch
+        batch, body, unreadable = self.batch, b"".join(self.lines), self.unreadable
         self.clear()
-        todo = [e for e in batch if e.doc is not None]
-        body = b"".join([e.doc.lines for e in todo if e.doc is not None])
-        future = self.sender.submit(bulk.send, self.es, body, len(todo)) if todo else None
-        self.in_flight.append(Sent(batch, todo, future))
+        future = self.sender.submit(bulk.send, self.es, body, len(batch)) if batch else None
+        self.in_flight.append(Sent(batch, unreadable, future))
 
     def settle(self) -> None:
         """Wait for the oldest bulk in flight; retry, dead-letter and commit what it held."""
         if not self.in_flight:
             return
-        batch, todo, future = self.in_flight.popleft()
-        refused = [(e, e.refusal) for e in batch if e.doc is None]
+        batch, unreadable, future = self.in_flight.popleft()
+        todo = batch
+        refused = list(unreadable)
         delay = 0.1
         most = len(todo)
         while todo:
@@ -245,10 +255,12 @@ class Indexer:
         if refused:
             self.dead_letter(refused)
         self.resume()
-        self.commit(batch)
+        self.commit(batch, unreadable)
 
     def clear(self) -> None:
         self.batch = []
+        self.lines = []
+        self.unreadable = []
         self.batch_bytes = 0
 
     def owned(self, entries: list[Entry]) -> list[Entry]:
@@ -301,12 +313,15 @@ class Indexer:
         METRICS.dead_lettered.inc(len(refused))
         log.info("%d documents dead-lettered, first: %s", len(refused), refused[0][1])
 
-    def commit(self, batch: list[Entry]) -> None:
+    def commit(self, batch: list[Entry], unreadable: list[tuple[Entry, str]]) -> None:
         ends: dict[tuple[str, int], int] = {}
         # Offsets grow within a partition, so its last entry in the batch holds its end.
         for e in reversed(batch):
             if e.partition not in ends and e.partition in self.assigned:
                 ends[e.partition] = e.message.offset() + 1
+        for e, _ in unreadable:
+            if e.partition in self.assigned:
+                ends[e.partition] = max(ends.get(e.partition, 0), e.message.offset() + 1)
         if not ends:
             return
         offsets = [TopicPartition(t, p, o) for (t, p), o in ends.items()]

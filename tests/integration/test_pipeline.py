@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from elasticsearch import Elasticsearch
 
 from tests.integration.collector_run import new_topic
@@ -78,6 +78,41 @@ def test_a_document_that_cannot_be_mapped_goes_to_the_dead_letter_topic(
     assert orjson.loads(letter["record"])["event"]["id"] == f"{prefix}-500"
     assert "offset" in letter["error"]
     assert letter["index"] == f"{prefix}-web-2026.11.27"
+
+
+def test_records_that_are_not_json_objects_are_dead_lettered_and_committed(
+    tmp_path: Path, kafka_bootstrap: str, elasticsearch_url: str, es: Elasticsearch, prefix: str
+) -> None:
+    topic = new_topic(kafka_bootstrap, partitions=2)
+    produce(kafka_bootstrap, topic, [record(n, prefix) for n in range(600)])
+    # Last in their partitions, so only they can carry the offsets to commit.
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for partition, value in enumerate((b"not json", b"[1, 2]")):
+        producer.produce(topic, value, partition=partition)
+    assert producer.flush(30) == 0
+    pipeline = start_pipeline(tmp_path, kafka_bootstrap, elasticsearch_url, topic, prefix)
+    try:
+        assert wait_for_count(es, prefix, 600, timeout=120) == 600
+    finally:
+        stop(pipeline)
+    consumer = Consumer(
+        {"bootstrap.servers": kafka_bootstrap, "group.id": prefix, "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([f"{topic}.dlq"])
+    letters: list = []
+    deadline = time.monotonic() + 30
+    while len(letters) < 2 and time.monotonic() < deadline:
+        letters += consumer.consume(10, timeout=1)
+    consumer.close()
+    reasons = {orjson.loads(m.value())["record"]: orjson.loads(m.value())["error"] for m in letters}
+    assert reasons.keys() == {"not json", "[1, 2]"}
+    assert reasons["not json"].startswith("not JSON")
+    assert reasons["[1, 2]"] == "not a JSON object"
+    # Every record, the two dead-lettered ones too, is committed: a restart reads none again.
+    group = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"group-{topic}"})
+    committed = group.committed([TopicPartition(topic, p) for p in range(2)], timeout=10)
+    group.close()
+    assert sum(p.offset for p in committed) == 602
 
 
 def test_dotted_label_keys_beside_plain_ones_do_not_conflict(
