@@ -13,10 +13,28 @@ from typing import Any, NamedTuple
 
 from elastic_transport import ApiError, ConnectionError, ConnectionTimeout, TransportError
 from elasticsearch import Elasticsearch
+from elasticsearch.serializer import OrjsonSerializer
 
 from pipeline.metrics import METRICS
 
 FILTER = ["errors", "items.*.status", "items.*.error.type", "items.*.error.reason"]
+
+
+CLEAN = b'{"errors":false,"items":['
+"""How a reply with every document indexed begins, with FILTER (`took` left out)."""
+
+
+class Replies(OrjsonSerializer):
+    """JSON replies, but a bulk reply without errors is not parsed item by item.
+
+    Its tens of thousands of `{"create":{"status":201}}` say nothing `errors` does not, and
+    parsing them took about 0.2 us a document, holding the interpreter lock.
+    """
+
+    def json_loads(self, data: bytes) -> Any:
+        if data.startswith(CLEAN):
+            return {"errors": False}
+        return super().json_loads(data)
 
 
 class Outcome(NamedTuple):

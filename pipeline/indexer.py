@@ -333,8 +333,6 @@ class Indexer:
 
 
 def client(config: Config) -> Elasticsearch:
-    from elasticsearch.serializer import OrjsonSerializer
-
     auth: dict[str, Any] = {}
     if config.elasticsearch_api_key:
         auth["api_key"] = config.elasticsearch_api_key
@@ -344,6 +342,6 @@ def client(config: Config) -> Elasticsearch:
         config.elasticsearch_url,
         request_timeout=60,
         max_retries=0,
-        serializer=OrjsonSerializer(),
+        serializer=bulk.Replies(),
         **auth,
     )

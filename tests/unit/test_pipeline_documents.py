@@ -99,6 +99,15 @@ def test_bulk_items_are_sorted_into_done_retry_and_refused() -> None:
     assert outcome.duplicates == 1
 
 
+def test_bulk_replies_are_read_in_full_only_when_something_failed() -> None:
+    replies = bulk.Replies()
+    clean = b'{"errors":false,"items":[{"create":{"status":201}},{"create":{"status":201}}]}'
+    assert replies.loads(clean) == {"errors": False}
+    failed = b'{"errors":true,"items":[{"create":{"status":201}},{"create":{"status":409}}]}'
+    assert bulk.sort(replies.loads(failed)["items"]).duplicates == 1
+    assert replies.loads(b'{"acknowledged":true}') == {"acknowledged": True}
+
+
 @pytest.mark.parametrize(
     ("argv", "named"),
     [
