@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 import random
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import orjson
@@ -46,6 +48,21 @@ new_entry = functools.partial(tuple.__new__, Entry)
 costs more per record than the rest of the batching."""
 
 
+LINES = operator.attrgetter("lines")
+
+
+class Partitions(dict[int, tuple[str, int]]):
+    """Partition number -> (topic, partition): one tuple per partition, not per record."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__()
+        self.topic = topic
+
+    def __missing__(self, partition: int) -> tuple[str, int]:
+        key = self[partition] = (self.topic, partition)
+        return key
+
+
 class Sent(NamedTuple):
     batch: list[Entry]
     """The entries with a document, in the order of the bulk body."""
@@ -60,6 +77,7 @@ class Indexer:
         self.es = es
         self.health = health or Health()
         self.index_name = IndexName(config.index)
+        self.partitions = Partitions(config.topic)
         kafka = {
             "bootstrap.servers": config.bootstrap_servers,
             **config.kafka,
@@ -172,28 +190,49 @@ class Indexer:
         return bool(self.batch or self.unreadable)
 
     def add(self, messages: list[Message], ingested: str) -> None:
-        """Consumed messages -> entries of the batch and lines of its body (per record)."""
-        topic, name, batch, lines = self.config.topic, self.index_name, self.batch, self.lines
+        """Consumed messages -> entries of the batch and lines of its body."""
         if messages and not self.pending():
             self.first_at = time.monotonic()
-        size = 0
+        if not self.add_all(messages, ingested):
+            self.add_each(messages, ingested)
+
+    def add_all(self, messages: list[Message], ingested: str) -> bool:
+        """The usual case, every message a record and every record a document, in map and
+        zip: per record, only document() runs Python code. False, and nothing added, if
+        one message is not so."""
+        if list(map(Message.error, messages)).count(None) != len(messages):
+            return False
+        values = map(Message.value, messages)
+        try:
+            docs = list(map(document, values, repeat(self.index_name), repeat(ingested)))
+        except Undecodable:
+            return False
+        partitions = map(self.partitions.__getitem__, map(Message.partition, messages))
+        self.batch += map(new_entry, zip(messages, partitions, docs, strict=True))
+        lines = list(map(LINES, docs))
+        self.lines += lines
+        self.batch_bytes += sum(map(len, lines))
+        return True
+
+    def add_each(self, messages: list[Message], ingested: str) -> None:
+        """One message at a time: Kafka's errors logged, records that are not documents set
+        apart with the reason."""
+        name, partitions = self.index_name, self.partitions
         for message in messages:
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("kafka: %s", error.str())
                 continue
-            partition = (topic, message.partition())
+            partition = partitions[message.partition()]
             try:
                 doc = document(message.value() or b"", name, ingested)
             except Undecodable as exc:
                 self.unreadable.append((new_entry((message, partition, None)), str(exc)))
                 continue
-            batch.append(new_entry((message, partition, doc)))
-            body = doc.lines
-            lines.append(body)
-            size += len(body)
-        self.batch_bytes += size
+            self.batch.append(new_entry((message, partition, doc)))
+            self.lines.append(doc.lines)
+            self.batch_bytes += len(doc.lines)
 
     def flush(self) -> None:
         """Send the batch, once fewer than `bulks_in_flight` bulks are unanswered.

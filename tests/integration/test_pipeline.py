@@ -87,7 +87,7 @@ def test_records_that_are_not_json_objects_are_dead_lettered_and_committed(
     produce(kafka_bootstrap, topic, [record(n, prefix) for n in range(600)])
     # Last in their partitions, so only they can carry the offsets to commit.
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
-    for partition, value in enumerate((b"not json", b"[1, 2]")):
+    for partition, value in ((0, b"not json"), (1, b"[1, 2]"), (0, None)):
         producer.produce(topic, value, partition=partition)
     assert producer.flush(30) == 0
     pipeline = start_pipeline(tmp_path, kafka_bootstrap, elasticsearch_url, topic, prefix)
@@ -101,18 +101,19 @@ def test_records_that_are_not_json_objects_are_dead_lettered_and_committed(
     consumer.subscribe([f"{topic}.dlq"])
     letters: list = []
     deadline = time.monotonic() + 30
-    while len(letters) < 2 and time.monotonic() < deadline:
+    while len(letters) < 3 and time.monotonic() < deadline:
         letters += consumer.consume(10, timeout=1)
     consumer.close()
     reasons = {orjson.loads(m.value())["record"]: orjson.loads(m.value())["error"] for m in letters}
-    assert reasons.keys() == {"not json", "[1, 2]"}
+    assert reasons.keys() == {"not json", "[1, 2]", ""}
     assert reasons["not json"].startswith("not JSON")
     assert reasons["[1, 2]"] == "not a JSON object"
-    # Every record, the two dead-lettered ones too, is committed: a restart reads none again.
+    assert reasons[""].startswith("not JSON")
+    # Every record, the dead-lettered ones too, is committed: a restart reads none again.
     group = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"group-{topic}"})
     committed = group.committed([TopicPartition(topic, p) for p in range(2)], timeout=10)
     group.close()
-    assert sum(p.offset for p in committed) == 602
+    assert sum(p.offset for p in committed) == 603
 
 
 def test_dotted_label_keys_beside_plain_ones_do_not_conflict(
