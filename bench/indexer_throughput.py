@@ -92,6 +92,17 @@ class Load:
         )
 
 
+def settle() -> None:
+    """Write what the last phase left in the page cache before the next phase starts.
+
+    The kernel writes dirty pages back some 30 s after they were written: a million records
+    loaded into Kafka, or a phase's segments, were otherwise written out in the middle of the
+    next phase, on the same cores.
+    """
+    os.sync()
+    time.sleep(1)
+
+
 def count(es: Elasticsearch, prefix: str) -> int:
     es.indices.refresh(index=f"{prefix}-*", allow_no_indices=True)
     return es.count(index=f"{prefix}-*", allow_no_indices=True)["count"]
@@ -246,9 +257,11 @@ def main() -> None:
         for n in range(1, args.rounds + 1):
             ours, base = f"logferry-bench-{run}-{n}a", f"logferry-bench-{run}-{n}b"
             group = f"bench-{topic}-{n}"
+            settle()
             rate, cpu, steady, node_load = indexer(
                 bootstrap, es_url, es, topic, group, ours, args.records, args.pipeline
             )
+            settle()
             top, top_load = ceiling(es_url, es, base, args.records, run)
             es.indices.delete(index=f"logferry-bench-{run}-*", allow_no_indices=True)
             rounds.append(Round(rate, cpu, steady, node_load, top, top_load))
