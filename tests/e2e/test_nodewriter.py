@@ -7,10 +7,8 @@ process following the files, compared with the writer's ground truth record by r
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,37 +17,13 @@ import orjson
 import pytest
 
 from bench.nodewriter import NodeWriter, Rotation, default_node, read_truth
-from tests.integration.collector_run import REPO
+from tests.integration.collector_run import collector_process
 
 pytestmark = pytest.mark.e2e
 
 
 def collector_to_file(tmp: Path, out: Path, *flags: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "collector",
-            "--sink",
-            f"file:{out}",
-            "--docker-root",
-            str(tmp / "docker"),
-            "--log-root",
-            str(tmp / "log"),
-            "--state-dir",
-            str(tmp / "state"),
-            "--metrics-port",
-            "0",
-            "--scan-interval",
-            "0.2",
-            "--kubernetes",
-            "off",
-            *flags,
-        ],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stderr=open(tmp / "collector.log", "ab"),
-    )
+    return collector_process(tmp, "--sink", f"file:{out}", "--kubernetes", "off", *flags)
 
 
 def test_collector_reads_exactly_the_ground_truth_while_files_rotate(tmp_path: Path) -> None:

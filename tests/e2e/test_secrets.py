@@ -27,6 +27,7 @@ from confluent_kafka import Producer
 from bench.nodewriter import NodeWriter, Rotation, default_node
 from tests import servers
 from tests.integration.collector_run import REPO, consume, new_topic, start_collector
+from tests.integration.pipeline_run import pipeline_process
 
 pytestmark = pytest.mark.e2e
 
@@ -240,29 +241,21 @@ def test_a_mistyped_kafka_flag_does_not_echo_its_value(tmp_path: Path, program: 
 def start_pipeline_process(
     tmp: Path, name: str, bootstrap: str, topic: str, es_url: str, *flags: str
 ) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "run",
-            "--bootstrap-servers",
-            bootstrap,
-            "--topic",
-            topic,
-            "--group",
-            f"g-{name}-{topic}",
-            "--elasticsearch-url",
-            es_url,
-            "--max-backoff",
-            "1",
-            "--log-level",
-            "debug",
-            *flags,
-        ],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stderr=open(tmp / f"pipeline-{name}.log", "wb"),
+    return pipeline_process(
+        tmp / f"pipeline-{name}.log",
+        "--bootstrap-servers",
+        bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        f"g-{name}-{topic}",
+        "--elasticsearch-url",
+        es_url,
+        "--max-backoff",
+        "1",
+        "--log-level",
+        "debug",
+        *flags,
     )
 
 

@@ -27,18 +27,13 @@ def new_topic(bootstrap: str, partitions: int = 6) -> str:
     return topic
 
 
-def start_collector(tmp: Path, bootstrap: str, topic: str, *flags: str) -> subprocess.Popen[bytes]:
+def collector_process(tmp: Path, *flags: str) -> subprocess.Popen[bytes]:
+    """`python -m collector` over the node under `tmp`, its log in tmp/collector.log."""
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "collector",
-            "--sink",
-            "kafka",
-            "--bootstrap-servers",
-            bootstrap,
-            "--topic",
-            topic,
             "--docker-root",
             str(tmp / "docker"),
             "--log-root",
@@ -49,13 +44,26 @@ def start_collector(tmp: Path, bootstrap: str, topic: str, *flags: str) -> subpr
             "0",
             "--scan-interval",
             "0.2",
-            "--checkpoint-interval",
-            "0.2",
             *flags,
         ],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stderr=open(tmp / "collector.log", "ab"),
+    )
+
+
+def start_collector(tmp: Path, bootstrap: str, topic: str, *flags: str) -> subprocess.Popen[bytes]:
+    return collector_process(
+        tmp,
+        "--sink",
+        "kafka",
+        "--bootstrap-servers",
+        bootstrap,
+        "--topic",
+        topic,
+        "--checkpoint-interval",
+        "0.2",
+        *flags,
     )
 
 

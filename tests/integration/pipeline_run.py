@@ -51,36 +51,38 @@ def produce(bootstrap: str, topic: str, records: list[dict[str, Any]]) -> None:
     assert producer.flush(60) == 0
 
 
+def pipeline_process(log: Path, *flags: str) -> subprocess.Popen[bytes]:
+    """`python -m pipeline run` with these flags, its log in `log`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "run", *flags],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stderr=open(log, "ab"),
+    )
+
+
 def start_pipeline(
     tmp: Path, bootstrap: str, es_url: str, topic: str, prefix: str, *flags: str
 ) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "run",
-            "--bootstrap-servers",
-            bootstrap,
-            "--elasticsearch-url",
-            es_url,
-            "--topic",
-            topic,
-            "--group",
-            f"group-{topic}",
-            "--dead-letter-topic",
-            f"{topic}.dlq",
-            "--index",
-            prefix + "-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}",
-            "--metrics-port",
-            "0",
-            "--max-backoff",
-            "2",
-            *flags,
-        ],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stderr=open(tmp / f"pipeline-{uuid.uuid4().hex[:6]}.log", "ab"),
+    return pipeline_process(
+        tmp / f"pipeline-{uuid.uuid4().hex[:6]}.log",
+        "--bootstrap-servers",
+        bootstrap,
+        "--elasticsearch-url",
+        es_url,
+        "--topic",
+        topic,
+        "--group",
+        f"group-{topic}",
+        "--dead-letter-topic",
+        f"{topic}.dlq",
+        "--index",
+        prefix + "-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}",
+        "--metrics-port",
+        "0",
+        "--max-backoff",
+        "2",
+        *flags,
     )
 
 

@@ -11,9 +11,10 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from elasticsearch import Elasticsearch
 
 from tests.integration.collector_run import new_topic
@@ -30,6 +31,25 @@ from tests.integration.pipeline_run import (
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGTERM)
     assert process.wait(60) == 0
+
+
+def dead_letters(bootstrap: str, topic: str, expected: int) -> list[dict[str, Any]]:
+    """What the pipeline wrote to the topic's dead-letter topic: `expected` letters, or what
+    came within 30 s."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": uuid.uuid4().hex,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([f"{topic}.dlq"])
+    letters: list[Message] = []
+    deadline = time.monotonic() + 30
+    while len(letters) < expected and time.monotonic() < deadline:
+        letters += consumer.consume(10, timeout=1)
+    consumer.close()
+    return [orjson.loads(m.value()) for m in letters]
 
 
 def test_100k_records_become_100k_documents_and_a_replay_adds_none(
@@ -65,16 +85,7 @@ def test_a_document_that_cannot_be_mapped_goes_to_the_dead_letter_topic(
         assert wait_for_count(es, prefix, 999, timeout=120) == 999
     finally:
         stop(pipeline)
-    consumer = Consumer(
-        {"bootstrap.servers": kafka_bootstrap, "group.id": prefix, "auto.offset.reset": "earliest"}
-    )
-    consumer.subscribe([f"{topic}.dlq"])
-    letters = []
-    deadline = time.monotonic() + 30
-    while not letters and time.monotonic() < deadline:
-        letters = consumer.consume(10, timeout=1)
-    consumer.close()
-    (letter,) = [orjson.loads(m.value()) for m in letters]
+    (letter,) = dead_letters(kafka_bootstrap, topic, 1)
     assert orjson.loads(letter["record"])["event"]["id"] == f"{prefix}-500"
     assert "offset" in letter["error"]
     assert letter["index"] == f"{prefix}-web-2026.11.27"
@@ -95,16 +106,9 @@ def test_records_that_are_not_json_objects_are_dead_lettered_and_committed(
         assert wait_for_count(es, prefix, 600, timeout=120) == 600
     finally:
         stop(pipeline)
-    consumer = Consumer(
-        {"bootstrap.servers": kafka_bootstrap, "group.id": prefix, "auto.offset.reset": "earliest"}
-    )
-    consumer.subscribe([f"{topic}.dlq"])
-    letters: list = []
-    deadline = time.monotonic() + 30
-    while len(letters) < 3 and time.monotonic() < deadline:
-        letters += consumer.consume(10, timeout=1)
-    consumer.close()
-    reasons = {orjson.loads(m.value())["record"]: orjson.loads(m.value())["error"] for m in letters}
+    reasons = {
+        letter["record"]: letter["error"] for letter in dead_letters(kafka_bootstrap, topic, 3)
+    }
     assert reasons.keys() == {"not json", "[1, 2]", ""}
     assert reasons["not json"].startswith("not JSON")
     assert reasons["[1, 2]"] == "not a JSON object"
