@@ -91,24 +91,21 @@ def test_the_build_stage_makes_a_wheel_that_runs_both_programs(image: str, tmp_p
         "assert pipeline.cli.__file__.startswith(sys.argv[1]), pipeline.cli.__file__;"
         "print(pipeline.setup.DASHBOARDS.is_file())"
     )
-    imported = subprocess.run(
-        [sys.executable, "-c", check, str(site)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert imported.returncode == 0, imported.stderr
-    assert imported.stdout.strip() == str(image == "pipeline")
-    for program in ("collector", "pipeline"):
-        helped = subprocess.run(
-            [sys.executable, "-m", program, "--help"],
+
+    def python(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *argv],
             cwd=tmp_path,
             env=env,
             capture_output=True,
             text=True,
             timeout=60,
         )
+
+    imported = python("-c", check, str(site))
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == str(image == "pipeline")
+    for program in ("collector", "pipeline"):
+        helped = python("-m", program, "--help")
         assert helped.returncode == 0, helped.stderr
         assert "usage" in helped.stdout
