@@ -203,9 +203,16 @@ def document(value: bytes, index_name: IndexName, ingested: str) -> Document:
     if type(doc_id) is not str or not doc_id:
         doc_id = None
     # The collector writes compact JSON with one top-level `"event":{"id":…`: there the
-    # field is spliced in, which is much cheaper than encoding the document again.
+    # field is spliced in, which is much cheaper than encoding the document again. A record
+    # with a line break would break the bulk body's lines: it is encoded again.
     at = value.find(EVENT_KEY)
-    if event and "ingested" not in event and at >= 0 and value.rfind(EVENT_KEY) == at:
+    if (
+        event
+        and "ingested" not in event
+        and at >= 0
+        and value.rfind(EVENT_KEY) == at
+        and b"\n" not in value
+    ):
         at += len(EVENT_KEY)
         head, tail = value[:at], value[at:]
         source = (head, ingested_field(ingested), tail, b"\n")

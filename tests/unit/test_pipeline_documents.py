@@ -149,3 +149,22 @@ def test_ingested_is_added_whatever_the_shape_of_the_record() -> None:
     spaced = b'{"message": "x", "event": {"id": "d"}}'
     source = document(spaced, NAME, "t").lines.split(b"\n")[1]
     assert orjson.loads(source)["event"] == {"id": "d", "ingested": "t"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"event":{"id":"a"},\n"message":"x"}',
+        b'{"event":{"id":"a"},"message":"x"}\n',
+        b'{"event":{"id":"a"},\r\n"message":"x"}',
+    ],
+)
+def test_a_record_with_line_breaks_between_its_fields_is_one_line_of_the_bulk(
+    value: bytes,
+) -> None:
+    """The bulk body is split at line breaks: JSON may hold them between its tokens, and a
+    record sent as it came would be read by Elasticsearch as two broken lines."""
+    action, source, end = document(value, NAME, "t").lines.split(b"\n")
+    assert orjson.loads(action)["create"]["_id"] == "a"
+    assert orjson.loads(source) == {"event": {"id": "a", "ingested": "t"}, "message": "x"}
+    assert end == b""
