@@ -6,8 +6,9 @@ import functools
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
+import msgspec
 import orjson
 
 PLACEHOLDER = re.compile(r"\{([^{}:]+)(?::([^{}]*))?\}")
@@ -30,6 +31,7 @@ class IndexName:
             raise ValueError(f"index names are lower case: {pattern!r}")
         getters: list[Getter] = []
         raws: list[RawGetter] = []
+        paths = [["event", "id"], ["event", "ingested"]]
         literals: list[str] = []
         end = 0
         for match in PLACEHOLDER.finditer(pattern):
@@ -43,11 +45,15 @@ class IndexName:
             else:
                 getters.append(field_getter(field))
                 raws.append(raw_getter(field.split(".")))
+            paths.append(field.split("."))
             end = match.end()
         literals.append(pattern[end:])
         self.made = filled("%s".join(part.replace("%", "%%") for part in literals), getters)
         self.key = raw_key(raws)
         self.known: dict[tuple[Any, ...], tuple[str, bytes]] = {}
+        self.decode_fields = msgspec.json.Decoder(only(paths)).decode
+        """A record's JSON -> a dict of only the fields a document needs: the name's, and
+        `event`'s `id` and `ingested`."""
 
     def __call__(self, doc: dict[str, Any]) -> str:
         return self.named(doc)[0]
@@ -68,6 +74,26 @@ class IndexName:
         if len(self.known) < 10_000 and all(type(v) is str or v is None for v in key):
             self.known[key] = named
         return named
+
+
+def only(paths: list[list[str]]) -> type:
+    """A TypedDict of just these paths: msgspec checks the rest of the JSON as it skips it,
+    but builds no object for it."""
+    tree: dict[str, Any] = {}
+    for path in paths:
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+            if node is Any:
+                break
+        else:
+            node[path[-1]] = Any
+
+    def typed(node: dict[str, Any]) -> type:
+        fields = {k: Any if v is Any else typed(v) for k, v in node.items()}
+        return TypedDict("Fields", fields, total=False)  # type: ignore[operator]
+
+    return typed(tree)
 
 
 Getter = Callable[[dict[str, Any]], str]
@@ -178,7 +204,8 @@ class Document(NamedTuple):
 new_document = functools.partial(tuple.__new__, Document)
 """Document((index, id, lines)) without the NamedTuple's Python-level __new__ (per record)."""
 
-EVENT_KEY = b'"event":{'
+EVENT = b'"event"'
+NEWLINE = ord("\n")
 CREATE = b'{"create":{"_index":'
 ID = b',"_id":'
 END = b"}}\n"
@@ -189,42 +216,59 @@ class Undecodable(ValueError):
 
 
 def document(value: bytes, index_name: IndexName, ingested: str) -> Document:
+    doc = fields_of(value, index_name)
+    # The collector writes compact JSON with one `"event":{"id":…`: there the field is
+    # spliced in, which is much cheaper than encoding the whole record again.
+    if (
+        doc is not None
+        and (event := doc.get("event"))
+        and "ingested" not in event
+        and (at := value.find(EVENT)) >= 0
+        and value.startswith(b":{", at + len(EVENT))
+        and value.rfind(EVENT) == at
+    ):
+        # The only `"event"` in the record, and an object: the record's own event.
+        at += len(EVENT) + 2
+        source = (value[:at], ingested_field(ingested), value[at:], b"\n")
+    else:
+        doc = parsed(value)
+        event = doc.get("event")
+        if type(event) is not dict:
+            event = doc["event"] = {}
+        event["ingested"] = ingested
+        source = (orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE),)
+    index, quoted = index_name.named(doc)
+    doc_id = event.get("id")
+    # One join of the parts, without formatting the action first: this runs per record.
+    if type(doc_id) is not str or not doc_id:
+        return new_document((index, None, b"".join((CREATE, quoted, END, *source))))
+    return new_document(
+        (index, doc_id, b"".join((CREATE, quoted, ID, orjson.dumps(doc_id), END, *source)))
+    )
+
+
+def fields_of(value: bytes, index_name: IndexName) -> dict[str, Any] | None:
+    """The fields a document needs, read without building the rest of the record; None
+    where the record must be read in full: a record that is not ASCII (msgspec does not
+    check the UTF-8 of what it skips), holds a line break (the bulk body is split at line
+    breaks, so it is encoded again) or is not a JSON object of the usual shape."""
+    # `NEWLINE in value` is memchr; `b"\n" in value` is a slower general search.
+    if not value.isascii() or NEWLINE in value:
+        return None
+    try:
+        return index_name.decode_fields(value)
+    except msgspec.MsgspecError:
+        return None
+
+
+def parsed(value: bytes) -> dict[str, Any]:
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise Undecodable(f"not JSON: {exc}") from exc
     if type(doc) is not dict:
         raise Undecodable("not a JSON object")
-    event = doc.get("event")
-    if type(event) is not dict:
-        event = doc["event"] = {}
-    index, quoted = index_name.named(doc)
-    doc_id = event.get("id")
-    if type(doc_id) is not str or not doc_id:
-        doc_id = None
-    # The collector writes compact JSON with one top-level `"event":{"id":…`: there the
-    # field is spliced in, which is much cheaper than encoding the document again. A record
-    # with a line break would break the bulk body's lines: it is encoded again.
-    at = value.find(EVENT_KEY)
-    if (
-        event
-        and "ingested" not in event
-        and at >= 0
-        and value.rfind(EVENT_KEY) == at
-        and b"\n" not in value
-    ):
-        at += len(EVENT_KEY)
-        head, tail = value[:at], value[at:]
-        source = (head, ingested_field(ingested), tail, b"\n")
-    else:
-        event["ingested"] = ingested
-        source = (orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE),)
-    # One join of the parts, without formatting the action first: this runs per record.
-    if doc_id is None:
-        return new_document((index, None, b"".join((CREATE, quoted, END, *source))))
-    return new_document(
-        (index, doc_id, b"".join((CREATE, quoted, ID, orjson.dumps(doc_id), END, *source)))
-    )
+    return doc
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import orjson
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from collector.settings import SettingError
 from pipeline import bulk
@@ -168,3 +173,87 @@ def test_a_record_with_line_breaks_between_its_fields_is_one_line_of_the_bulk(
     assert orjson.loads(action)["create"]["_id"] == "a"
     assert orjson.loads(source) == {"event": {"id": "a", "ingested": "t"}, "message": "x"}
     assert end == b""
+
+
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.sampled_from(["event", '"event":{', "ünï", "a\nb", "2026-11-27T02:00:00Z"])
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["event", "id", "x", "namespace"]), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+RECORDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "@timestamp": st.sampled_from(["2026-11-27T02:00:00Z", "2026", 7]) | SCALARS,
+        "message": SCALARS,
+        "event": st.fixed_dictionaries(
+            {}, optional={"id": st.text(max_size=5) | SCALARS, "ingested": SCALARS, "x": VALUES}
+        )
+        | VALUES,
+        "kubernetes": st.fixed_dictionaries({}, optional={"namespace": SCALARS, "x": VALUES})
+        | VALUES,
+        "labels": VALUES,
+    },
+)
+LAYOUTS = st.sampled_from(
+    [
+        orjson.dumps,
+        lambda r: json.dumps(r).encode(),
+        lambda r: json.dumps(r, ensure_ascii=False).encode(),
+        lambda r: json.dumps(r, indent=1).encode(),
+        lambda r: b"  " + orjson.dumps(r) + b"\n",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(RECORDS, LAYOUTS)
+@example({"event": {"id": "a"}, "labels": {"event": {"x": 1}}}, lambda r: json.dumps(r).encode())
+@example({"event": {"id": "a"}, "m": '"event":{'}, orjson.dumps)
+@example({'a "event': {"q": 1}, "event": {"id": "z"}}, orjson.dumps)
+@example({"event": {"id": "a"}, "m": "caf\u00e9"}, orjson.dumps)
+def test_every_record_becomes_itself_with_ingested_added(record: dict[str, Any], layout) -> None:
+    """Records of the collector's usual shape take a cheaper road than the rest: whatever
+    the shape and the layout of its JSON, a record's document is the record as it was,
+    with `event.ingested` added, on one line of the bulk body."""
+    value = layout(record)
+    action, source, end = document(value, NAME, "T").lines.split(b"\n")
+    expected = orjson.loads(value)
+    event = expected.get("event")
+    if type(event) is not dict:
+        event = expected["event"] = {}
+    event["ingested"] = "T"
+    assert orjson.loads(source) == expected
+    assert end == b""
+    meta = orjson.loads(action)["create"]
+    assert meta["_index"] == NAME(expected)
+    doc_id = event.get("id")
+    assert meta.get("_id") == (doc_id if type(doc_id) is str and doc_id else None)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"event":{"id":"a"}}garbage',
+        b'{"event":{"id":"a"},"m":"\xff"}',
+        b'{"event":{"id":"a"},"m":"\xc0\xaf"}',
+        b'{"event":{"id":"a"},"m":"\\ud800"}',
+        b'{"event":{"id":"a"},"m":"\x01"}',
+        b'{"event":{"id":"a"},"m":[1,}',
+    ],
+)
+def test_records_that_look_usual_but_are_not_json_are_refused(value: bytes) -> None:
+    """Invalid UTF-8 among them: Elasticsearch would index an overlong encoding as if it
+    were another character."""
+    with pytest.raises(Undecodable):
+        document(value, NAME, "T")
