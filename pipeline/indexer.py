@@ -381,6 +381,9 @@ def client(config: Config) -> Elasticsearch:
         config.elasticsearch_url,
         request_timeout=60,
         max_retries=0,
-        serializer=bulk.Replies(),
+        serializers={
+            bulk.Replies.mimetype: bulk.Replies(),
+            bulk.Bodies.mimetype: bulk.Bodies(),
+        },
         **auth,
     )
