@@ -243,7 +243,7 @@ def main() -> None:
         "--warm-up",
         type=int,
         default=200_000,
-        help="documents posted to a scratch index first, so that no round meets a cold JVM",
+        help="documents a post to a scratch index, repeated until the node's rate settles",
     )
     parser.add_argument(
         "--pipeline", action="append", default=[], help="a flag for `pipeline run`, repeatable"
@@ -256,12 +256,16 @@ def main() -> None:
     run = uuid.uuid4().hex[:8]
     topic = f"bench-{run}"
     load(bootstrap, topic, args.records, run)
-    if args.warm_up:
-        # The node compiles its indexing code while it runs: the first round on a node just
-        # started used to be the low one (0.51-0.64 of the ceiling), whatever ran in it.
-        warm, _ = ceiling(es_url, es, f"logferry-bench-{run}-0", args.warm_up, run)
+    # A node just started indexes at half speed for a million documents or so (its code is
+    # compiled as it runs, its heap grows): the first round used to be the low one (0.51-0.72
+    # of the ceiling), whatever ran in it. Warmed up until two posts in a row agree.
+    warm: list[float] = []
+    while args.warm_up and len(warm) < 10 and not (len(warm) > 1 and warm[-1] < warm[-2] * 1.05):
+        warm.append(ceiling(es_url, es, f"logferry-bench-{run}-0", args.warm_up, run)[0])
         es.indices.delete(index=f"logferry-bench-{run}-*", allow_no_indices=True)
-        print(f"warm-up        {args.warm_up} documents, {warm:,.0f} docs/s", flush=True)
+    if warm:
+        rates = ", ".join(f"{rate:,.0f}" for rate in warm)
+        print(f"warm-up        {args.warm_up} documents at a time: {rates} docs/s", flush=True)
     # Throughput on a shared machine varies by a tenth from minute to minute: each round
     # measures the ceiling right after the indexer, and the median round is the figure.
     rounds: list[Round] = []
