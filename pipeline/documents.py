@@ -215,7 +215,8 @@ class Undecodable(ValueError):
     """A Kafka record that is not a JSON object: it goes to the dead-letter topic."""
 
 
-def document(value: bytes, index_name: IndexName, ingested: str) -> Document:
+def document(value: bytes | None, index_name: IndexName, ingested: str) -> Document:
+    """A Kafka record's value (None for a record without one) -> its bulk lines."""
     doc = fields_of(value, index_name)
     # The collector writes compact JSON with one `"event":{"id":…`: there the field is
     # spliced in, which is much cheaper than encoding the whole record again.
@@ -247,13 +248,13 @@ def document(value: bytes, index_name: IndexName, ingested: str) -> Document:
     )
 
 
-def fields_of(value: bytes, index_name: IndexName) -> dict[str, Any] | None:
+def fields_of(value: bytes | None, index_name: IndexName) -> dict[str, Any] | None:
     """The fields a document needs, read without building the rest of the record; None
     where the record must be read in full: a record that is not ASCII (msgspec does not
     check the UTF-8 of what it skips), holds a line break (the bulk body is split at line
     breaks, so it is encoded again) or is not a JSON object of the usual shape."""
     # `NEWLINE in value` is memchr; `b"\n" in value` is a slower general search.
-    if not value.isascii() or NEWLINE in value:
+    if type(value) is not bytes or not value.isascii() or NEWLINE in value:
         return None
     try:
         return index_name.decode_fields(value)
@@ -261,7 +262,7 @@ def fields_of(value: bytes, index_name: IndexName) -> dict[str, Any] | None:
         return None
 
 
-def parsed(value: bytes) -> dict[str, Any]:
+def parsed(value: bytes | None) -> dict[str, Any]:
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:

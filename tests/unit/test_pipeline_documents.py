@@ -85,9 +85,10 @@ def test_document_keeps_the_record_adds_ingested_and_uses_event_id() -> None:
     assert end == b""
 
 
-@pytest.mark.parametrize("value", [b"not json", b"[1]", b""])
-def test_undecodable_records_are_refused_with_a_reason(value: bytes) -> None:
-    with pytest.raises(Undecodable):
+@pytest.mark.parametrize("value", [b"not json", b"[1]", b"", None])
+def test_undecodable_records_are_refused_with_a_reason(value: bytes | None) -> None:
+    """None is a Kafka record without a value, as the consumer hands it over."""
+    with pytest.raises(Undecodable, match=r"^not"):
         document(value, NAME, "now")
 
 
