@@ -31,7 +31,7 @@ class IndexName:
             raise ValueError(f"index names are lower case: {pattern!r}")
         getters: list[Getter] = []
         raws: list[RawGetter] = []
-        paths = [["event", "id"], ["event", "ingested"]]
+        leaves: list[tuple[list[str], Any]] = [(["event", "id"], Any), (["event", "ingested"], Any)]
         literals: list[str] = []
         end = 0
         for match in PLACEHOLDER.finditer(pattern):
@@ -45,13 +45,15 @@ class IndexName:
             else:
                 getters.append(field_getter(field))
                 raws.append(raw_getter(field.split(".")))
-            paths.append(field.split("."))
+            # Text or null only: any other value is named from orjson's reading of it (an
+            # integer beyond 64 bits is a float there).
+            leaves.append((field.split("."), str | None))
             end = match.end()
         literals.append(pattern[end:])
         self.made = filled("%s".join(part.replace("%", "%%") for part in literals), getters)
         self.key = raw_key(raws)
         self.known: dict[tuple[Any, ...], tuple[str, bytes]] = {}
-        self.decode_fields = msgspec.json.Decoder(only(paths)).decode
+        self.decode_fields = msgspec.json.Decoder(only(leaves)).decode
         """A record's JSON -> a dict of only the fields a document needs: the name's, and
         `event`'s `id` and `ingested`."""
 
@@ -76,21 +78,22 @@ class IndexName:
         return named
 
 
-def only(paths: list[list[str]]) -> type:
-    """A TypedDict of just these paths: msgspec checks the rest of the JSON as it skips it,
-    but builds no object for it."""
+def only(leaves: list[tuple[list[str], Any]]) -> type:
+    """A TypedDict of just these paths, each of its type: msgspec checks the rest of the
+    JSON as it skips it, but builds no object for it. A path that ends where another goes
+    on is read whole, as the later of the two's type."""
     tree: dict[str, Any] = {}
-    for path in paths:
+    for path, kind in leaves:
         node = tree
         for key in path[:-1]:
             node = node.setdefault(key, {})
-            if node is Any:
+            if type(node) is not dict:
                 break
         else:
-            node[path[-1]] = Any
+            node[path[-1]] = kind
 
     def typed(node: dict[str, Any]) -> type:
-        fields = {k: Any if v is Any else typed(v) for k, v in node.items()}
+        fields = {k: typed(v) if type(v) is dict else v for k, v in node.items()}
         return TypedDict("Fields", fields, total=False)  # type: ignore[operator]
 
     return typed(tree)
@@ -231,14 +234,21 @@ def document(value: bytes | None, index_name: IndexName, ingested: str) -> Docum
         # The only `"event"` in the record, and an object: the record's own event.
         at += len(EVENT) + 2
         source = (value[:at], ingested_field(ingested), value[at:], b"\n")
+        index, quoted = index_name.named(doc)
     else:
         doc = parsed(value)
+        # Named from the record as it came, as above: `{event}` is in the name before
+        # `ingested` is in the event.
+        index, quoted = index_name.named(doc)
         event = doc.get("event")
         if type(event) is not dict:
             event = doc["event"] = {}
         event["ingested"] = ingested
-        source = (orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE),)
-    index, quoted = index_name.named(doc)
+        try:
+            source = (orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE),)
+        except orjson.JSONEncodeError as exc:
+            # orjson reads 1024 levels deep but writes 255.
+            raise Undecodable(f"cannot be written again: {exc}") from exc
     doc_id = event.get("id")
     # One join of the parts, without formatting the action first: this runs per record.
     if type(doc_id) is not str or not doc_id:
@@ -258,7 +268,8 @@ def fields_of(value: bytes | None, index_name: IndexName) -> dict[str, Any] | No
         return None
     try:
         return index_name.decode_fields(value)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, RecursionError):
+        # RecursionError: msgspec nests no deeper than the stack; orjson goes to 1024.
         return None
 
 

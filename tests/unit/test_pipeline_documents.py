@@ -231,19 +231,35 @@ LAYOUTS = st.sampled_from(
 )
 
 
-@settings(max_examples=400, deadline=None)
-@given(RECORDS, LAYOUTS)
-@example({"event": {"id": "a"}, "labels": {"event": {"x": 1}}}, lambda r: json.dumps(r).encode())
-@example({"event": {"id": "a"}, "m": '"event":{'}, orjson.dumps)
-@example({'a "event': {"q": 1}, "event": {"id": "z"}}, orjson.dumps)
-@example({"event": {"id": "a"}, "m": "caf\u00e9"}, orjson.dumps)
-def test_every_record_becomes_itself_with_ingested_added(record: dict[str, Any], layout) -> None:
-    """Records of the collector's usual shape take a cheaper road than the rest: whatever
-    the shape and the layout of its JSON, a record's document is the record as it was,
-    with `event.ingested` added, on one line of the bulk body."""
-    value = layout(record)
-    action, source, end = document(value, NAME, "T").lines.split(b"\n")
-    expected = orjson.loads(value)
+PATTERNS = [
+    NAME,
+    IndexName("x-{event}"),
+    IndexName("x-{event.ingested}-{event.id}"),
+    IndexName("{kubernetes}-{kubernetes.namespace}-{message}"),
+]
+
+
+def assert_document_is_the_record(value: bytes, name: IndexName) -> None:
+    """The document of `value` is the record as orjson reads it, with `event.ingested`
+    added, on one line of the bulk body, named from the record as it came; or, where orjson
+    reads no JSON object, refused."""
+    try:
+        expected = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        expected = None
+    if type(expected) is not dict:
+        with pytest.raises(Undecodable):
+            document(value, name, "T")
+        return
+    try:
+        doc = document(value, name, "T")
+    except Undecodable:
+        # Only a record orjson cannot write again (255 levels deep at most) may be refused.
+        with pytest.raises(orjson.JSONEncodeError):
+            orjson.dumps(expected)
+        return
+    action, source, end = doc.lines.split(b"\n")
+    index = name(expected)
     event = expected.get("event")
     if type(event) is not dict:
         event = expected["event"] = {}
@@ -251,9 +267,50 @@ def test_every_record_becomes_itself_with_ingested_added(record: dict[str, Any],
     assert orjson.loads(source) == expected
     assert end == b""
     meta = orjson.loads(action)["create"]
-    assert meta["_index"] == NAME(expected)
+    assert meta["_index"] == index
     doc_id = event.get("id")
     assert meta.get("_id") == (doc_id if type(doc_id) is str and doc_id else None)
+
+
+@settings(max_examples=600, deadline=None)
+@given(RECORDS, LAYOUTS, st.sampled_from(PATTERNS))
+@example(
+    {"event": {"id": "a"}, "labels": {"event": {"x": 1}}}, lambda r: json.dumps(r).encode(), NAME
+)
+@example({"event": {"id": "a"}, "m": '"event":{'}, orjson.dumps, NAME)
+@example({'a "event': {"q": 1}, "event": {"id": "z"}}, orjson.dumps, NAME)
+@example({"event": {"id": "a"}, "m": "caf\u00e9"}, orjson.dumps, NAME)
+def test_every_record_becomes_itself_with_ingested_added(
+    record: dict[str, Any], layout, name: IndexName
+) -> None:
+    """Records of the collector's usual shape take a cheaper road than the rest: whatever
+    the shape and the layout of its JSON, and the index pattern, a record's document is the
+    record as it was, with `event.ingested` added."""
+    assert_document_is_the_record(layout(record), name)
+
+
+NESTED = b'{"event":{"id":"a"},"m":%s}'
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        NESTED % (b"[" * 300 + b"]" * 300),
+        b'{"m":%s}' % (b"[" * 300 + b"]" * 300),
+        NESTED % (b"[" * 1000 + b"]" * 1000),
+        NESTED % (b"[" * 1100 + b"]" * 1100),
+        b'{"event":{"id":"a"},"kubernetes":{"namespace":18446744073709551616}}',
+        b'{"event":{"id":"a"},"message":-9223372036854775809}',
+        b'{"event":5}',
+        b'{"event":{"id":"a"}}',
+        b'{"event":{"id":"a","ingested":"then"},"kubernetes":{"namespace":["a"]}}',
+    ],
+)
+def test_records_at_the_edges_of_the_cheaper_road(value: bytes) -> None:
+    """Deep nesting, integers beyond 64 bits in the name's fields, an event that is not an
+    object, and patterns that name the event itself."""
+    for name in PATTERNS:
+        assert_document_is_the_record(value, name)
 
 
 @pytest.mark.parametrize(
