@@ -80,8 +80,8 @@ class IndexName:
 
 def only(leaves: list[tuple[list[str], Any]]) -> type:
     """A TypedDict of just these paths, each of its type: msgspec checks the rest of the
-    JSON as it skips it, but builds no object for it. A path that ends where another goes
-    on is read whole, as the later of the two's type."""
+    JSON as it skips it, but builds no object for it. Where one path ends inside another,
+    the shorter is read whole, with its own type."""
     tree: dict[str, Any] = {}
     for path, kind in leaves:
         node = tree
