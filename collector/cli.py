@@ -46,19 +46,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent: Agent | None = None
     listener: ForwardServer | None = None
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %s: stopping", signal.Signals(signum).name)
+    def halt() -> None:
         if agent is not None:
             agent.stopping = True
         if listener is not None:
             listener.drain()
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        halt()
+
+    def sink_failed(reason: str) -> None:
+        health.fail(reason)
+        halt()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     sink: Sink
     try:
         if config.sink == "kafka":
-            sink = KafkaSink(config.topic, config.kafka)
+            sink = KafkaSink(
+                config.topic, config.kafka, config.delivery_timeout if config.once else None
+            )
+            sink.on_failure = sink_failed
         else:
             sink = StreamSink.for_spec(config.sink)
     except KafkaException as exc:
@@ -89,12 +99,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
         elif config.forward_port:
             log.warning("forward_port is not listened on with --once")
-        return agent.run()
+        code = agent.run()
     finally:
         if listener is not None:
             listener.stop(config.shutdown_grace)
         if enricher is not None:
             enricher.stop()
+    return verdict(sink, code)
+
+
+def verdict(sink: Sink, code: int) -> int:
+    """The exit code; records not delivered make it 1, named on the last line.
+
+    A pod that exits non-zero is restarted, and a job or a script running --once learns that
+    its logs are not all in Kafka yet.
+    """
+    left = sink.undelivered()
+    if not left and sink.failure is None:
+        return code
+    why = f": {sink.failure}" if sink.failure else " at stop"
+    print(
+        f"collector: {left} records undelivered to {sink.where}{why}; checkpoints stay "
+        "before them, the next run reads them again",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def start_enricher(config: Config) -> Enricher | None:

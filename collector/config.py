@@ -21,6 +21,13 @@ from collector.settings import (
 )
 
 
+def positive_seconds(text: str) -> float:
+    value = seconds(text)
+    if value == 0:
+        raise ValueError("must be more than zero seconds")
+    return value
+
+
 def sink_spec(text: str) -> str:
     if text in ("kafka", "stdout") or (text.startswith("file:") and len(text) > 5):
         return text
@@ -85,6 +92,13 @@ OPTIONS = (
     Option("checkpoint_interval", 1.0, "seconds between checkpoint saves", seconds),
     Option("scan_interval", 0.5, "seconds between scans for new files", seconds),
     Option("shutdown_grace", 20.0, "seconds to deliver what is in flight at stop", seconds),
+    Option(
+        "delivery_timeout",
+        30.0,
+        "--once: seconds without any acknowledgement from the brokers after which the "
+        "records still undelivered are given up (exit 1; read again by the next run)",
+        positive_seconds,
+    ),
     Option("log_level", "info", "debug, info, warning or error", env="LOGFERRY_LOG_LEVEL"),
     Option(
         "kubernetes",
@@ -145,6 +159,7 @@ class Config:
     checkpoint_interval: float
     scan_interval: float
     shutdown_grace: float
+    delivery_timeout: float
     log_level: str
     kubernetes: str
     kubeconfig: str

@@ -25,6 +25,12 @@ class Metrics:
             "logferry_collector_records_without_metadata",
             "Records shipped without pod metadata from the API (tag metadata_missing)",
         )
+        self.sink_failures = Counter(
+            "logferry_collector_sink_failures",
+            "Times the sink gave up for good, by reason: fatal (fatal Kafka error), "
+            "authentication, delivery_timeout (--once)",
+            ["reason"],
+        )
         self.files_open = Gauge("logferry_collector_files_open", "Log files held open")
         self.files_waiting = Gauge(
             "logferry_collector_files_waiting",

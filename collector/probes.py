@@ -10,15 +10,25 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 
 class Health:
-    """What the probes report: alive while the main loop turns, ready once it has scanned."""
+    """What the probes report: alive while the main loop turns and the sink can deliver,
+    ready once it has scanned."""
 
     def __init__(self, stall_after: float = 30.0) -> None:
         self.beat = time.monotonic()
         self.ready = False
         self.stall_after = stall_after
+        self.failure: str | None = None
+        """Why the process can no longer do its work (a fatal Kafka error...): a restart is
+        the cure, so the liveness probe says so until the process exits."""
+
+    def fail(self, reason: str) -> None:
+        self.failure = reason
 
     def alive(self) -> bool:
-        return time.monotonic() - self.beat < self.stall_after
+        return self.failure is None and time.monotonic() - self.beat < self.stall_after
+
+    def why_not_alive(self) -> str:
+        return self.failure or "main loop stalled"
 
 
 def serve(port: int, health: Health, host: str = "0.0.0.0") -> ThreadingHTTPServer:
@@ -27,8 +37,10 @@ def serve(port: int, health: Health, host: str = "0.0.0.0") -> ThreadingHTTPServ
             if self.path == "/metrics":
                 self.reply(200, generate_latest(), CONTENT_TYPE_LATEST)
             elif self.path == "/healthz":
-                ok = health.alive()
-                self.reply(200 if ok else 503, b"ok\n" if ok else b"main loop stalled\n")
+                if health.alive():
+                    self.reply(200, b"ok\n")
+                else:
+                    self.reply(503, f"{health.why_not_alive()}\n".encode())
             elif self.path == "/readyz":
                 ok = health.ready and health.alive()
                 self.reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")

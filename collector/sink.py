@@ -40,10 +40,16 @@ KAFKA_DEFAULTS: dict[str, Any] = {
 
 
 class Sink(Protocol):
+    failure: str | None
+    """Why the sink will deliver nothing more, once it knows; the program then stops."""
+    where: str
+    """Where records go, as the last line names it: the brokers, or the stream."""
+
     def send(self, key: str, values: list[bytes], done: Done) -> None: ...
     def poll(self, timeout: float) -> None: ...
     def flush(self, timeout: float) -> int: ...
     def close(self) -> None: ...
+    def undelivered(self) -> int: ...
 
 
 class Interrupted(Exception):
@@ -53,9 +59,14 @@ class Interrupted(Exception):
 PARTITIONS_REFRESH = 60.0
 """Seconds between looks at the topic's partition count (a topic may be given more)."""
 
+FLUSH_SLICE = 0.2
+"""Seconds of one wait inside flush: the delivery timeout is looked at in between."""
+
 
 class KafkaSink:
-    def __init__(self, topic: str, config: dict[str, Any]) -> None:
+    def __init__(
+        self, topic: str, config: dict[str, Any], delivery_timeout: float | None = None
+    ) -> None:
         settings = {
             **KAFKA_DEFAULTS,
             **config,
@@ -78,13 +89,55 @@ class KafkaSink:
         self.waiting: Callable[[], bool] = lambda: False
         """Called while reading is paused for room: keeps the agent's liveness beat going,
         and returns True when the wait should be given up."""
+        self.where = str(settings.get("bootstrap.servers", ""))
+        self.delivery_timeout = delivery_timeout
+        """--once: seconds without any acknowledgement after which undelivered records are
+        given up (None: wait for the brokers however long they are away)."""
+        self.progress = time.monotonic()
+        """When the brokers last acknowledged a batch, or nothing was waiting for them."""
+        self.gave_up = False
+        self.failure: str | None = None
+        self.on_failure: Callable[[str], None] = lambda _reason: None
+        """Told once, on the thread that polls, when nothing more will be delivered."""
+        self.refused = 0
+        """Records of batches that failed for good (no longer in librdkafka's queue)."""
 
     def on_error(self, error: KafkaError) -> None:
         METRICS.delivery_errors.inc()
+        # librdkafka retries an authentication failure for ever, and after a fatal error
+        # (e.g. the idempotent producer lost its sequence) every later batch fails: only a
+        # restart, with the operator's fix, can deliver again.
         if error.fatal():
-            log.error("kafka fatal error: %s", error.str())
+            self.fail("fatal", f"kafka fatal error: {error.str()}")
+        elif error.code() == KafkaError._AUTHENTICATION:
+            self.fail("authentication", f"kafka authentication failed: {error.str()}")
         else:
             log.warning("kafka: %s", error.str())
+
+    def fail(self, kind: str, reason: str) -> None:
+        """Nothing more will be delivered: say why once, and let the program stop."""
+        if self.failure is not None:
+            return
+        self.failure = reason
+        METRICS.sink_failures.labels(kind).inc()
+        log.error("%s; stopping, checkpoints stay at the last acknowledged record", reason)
+        self.on_failure(reason)
+
+    def check_delivery(self) -> None:
+        """--once: give up when the brokers have acknowledged nothing for delivery_timeout."""
+        now = time.monotonic()
+        if not len(self.producer):
+            self.progress = now
+        elif self.delivery_timeout is not None and now - self.progress >= self.delivery_timeout:
+            self.gave_up = True
+            self.fail(
+                "delivery_timeout",
+                f"the brokers acknowledged nothing for {self.delivery_timeout:g} s "
+                "(delivery_timeout)",
+            )
+
+    def undelivered(self) -> int:
+        return len(self.producer) + self.refused
 
     def send(self, key: str, values: list[bytes], done: Done) -> None:
         if not values:
@@ -92,10 +145,14 @@ class KafkaSink:
             return
         produce = self.producer.produce
         topic = self.topic
+        count = len(values)
 
         def delivered(error: KafkaError | None, _message: object) -> None:
-            if error is not None:
+            if error is None:
+                self.progress = time.monotonic()
+            else:
                 METRICS.delivery_errors.inc()
+                self.refused += count
                 log.error("kafka delivery failed, checkpoint kept: %s", error.str())
             done(error is None)
 
@@ -125,6 +182,7 @@ class KafkaSink:
                 self.send(key, values, done)
                 return
             METRICS.delivery_errors.inc()
+            self.refused += len(values)
             log.error("kafka refused a record, checkpoint kept: %s", exc)
             done(False)
             return
@@ -143,9 +201,10 @@ class KafkaSink:
         Reading pauses meanwhile, so memory stays bounded however long the broker is away.
         """
         while True:
-            if self.waiting():
+            if self.waiting() or self.failure is not None:
                 raise Interrupted
             self.producer.poll(0.05)
+            self.check_delivery()
             try:
                 self.producer.produce(topic, value, key, partition, on_delivery=callback)
                 return
@@ -154,6 +213,7 @@ class KafkaSink:
 
     def poll(self, timeout: float) -> None:
         self.producer.poll(timeout)
+        self.check_delivery()
         if self.own_partitioner and time.monotonic() >= self.partitions_due:
             self.count_partitions()
 
@@ -172,7 +232,16 @@ class KafkaSink:
             self.partitions_due = time.monotonic() + 1.0
 
     def flush(self, timeout: float) -> int:
-        return self.producer.flush(timeout)
+        """Serve deliveries until none is waiting or `timeout` passed (none once given up)."""
+        deadline = time.monotonic() + timeout
+        left = self.producer.flush(0)
+        while left and not self.gave_up:
+            self.check_delivery()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.gave_up:
+                break
+            left = self.producer.flush(min(remaining, FLUSH_SLICE))
+        return left
 
     def close(self) -> None:
         self.producer.flush(0)
@@ -181,15 +250,18 @@ class KafkaSink:
 class StreamSink:
     """JSON lines to stdout or a file; a batch counts as delivered once written and flushed."""
 
-    def __init__(self, stream: IO[bytes], owned: bool) -> None:
+    def __init__(self, stream: IO[bytes], owned: bool, where: str = "stdout") -> None:
         self.stream = stream
         self.owned = owned
+        self.where = where
+        self.failure: str | None = None
 
     @classmethod
     def for_spec(cls, spec: str) -> StreamSink:
         if spec == "stdout":
             return cls(sys.stdout.buffer, owned=False)
-        return cls(open(spec.removeprefix("file:"), "ab"), owned=True)
+        path = spec.removeprefix("file:")
+        return cls(open(path, "ab"), owned=True, where=path)
 
     def send(self, key: str, values: list[bytes], done: Done) -> None:
         if values:
@@ -210,3 +282,7 @@ class StreamSink:
         self.stream.flush()
         if self.owned:
             self.stream.close()
+
+    def undelivered(self) -> int:
+        """Written records are delivered; a failed write raises instead."""
+        return 0

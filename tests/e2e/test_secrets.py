@@ -197,6 +197,56 @@ def test_a_wrong_password_is_reported_without_either_password(
         assert secret not in metrics
 
 
+def test_a_wrong_password_fails_the_health_probe_and_ends_the_process(
+    tmp_path: Path, sasl_broker: SaslBroker
+) -> None:
+    """Authentication never heals by retrying: the pod must restart (with fixed credentials),
+    and the checkpoint stays where the brokers last acknowledged."""
+    topic = new_topic(sasl_broker.plain, partitions=3)
+    writer = NodeWriter(tmp_path, plain_specs()[:1], rate=100, docker_rotation=Rotation())
+    writer.run(duration=1)
+    (metrics_port,) = free_ports(1)
+    collector = start_collector(
+        tmp_path,
+        sasl_broker.sasl,
+        topic,
+        "--kubernetes",
+        "off",
+        "--metrics-port",
+        str(metrics_port),
+        "--shutdown-grace",
+        "3",
+        *sasl_broker.client_flags(f"wrong-{uuid.uuid4().hex}"),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        status, body = 200, ""
+        while status == 200 and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{metrics_port}/healthz", timeout=10
+                ) as reply:
+                    status, body = reply.status, reply.read().decode()
+            except urllib.error.HTTPError as exc:
+                status, body = exc.code, exc.read().decode()
+            except OSError:
+                pass
+            time.sleep(0.2)
+        assert status == 503, f"/healthz still answers {status} {body!r}"
+        assert "authentication" in body.lower(), body
+        code = collector.wait(60)
+    finally:
+        if collector.poll() is None:
+            collector.kill()
+    assert code != 0
+    last = (tmp_path / "collector.log").read_text().strip().splitlines()[-1]
+    assert "authentication" in last.lower(), last
+    assert sasl_broker.sasl in last, last
+    state = tmp_path / "state" / "checkpoints.json"
+    saved = orjson.loads(state.read_bytes())["files"] if state.exists() else {}
+    assert all(entry["offset"] == 0 for entry in saved.values()), saved
+
+
 def run_program(tmp: Path, program: str, *flags: str) -> subprocess.CompletedProcess[str]:
     """`python -m collector|pipeline run` that is expected to stop at a setting."""
     command = [sys.executable, "-m", program]

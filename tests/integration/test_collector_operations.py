@@ -63,7 +63,7 @@ def test_broker_away_pauses_reading_in_bounded_memory_and_loses_nothing(
         assert rss_mib(collector.pid) < 150
         started = time.monotonic()
         collector.send_signal(signal.SIGTERM)
-        assert collector.wait(30) == 0
+        assert collector.wait(30) == 1, "records undelivered at stop make the exit code 1"
         assert time.monotonic() - started < 10
     finally:
         if collector.poll() is None:
