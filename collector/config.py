@@ -197,4 +197,33 @@ def parse(argv: Sequence[str] | None = None) -> Config:
         values["node_name"] = socket.gethostname()
     if values["bootstrap_servers"]:
         values["kafka"] = {"bootstrap.servers": values["bootstrap_servers"], **values["kafka"]}
+    checkpoint_safe(values["kafka"])
     return Config(**values)
+
+
+def checkpoint_safe(kafka: dict[str, Any]) -> None:
+    """Refuses producer settings under which a delivery report would not speak for its batch.
+
+    Only a batch's last record gets a delivery report (one callback per record would cost
+    more than the rest of the path), and a file's checkpoint advances on it. That holds only
+    when the whole batch is acknowledged by all in-sync replicas, in order, without gaps, on
+    one partition: acks=all, idempotence, a key-based partitioner.
+    """
+    given = {str(k).strip(): str(v).strip().lower() for k, v in kafka.items()}
+    why = "only a batch's last record gets a delivery report, and checkpoints advance on it"
+    if given.get("enable.idempotence", "true") in ("false", "f", "0"):
+        raise SettingError(
+            f"setting kafka: enable.idempotence=false is refused: {why}, which speaks for "
+            "the records before it only when idempotence keeps them in order without gaps"
+        )
+    for key in ("acks", "request.required.acks"):
+        if given.get(key, "all") not in ("all", "-1"):
+            raise SettingError(
+                f"setting kafka: {key}={given[key]} is refused: {why}, which must mean "
+                "that every in-sync replica holds the batch (acks=all)"
+            )
+    if given.get("partitioner") == "random":
+        raise SettingError(
+            f"setting kafka: partitioner=random is refused: {why}, which speaks for the "
+            "records before it only when the batch's key keeps them on one partition"
+        )

@@ -94,3 +94,29 @@ def test_help_documents_every_option() -> None:
     assert done.returncode == 0
     for option in OPTIONS:
         assert f"--{option.name.replace('_', '-')}" in done.stdout.decode()
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("enable.idempotence=false", "enable.idempotence"),
+        ("partitioner=random", "partitioner"),
+    ],
+)
+def test_kafka_settings_that_break_checkpoint_safety_are_refused(
+    tmp_path: Path, setting: str, named: str
+) -> None:
+    """Only a batch's last record gets a delivery report: it speaks for the batch only when
+    idempotence keeps the batch in order on one partition."""
+    append(docker_container(tmp_path / "docker", "e" * 64), docker_line("x"))
+    done = collector(
+        "--once", "--sink", "kafka", "--bootstrap-servers", "127.0.0.1:1",
+        "--kafka", setting, "--docker-root", str(tmp_path / "docker"),
+        "--log-root", str(tmp_path / "log"), "--state-dir", str(tmp_path / "state"),
+        "--metrics-port", "0",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert named in lines[0], lines[0]
+    assert "checkpoint" in lines[0], lines[0]
