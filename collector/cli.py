@@ -19,6 +19,7 @@ from collector.forward import ForwardServer
 from collector.probes import Health, serve
 from collector.settings import SettingError
 from collector.sink import KafkaSink, Sink, StreamSink
+from collector.statelock import StateDirLocked, lock_state_dir
 
 if TYPE_CHECKING:
     from collector.enrich import Enricher
@@ -33,6 +34,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"collector: {exc}", file=sys.stderr)
         return 2
     jsonlog.setup(config.log_level)
+    # First: a second collector on the folder must say so, not fail later on a busy port.
+    # The lock's descriptor is never closed: the kernel lets go of it when the process ends.
+    try:
+        lock_state_dir(config.state_dir)
+    except (StateDirLocked, OSError) as exc:
+        print(f"collector: setting state_dir: {exc}", file=sys.stderr)
+        return 2
     health = Health()
     if config.metrics_port:
         try:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -120,3 +122,37 @@ def test_kafka_settings_that_break_checkpoint_safety_are_refused(
     assert len(lines) == 1, lines
     assert named in lines[0], lines[0]
     assert "checkpoint" in lines[0], lines[0]
+
+
+def test_a_second_collector_on_the_same_state_dir_exits_2_naming_it(tmp_path: Path) -> None:
+    log = docker_container(tmp_path / "docker", "f" * 64)
+    append(log, docker_line("first"))
+    state = tmp_path / "state"
+    out = tmp_path / "out.jsonl"
+    flags = [
+        "--docker-root", str(tmp_path / "docker"), "--log-root", str(tmp_path / "log"),
+        "--state-dir", str(state), "--metrics-port", "0", "--scan-interval", "0.1",
+    ]  # fmt: skip
+    first = subprocess.Popen(
+        [sys.executable, "-m", "collector", "--sink", f"file:{out}", *flags],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (out.exists() and out.read_bytes()) and time.monotonic() < deadline:
+            assert first.poll() is None, "the first collector stopped"
+            time.sleep(0.05)
+        assert out.read_bytes(), "the first collector shipped nothing"
+        second = collector("--once", "--sink", f"file:{tmp_path / 'second.jsonl'}", *flags)
+        assert second.returncode == 2, second.stderr
+        lines = second.stderr.decode().strip().splitlines()
+        assert len(lines) == 1, lines
+        assert str(state) in lines[0], lines[0]
+        assert not (tmp_path / "second.jsonl").exists()
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(60)
+    third = collector("--once", "--sink", f"file:{tmp_path / 'third.jsonl'}", *flags)
+    assert third.returncode == 0, third.stderr
