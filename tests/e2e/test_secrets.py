@@ -181,8 +181,10 @@ def test_a_wrong_password_is_reported_without_either_password(
         "debug",
         "--metrics-port",
         str(metrics_port),
+        # An authentication failure ends the process after the grace: long enough for
+        # /metrics to be read while it lives.
         "--shutdown-grace",
-        "1",
+        "15",
         *sasl_broker.client_flags(wrong),
     )
     try:
@@ -214,8 +216,9 @@ def test_a_wrong_password_fails_the_health_probe_and_ends_the_process(
         "off",
         "--metrics-port",
         str(metrics_port),
+        # The probe is read during the grace, before the process exits on its own.
         "--shutdown-grace",
-        "3",
+        "10",
         *sasl_broker.client_flags(f"wrong-{uuid.uuid4().hex}"),
     )
     try:
