@@ -207,7 +207,8 @@ def checkpoint_safe(kafka: dict[str, Any]) -> None:
     Only a batch's last record gets a delivery report (one callback per record would cost
     more than the rest of the path), and a file's checkpoint advances on it. That holds only
     when the whole batch is acknowledged by all in-sync replicas, in order, without gaps, on
-    one partition: acks=all, idempotence, a key-based partitioner.
+    one partition, and no record of it given up alone: acks=all, idempotence, a key-based
+    partitioner, no message timeout.
     """
     given = {str(k).strip(): str(v).strip().lower() for k, v in kafka.items()}
     why = "only a batch's last record gets a delivery report, and checkpoints advance on it"
@@ -221,6 +222,13 @@ def checkpoint_safe(kafka: dict[str, Any]) -> None:
             raise SettingError(
                 f"setting kafka: {key}={given[key]} is refused: {why}, which must mean "
                 "that every in-sync replica holds the batch (acks=all)"
+            )
+    for key in ("message.timeout.ms", "delivery.timeout.ms"):
+        if given.get(key, "0") != "0":
+            raise SettingError(
+                f"setting kafka: {key}={given[key]} is refused: {why}, and a record before it "
+                "that times out is lost without a report (records wait for the brokers as "
+                "long as they are away; --once gives up after --delivery-timeout instead)"
             )
     if given.get("partitioner") == "random":
         raise SettingError(

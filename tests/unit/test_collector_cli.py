@@ -103,6 +103,7 @@ def test_help_documents_every_option() -> None:
     [
         ("enable.idempotence=false", "enable.idempotence"),
         ("partitioner=random", "partitioner"),
+        ("message.timeout.ms=300000", "message.timeout.ms"),
     ],
 )
 def test_kafka_settings_that_break_checkpoint_safety_are_refused(
