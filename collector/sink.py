@@ -11,7 +11,9 @@ import logging
 import sys
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -50,6 +52,14 @@ class Sink(Protocol):
     def flush(self, timeout: float) -> int: ...
     def close(self) -> None: ...
     def undelivered(self) -> int: ...
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A batch sent and not yet reported to its `done`."""
+
+    done: Done
+    ok: bool | None = None
 
 
 class Interrupted(Exception):
@@ -101,6 +111,8 @@ class KafkaSink:
         """Told once, on the thread that polls, when nothing more will be delivered."""
         self.refused = 0
         """Records of batches that failed for good (no longer in librdkafka's queue)."""
+        self.unsettled: dict[bytes, deque[Outcome]] = {}
+        """Per key, its batches not reported yet, oldest first."""
 
     def on_error(self, error: KafkaError) -> None:
         METRICS.delivery_errors.inc()
@@ -140,9 +152,18 @@ class KafkaSink:
         return len(self.producer) + self.refused
 
     def send(self, key: str, values: list[bytes], done: Done) -> None:
+        key_bytes = key.encode()
+        order = self.unsettled.get(key_bytes)
         if not values:
-            done(True)
+            if order is None:
+                done(True)
+            else:
+                order.append(Outcome(done, True))
             return
+        if order is None:
+            order = self.unsettled[key_bytes] = deque()
+        outcome = Outcome(done)
+        order.append(outcome)
         produce = self.producer.produce
         topic = self.topic
         count = len(values)
@@ -154,9 +175,9 @@ class KafkaSink:
                 METRICS.delivery_errors.inc()
                 self.refused += count
                 log.error("kafka delivery failed, checkpoint kept: %s", error.str())
-            done(error is None)
+            outcome.ok = error is None
+            self.settle(key_bytes)
 
-        key_bytes = key.encode()
         # The same partition as librdkafka's consistent partitioners would choose.
         partition = zlib.crc32(key_bytes) % self.partitions if self.partitions else -1
         # Records of one file share a key, so one partition: with idempotence on, Kafka
@@ -179,14 +200,34 @@ class KafkaSink:
                 # with the same event.id, which the pipeline stores once.
                 self.partitions = 0
                 self.partitions_due = 0.0
+                order.remove(outcome)
+                if not order:
+                    del self.unsettled[key_bytes]
                 self.send(key, values, done)
                 return
             METRICS.delivery_errors.inc()
             self.refused += len(values)
             log.error("kafka refused a record, checkpoint kept: %s", exc)
-            done(False)
+            outcome.ok = False
+            self.settle(key_bytes)
             return
         METRICS.records_produced.inc(len(values))
+
+    def settle(self, key: bytes) -> None:
+        """Reports a key's batches in the order they were sent, whatever order the brokers
+        acknowledged them in.
+
+        A key's batches share a partition, so idempotence keeps them in order, until the
+        topic is given more partitions: the next batch then goes elsewhere and may be
+        acknowledged first. The agent moves a file's checkpoint on each report, so a report
+        must never overtake one that may still fail.
+        """
+        order = self.unsettled[key]
+        while order and order[0].ok is not None:
+            first = order.popleft()
+            first.done(bool(first.ok))
+        if not order:
+            del self.unsettled[key]
 
     def wait_for_room(
         self,

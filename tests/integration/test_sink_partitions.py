@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import zlib
 
 from confluent_kafka import Consumer, Producer
 
@@ -61,3 +62,30 @@ def test_a_containers_records_go_where_librdkafkas_partitioner_sends_its_key(
     assert all(len(p) == 1 for p in got.values()), "a container's records were spread"
     assert got == want
     assert len(set().union(*got.values())) > 1
+
+
+def test_a_keys_batches_are_reported_in_the_order_sent_when_its_partition_changes(
+    kafka_bootstrap: str,
+) -> None:
+    """A topic given more partitions sends a key's next batch elsewhere, where it may be
+    acknowledged before the batch sent ahead of it. The agent moves a file's checkpoint on
+    each report, so the reports must come in the order the batches were sent: else the
+    checkpoint passes records that may still fail."""
+    topic = new_topic(kafka_bootstrap, partitions=2)
+    key = next(k for k in KEYS if zlib.crc32(k.encode()) % 2 == 1)
+    sink = KafkaSink(topic, {"bootstrap.servers": kafka_bootstrap})
+    deadline = time.monotonic() + 30
+    while sink.partitions != 2 and time.monotonic() < deadline:
+        sink.count_partitions()
+    assert sink.partitions == 2
+    # The sink as it was before the topic's second partition: the key's first batch goes
+    # to partition 0, behind many records; the next one to partition 1, alone.
+    sink.partitions = 1
+    reports: list[tuple[str, bool]] = []
+    backlog = [b'{"n":%d,"pad":"%s"}' % (n, b"x" * 200) for n in range(100_000)]
+    sink.send(key, backlog, lambda ok: reports.append(("first", ok)))
+    sink.partitions = 2
+    sink.send(key, [b'{"n":"last"}'], lambda ok: reports.append(("second", ok)))
+    assert sink.flush(60) == 0
+    sink.poll(0)
+    assert reports == [("first", True), ("second", True)]
