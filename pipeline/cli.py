@@ -15,7 +15,7 @@ from elasticsearch import ApiError
 
 from collector import jsonlog
 from collector.probes import Health, serve
-from collector.settings import SettingError
+from collector.settings import SettingError, version
 from pipeline.config import Config, parse, shown
 from pipeline.indexer import Indexer, client
 from pipeline.setup import install_dashboards, install_templates
@@ -35,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] in (["-h"], ["--help"]):
         print(USAGE)
+        return 0
+    if args[:1] == ["--version"]:
+        print(f"logferry {version()}")
         return 0
     try:
         config = parse(args)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from collector.settings import Option, SettingError, load, port, positive_int, seconds
+from collector.settings import Option, SettingError, load, port, positive_int, seconds, size
 from pipeline.documents import IndexName
 
 
@@ -39,12 +39,23 @@ def index_name(text: str) -> str:
     return text
 
 
+RUN = ("run",)
+SETUP = ("setup",)
+
 OPTIONS = (
-    Option("bootstrap_servers", "", "Kafka bootstrap servers", env="KAFKA_BOOTSTRAP_SERVERS"),
-    Option("topic", "logs", "Kafka topic to read", env="LOGFERRY_TOPIC"),
-    Option("group", "logferry-pipeline", "Kafka consumer group"),
-    Option("dead_letter_topic", "logs.dlq", "topic for documents Elasticsearch refuses"),
-    Option("kafka", {}, "librdkafka setting KEY=VALUE for consumer and producer, repeatable"),
+    Option(
+        "bootstrap_servers", "", "Kafka bootstrap servers", env="KAFKA_BOOTSTRAP_SERVERS",
+        commands=RUN,
+    ),
+    Option("topic", "logs", "Kafka topic to read", env="LOGFERRY_TOPIC", commands=RUN),
+    Option("group", "logferry-pipeline", "Kafka consumer group", commands=RUN),
+    Option(
+        "dead_letter_topic", "logs.dlq", "topic for documents Elasticsearch refuses", commands=RUN
+    ),
+    Option(
+        "kafka", {}, "librdkafka setting KEY=VALUE for consumer and producer, repeatable",
+        commands=RUN,
+    ),
     Option("elasticsearch_url", "", "Elasticsearch URL", url, env="ELASTICSEARCH_URL"),
     Option("elasticsearch_api_key", "", "API key", env="ELASTICSEARCH_API_KEY"),
     Option("elasticsearch_username", "", "basic auth user", env="ELASTICSEARCH_USERNAME"),
@@ -54,15 +65,27 @@ OPTIONS = (
         "logferry-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}",
         "index name from record fields; {@timestamp:...} takes %Y %m %d",
         index_name,
+        commands=RUN,
     ),
-    Option("bulk_bytes", 5_000_000, "bulk request size in bytes", positive_int),
-    Option("flush_interval", 1.0, "seconds a document waits at most before its bulk", some_seconds),
-    Option("bulks_in_flight", 2, "bulk requests sent before the oldest is answered", positive_int),
-    Option("max_backoff", 30.0, "longest wait between retries, seconds", some_seconds),
-    Option("metrics_port", 2021, "port of /metrics, /healthz, /readyz (0: off)", port),
-    Option("kibana", "", "setup: also import the dashboards into this Kibana URL", url),
+    Option("bulk_bytes", 5_000_000, "bulk request size (5MB, 512KiB...)", size, commands=RUN),
+    Option(
+        "flush_interval", 1.0, "longest wait of a document before its bulk (1s, 500ms...)",
+        some_seconds, commands=RUN,
+    ),
+    Option(
+        "bulks_in_flight", 2, "bulk requests sent before the oldest is answered", positive_int,
+        commands=RUN,
+    ),
+    Option(
+        "max_backoff", 30.0, "longest wait between retries (30s, 2m...)", some_seconds,
+        commands=RUN,
+    ),
+    Option(
+        "metrics_port", 2021, "port of /metrics, /healthz, /readyz (0: off)", port, commands=RUN
+    ),
+    Option("kibana", "", "also import the dashboards into this Kibana URL", url, commands=SETUP),
     Option("log_level", "info", "debug, info, warning or error", env="LOGFERRY_LOG_LEVEL"),
-)
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,9 +112,13 @@ class Config:
 
 def parse(argv: Sequence[str]) -> Config:
     if not argv or argv[0] not in ("run", "setup"):
-        raise SettingError("command: give `run` (index from Kafka) or `setup` (install templates)")
+        raise SettingError(
+            "command: give `run` (index from Kafka) or `setup` (install templates) "
+            "(`python -m pipeline --help` lists them)"
+        )
     command = argv[0]
-    values = load(f"python -m pipeline {command}", "logferry indexer", OPTIONS, argv[1:])
+    description = {"run": "index records from Kafka", "setup": "install templates, dashboards"}
+    values = load(f"python -m pipeline {command}", description[command], OPTIONS, argv[1:], command)
     if not values["elasticsearch_url"]:
         raise SettingError(
             "setting elasticsearch_url: needed (--elasticsearch-url or ELASTICSEARCH_URL)"
