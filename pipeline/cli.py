@@ -58,7 +58,9 @@ def setup(config: Config) -> int:
         install_templates(es)
     except (ApiError, TransportError) as exc:
         where = shown(config.elasticsearch_url)
-        print(f"pipeline: setup failed at {where}: {exc}", file=sys.stderr)
+        # A TransportError's str() is only its kind ("TLS error"); the cause is in .message.
+        reason = f"{exc}: {exc.message}" if isinstance(exc, TransportError) else str(exc)
+        print(f"pipeline: setup failed at {where}: {reason}", file=sys.stderr)
         return 1
     if config.kibana:
         try:

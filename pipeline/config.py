@@ -34,6 +34,15 @@ def shown(address: str) -> str:
     return urlunsplit(parts._replace(netloc=f"***@{netloc}"))
 
 
+def readable_file(text: str) -> str:
+    try:
+        with open(text, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {text}: {exc.strerror}") from None
+    return text
+
+
 def index_name(text: str) -> str:
     IndexName(text)
     return text
@@ -60,6 +69,10 @@ OPTIONS = (
     Option("elasticsearch_api_key", "", "API key", env="ELASTICSEARCH_API_KEY"),
     Option("elasticsearch_username", "", "basic auth user", env="ELASTICSEARCH_USERNAME"),
     Option("elasticsearch_password", "", "basic auth password", env="ELASTICSEARCH_PASSWORD"),
+    Option(
+        "elasticsearch_ca_certs", "", "CA bundle (PEM) for an https:// Elasticsearch",
+        readable_file, env="ELASTICSEARCH_CA_CERTS",
+    ),
     Option(
         "index",
         "logferry-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}",
@@ -100,6 +113,7 @@ class Config:
     elasticsearch_api_key: str
     elasticsearch_username: str
     elasticsearch_password: str
+    elasticsearch_ca_certs: str
     index: str
     bulk_bytes: int
     flush_interval: float

@@ -414,7 +414,8 @@ def test_pipeline_and_setup_run_as_non_root(rendered: list[dict[str, Any]]) -> N
         pod = doc["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] != 0
-        security = container(doc)["securityContext"]
+    for c in pipeline_containers(rendered):
+        security = c["securityContext"]
         assert security["readOnlyRootFilesystem"] is True
         assert security["allowPrivilegeEscalation"] is False
         assert security["capabilities"] == {"drop": ["ALL"]}
@@ -489,6 +490,54 @@ def test_pipeline_accepts_its_arguments(
     assert config.elasticsearch_url == endpoints(base)["ELASTICSEARCH_URL"]
     if command == "setup":
         assert config.kibana == endpoints(base)["KIBANA_URL"]
+
+
+def pipeline_containers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every container that runs the pipeline image: the Deployment's, its init, the Job's."""
+    out = []
+    for doc in (one(docs, "Deployment"), one(docs, "Job")):
+        pod = doc["spec"]["template"]["spec"]
+        out += pod.get("initContainers", []) + pod["containers"]
+    return out
+
+
+def test_the_pipeline_waits_for_its_templates(
+    base: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pod = one(base, "Deployment")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["image"] == container(one(base, "Deployment"))["image"]
+    env = container_env(base, init)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = pipeline_parse(expanded(init["args"], env))
+    assert config.command == "setup"
+    assert not config.kibana  # indexing must not wait for Kibana
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_elasticsearch_credentials_and_ca_come_from_optional_secrets(
+    rendered: list[dict[str, Any]],
+) -> None:
+    from pipeline.config import OPTIONS
+
+    wanted = {"ELASTICSEARCH_API_KEY", "ELASTICSEARCH_USERNAME", "ELASTICSEARCH_PASSWORD"}
+    assert wanted <= {o.env for o in OPTIONS}
+    ca_env = next(o.env for o in OPTIONS if o.name == "elasticsearch_ca_certs")
+    assert ca_env in endpoints(rendered)
+    for c in pipeline_containers(rendered):
+        refs = {
+            e["name"]: e["valueFrom"]["secretKeyRef"]
+            for e in c.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        assert set(refs) == wanted, c["name"]
+        assert all(r["optional"] is True for r in refs.values()), c["name"]
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        assert mounts["elasticsearch-ca"]["readOnly"] is True, c["name"]
+    for doc in (one(rendered, "Deployment"), one(rendered, "Job")):
+        volumes = {v["name"]: v for v in doc["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["elasticsearch-ca"]["secret"]["optional"] is True
 
 
 # -- the overlay -----------------------------------------------------------------------------
