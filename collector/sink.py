@@ -97,6 +97,8 @@ class KafkaSink:
             if error is not None:
                 METRICS.delivery_errors.inc()
                 log.error("kafka delivery failed, checkpoint kept: %s", error.str())
+            else:
+                METRICS.records_acknowledged.inc(len(values))
             done(error is None)
 
         key_bytes = key.encode()
@@ -196,6 +198,7 @@ class StreamSink:
             self.stream.write(b"\n".join(values) + b"\n")
             self.stream.flush()
             METRICS.records_produced.inc(len(values))
+            METRICS.records_acknowledged.inc(len(values))
         done(True)
 
     def poll(self, timeout: float) -> None:
