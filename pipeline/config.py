@@ -7,7 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from collector.settings import Option, SettingError, load, port, positive_int, seconds, size
+from collector.settings import (
+    Option,
+    SettingError,
+    boolean,
+    load,
+    port,
+    positive_int,
+    seconds,
+    size,
+)
 from pipeline.documents import IndexName
 
 
@@ -50,6 +59,7 @@ def index_name(text: str) -> str:
 
 RUN = ("run",)
 SETUP = ("setup",)
+RETENTION = ("retention",)
 
 OPTIONS = (
     Option(
@@ -78,7 +88,7 @@ OPTIONS = (
         "logferry-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}",
         "index name from record fields; {@timestamp:...} takes %Y %m %d",
         index_name,
-        commands=RUN,
+        commands=(*RUN, *RETENTION),
     ),
     Option("bulk_bytes", 5_000_000, "bulk request size (5MB, 512KiB...)", size, commands=RUN),
     Option(
@@ -97,6 +107,14 @@ OPTIONS = (
         "metrics_port", 2021, "port of /metrics, /healthz, /readyz (0: off)", port, commands=RUN
     ),
     Option("kibana", "", "also import the dashboards into this Kibana URL", url, commands=SETUP),
+    Option(
+        "keep_days", 0, "retention: keep indices whose day is within this many days", positive_int,
+        env="LOGFERRY_KEEP_DAYS", commands=RETENTION,
+    ),
+    Option(
+        "apply", False, "retention: delete (without it, only say what would go)", boolean,
+        switch=True, commands=RETENTION,
+    ),
     Option("log_level", "info", "debug, info, warning or error", env="LOGFERRY_LOG_LEVEL"),
 )  # fmt: skip
 
@@ -121,21 +139,34 @@ class Config:
     max_backoff: float
     metrics_port: int
     kibana: str
+    keep_days: int
+    apply: bool
     log_level: str
 
 
+COMMANDS = {
+    "run": "index records from Kafka",
+    "setup": "install templates, dashboards",
+    "retention": "delete indices older than the days kept",
+}
+
+
 def parse(argv: Sequence[str]) -> Config:
-    if not argv or argv[0] not in ("run", "setup"):
+    if not argv or argv[0] not in COMMANDS:
         raise SettingError(
-            "command: give `run` (index from Kafka) or `setup` (install templates) "
-            "(`python -m pipeline --help` lists them)"
+            "command: give `run` (index from Kafka), `setup` (install templates) or "
+            "`retention` (delete old indices) (`python -m pipeline --help` lists them)"
         )
     command = argv[0]
-    description = {"run": "index records from Kafka", "setup": "install templates, dashboards"}
+    description = COMMANDS
     values = load(f"python -m pipeline {command}", description[command], OPTIONS, argv[1:], command)
     if not values["elasticsearch_url"]:
         raise SettingError(
             "setting elasticsearch_url: needed (--elasticsearch-url or ELASTICSEARCH_URL)"
+        )
+    if command == "retention" and not values["keep_days"]:
+        raise SettingError(
+            "setting keep_days: needed (--keep-days N or LOGFERRY_KEEP_DAYS), the days kept"
         )
     if command == "run" and not values["bootstrap_servers"]:
         raise SettingError(

@@ -266,6 +266,7 @@ def test_current_api_versions(rendered: list[dict[str, Any]]) -> None:
         "DaemonSet": "apps/v1",
         "Deployment": "apps/v1",
         "Job": "batch/v1",
+        "CronJob": "batch/v1",
         "PodDisruptionBudget": "policy/v1",
         "ClusterRole": "rbac.authorization.k8s.io/v1",
         "ClusterRoleBinding": "rbac.authorization.k8s.io/v1",
@@ -493,12 +494,30 @@ def test_pipeline_accepts_its_arguments(
 
 
 def pipeline_containers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every container that runs the pipeline image: the Deployment's, its init, the Job's."""
+    """Every container that runs the pipeline image: the Deployment's and its init, the
+    setup Job's, the retention CronJob's."""
     out = []
-    for doc in (one(docs, "Deployment"), one(docs, "Job")):
-        pod = doc["spec"]["template"]["spec"]
-        out += pod.get("initContainers", []) + pod["containers"]
+    for doc in (one(docs, "Deployment"), one(docs, "Job"), one(docs, "CronJob")):
+        for pod in pod_specs(doc):
+            out += pod.get("initContainers", []) + pod["containers"]
     return out
+
+
+def test_retention_runs_nightly_with_the_days_kept(
+    base: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cron = one(base, "CronJob", "logferry-retention")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    (pod,) = pod_specs(cron)
+    (c,) = pod["containers"]
+    env = container_env(base, c)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = pipeline_parse(expanded(c["args"], env))
+    assert config.command == "retention"
+    assert config.apply
+    assert config.keep_days == int(endpoints(base)["LOGFERRY_KEEP_DAYS"])
+    assert pod["securityContext"]["runAsNonRoot"] is True
 
 
 def test_the_pipeline_waits_for_its_templates(
@@ -535,9 +554,10 @@ def test_elasticsearch_credentials_and_ca_come_from_optional_secrets(
         assert all(r["optional"] is True for r in refs.values()), c["name"]
         mounts = {m["name"]: m for m in c["volumeMounts"]}
         assert mounts["elasticsearch-ca"]["readOnly"] is True, c["name"]
-    for doc in (one(rendered, "Deployment"), one(rendered, "Job")):
-        volumes = {v["name"]: v for v in doc["spec"]["template"]["spec"]["volumes"]}
-        assert volumes["elasticsearch-ca"]["secret"]["optional"] is True
+    for doc in (one(rendered, "Deployment"), one(rendered, "Job"), one(rendered, "CronJob")):
+        for pod in pod_specs(doc):
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            assert volumes["elasticsearch-ca"]["secret"]["optional"] is True
 
 
 # -- the overlay -----------------------------------------------------------------------------
