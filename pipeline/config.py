@@ -104,7 +104,8 @@ OPTIONS = (
         commands=RUN,
     ),
     Option(
-        "metrics_port", 2021, "port of /metrics, /healthz, /readyz (0: off)", port, commands=RUN
+        "metrics_port", 2021, "port of /metrics, /healthz, /readyz (0: off)", port,
+        env="LOGFERRY_METRICS_PORT", commands=RUN,
     ),
     Option("kibana", "", "also import the dashboards into this Kibana URL", url, commands=SETUP),
     Option(

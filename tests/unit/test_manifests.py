@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -641,8 +642,7 @@ def test_dockerfile_structure(image: str, port: int) -> None:
     assert not any(kind == "RUN" and "pip wheel" in a for kind, a in final)
 
     (check,) = [a for kind, a in final if kind == "HEALTHCHECK"]
-    assert "urllib.request" in check
-    assert f"http://127.0.0.1:{port}/healthz" in check
+    assert f"'{port}'" in check, "the default port is the program's"
     (entry,) = [a for kind, a in final if kind == "ENTRYPOINT"]
     assert json.loads(entry) == ["python", "-m", image]
     users = [a for kind, a in final if kind == "USER"]
@@ -652,6 +652,33 @@ def test_dockerfile_structure(image: str, port: int) -> None:
         assert int(uid) != 0
     else:
         assert users == [], "the collector's runners set its user and capabilities"
+
+
+@pytest.mark.parametrize("image", list(IMAGES))
+def test_healthcheck_asks_the_port_the_program_serves(image: str) -> None:
+    from collector.probes import Health, serve
+
+    steps = instructions((DOCKER / f"{image}.Dockerfile").read_text())
+    (check,) = [a for kind, a in steps if kind == "HEALTHCHECK"]
+    command = json.loads(check.split(" CMD ", 1)[1])
+    assert command[0] == "python"
+    server = serve(0, Health(), host="127.0.0.1")
+    live = server.server_address[1]
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = closed.getsockname()[1]
+    try:
+        for given, healthy in ((str(live), True), (str(dead), False), ("0", True)):
+            done = subprocess.run(
+                [sys.executable, *command[1:]],
+                env={**os.environ, "LOGFERRY_METRICS_PORT": given},
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+            assert (done.returncode == 0) is healthy, (given, done.stderr)
+    finally:
+        server.shutdown()
 
 
 @pytest.mark.parametrize("image", list(IMAGES))
