@@ -117,7 +117,7 @@ class Agent:
             file.seen = False
         # Identities not on disk any more can come back only as new files (inode reuse).
         self.finished = {k: v for k, v in self.finished.items() if k in merged}
-        waiting = 0
+        waiting = behind = 0
         for identity, paths in merged.items():
             file = self.files.get(identity)
             if file is None:
@@ -140,7 +140,8 @@ class Agent:
                 file.encoder.rename(file.path)
             if file.tail.fingerprint:
                 self.checkpoints.touch(file.tail.fingerprint)
-            METRICS.bytes_behind.labels(file.path).set(max(0, paths[0].size - file.tail.offset))
+            behind += max(0, paths[0].size - file.tail.offset)
+        METRICS.behind.set(behind)
         if waiting and waiting != self.waiting:
             log.warning("max_open_files=%d reached: %d files wait", len(self.files), waiting)
         self.waiting = waiting
@@ -402,8 +403,6 @@ class Agent:
         self.finished[identity] = (file.tail.offset, file.mtime)
         del self.files[identity]
         file.group.files.remove(file)
-        with contextlib.suppress(KeyError):
-            METRICS.bytes_behind.remove(file.path)
         file.tail.close()
         log.debug("released %s", file.path)
 

@@ -18,6 +18,7 @@ from collector.settings import (
     port,
     positive_int,
     seconds,
+    size,
 )
 
 
@@ -83,11 +84,15 @@ OPTIONS = (
         many=True,
     ),
     Option("multiline_timeout", 1.0, "seconds a multi-line record waits for more", seconds),
-    Option(
-        "max_record_bytes", 1024 * 1024, "records are cut (tag truncated) past this", positive_int
-    ),
+    Option("max_record_bytes", 1024 * 1024, "records are cut (tag truncated) past this", size),
     Option("max_open_files", 1024, "most log files held open at once", positive_int),
-    Option("metrics_port", 2020, "port of /metrics, /healthz, /readyz (0: off)", port),
+    Option(
+        "metrics_port",
+        2020,
+        "port of /metrics, /healthz, /readyz (0: off)",
+        port,
+        env="LOGFERRY_METRICS_PORT",
+    ),
     Option("node_name", "", "this node's name (host.name)", env="NODE_NAME"),
     Option("checkpoint_interval", 1.0, "seconds between checkpoint saves", seconds),
     Option("scan_interval", 0.5, "seconds between scans for new files", seconds),
@@ -126,7 +131,7 @@ OPTIONS = (
         "shared key clients must prove in the forward handshake (empty: no handshake)",
         env="LOGFERRY_FORWARD_SHARED_KEY",
     ),
-    Option("forward_max_frame_bytes", 16 * 1024 * 1024, "largest forward message", positive_int),
+    Option("forward_max_frame_bytes", 16 * 1024 * 1024, "largest forward message", size),
     Option("forward_max_connections", 1024, "most forward connections at once", positive_int),
     Option("forward_idle_timeout", 3600.0, "seconds a silent forward client is kept", seconds),
     Option(

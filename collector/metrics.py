@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, disable_created_metrics
+
+# One series per counter, not two: the *_created timestamps double what every node exports.
+disable_created_metrics()
 
 
 class Metrics:
@@ -36,8 +39,13 @@ class Metrics:
             "logferry_collector_files_waiting",
             "Log files found but not opened because max_open_files is reached",
         )
-        self.bytes_behind = Gauge(
-            "logferry_collector_bytes_behind", "Bytes written but not read yet", ["path"]
+        self.behind = Gauge(
+            "logferry_collector_behind_bytes",
+            "Bytes written to the open log files but not read yet, all files together",
+        )
+        self.records_acknowledged = Counter(
+            "logferry_collector_records_acknowledged",
+            "Records the sink confirmed (for Kafka: acknowledged by the brokers)",
         )
 
 

@@ -6,7 +6,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+
+READY = Gauge("logferry_ready", "1 while /readyz answers 200, else 0")
 
 
 class Health:
@@ -57,6 +59,8 @@ def serve(port: int, health: Health, host: str = "0.0.0.0") -> ThreadingHTTPServ
         def log_message(self, format: str, *args: object) -> None:
             """Probes every few seconds would drown the collector's own log."""
 
+    # Read at each scrape, so an alert sees what the readiness probe sees.
+    READY.set_function(lambda: 1.0 if health.ready and health.alive() else 0.0)
     server = ThreadingHTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server

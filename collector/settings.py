@@ -7,10 +7,12 @@ wrong setting stops the program at start with one line naming it.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -32,6 +34,25 @@ class Option:
     """A list: the flag repeats, the environment splits on commas, YAML gives a list."""
     switch: bool = False
     """A flag without a value."""
+    commands: tuple[str, ...] = ()
+    """The subcommands that take it (none: the program has no subcommands, or all take it)."""
+
+    def for_command(self, command: str | None) -> bool:
+        return not self.commands or command is None or command in self.commands
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage mistakes become one line naming them, not a page of usage."""
+
+    def error(self, message: str) -> NoReturn:
+        raise SettingError(f"{message} (`{self.prog} --help` lists the settings)")
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("logferry")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def boolean(text: str) -> bool:
@@ -43,25 +64,59 @@ def boolean(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
+def whole_number(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"must be a whole number, got {text!r}") from None
+
+
 def positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = 0
     if value <= 0:
-        raise ValueError(f"must be a positive whole number, got {text}")
+        raise ValueError(f"must be a positive whole number, got {text!r}")
     return value
 
 
 def port(text: str) -> int:
-    value = int(text)
+    value = whole_number(text)
     if not 0 <= value <= 65535:
         raise ValueError(f"must be a port from 0 to 65535 (0: off), got {text}")
     return value
 
 
-def seconds(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError(f"must be zero or more seconds, got {text}")
+# Decimal units as Kubernetes and Docker write them (5MB, 100k), binary with an i (64KiB).
+SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
+}  # fmt: skip
+SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+
+
+def size(text: str) -> int:
+    """A positive number of bytes: 5000000, 5MB, 5 MB, 64KiB, 1.5MiB."""
+    found = SIZE.fullmatch(text)
+    unit = SIZE_UNITS.get(found.group(2).lower()) if found else None
+    value = int(float(found.group(1)) * unit) if found and unit else 0
+    if value <= 0:
+        raise ValueError(f"must be a size such as 5000000, 5MB or 64KiB, got {text!r}")
     return value
+
+
+DURATION_UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
+DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|)\s*")
+
+
+def seconds(text: str) -> float:
+    """Zero or more seconds: 30, 30s, 500ms, 2m, 1h."""
+    found = DURATION.fullmatch(text)
+    if found is None:
+        raise ValueError(f"must be a duration such as 30s, 500ms or 2m, got {text!r}")
+    return float(found.group(1)) * DURATION_UNITS[found.group(2)]
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -73,12 +128,13 @@ def key_value(text: str) -> tuple[str, str]:
 
 
 def parser(prog: str, description: str, options: Sequence[Option]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description)
+    p = Parser(prog=prog, description=description)
     p.add_argument("--config", help="YAML file with settings (keys as the flags, with _)")
+    p.add_argument("--version", action="version", version=f"logferry {version()}")
     for o in options:
         flag = "--" + o.name.replace("_", "-")
         extra = f" (env {o.env})" if o.env else ""
-        shown = f" [default: {o.default}]" if o.default not in (None, [], {}, False) else ""
+        shown = f" [default: {o.default}]" if o.default not in (None, "", [], {}, False) else ""
         text = (o.help + extra + shown).replace("%", "%%")
         if o.switch:
             p.add_argument(flag, dest=o.name, action="store_true", default=None, help=text)
@@ -108,10 +164,19 @@ def convert_one(option: Option, value: Any) -> Any:
 
 
 def load(
-    prog: str, description: str, options: Sequence[Option], argv: Sequence[str] | None
+    prog: str,
+    description: str,
+    options: Sequence[Option],
+    argv: Sequence[str] | None,
+    command: str | None = None,
 ) -> dict[str, Any]:
-    """The merged settings; raises SettingError naming the first wrong one."""
-    args = parser(prog, description, options).parse_args(argv)
+    """The merged settings; raises SettingError naming the first wrong one.
+
+    With a command, only its options are flags and read from the environment; a YAML file may
+    still hold the others (one ConfigMap serves every command), which keep their defaults.
+    """
+    taking = [o for o in options if o.for_command(command)]
+    args = parser(prog, description, taking).parse_args(argv)
     values: dict[str, Any] = {o.name: o.default for o in options}
     by_name = {o.name: o for o in options}
     if args.config:
@@ -127,16 +192,18 @@ def load(
             if name not in by_name:
                 raise SettingError(f"setting {key} (in {args.config}): unknown setting")
             option = by_name[name]
+            if not option.for_command(command):
+                continue
             if isinstance(option.default, dict):
                 if not isinstance(value, dict):
                     raise SettingError(f"setting {key} (in {args.config}): expected a mapping")
                 values[name] = {str(k): v for k, v in value.items()}
             else:
                 values[name] = convert(option, value, args.config)
-    for option in options:
+    for option in taking:
         if option.env and os.environ.get(option.env, "") != "":
             values[option.name] = convert(option, os.environ[option.env], f"env {option.env}")
-    for option in options:
+    for option in taking:
         given = getattr(args, option.name)
         if given is None:
             continue

@@ -171,6 +171,7 @@ class KafkaSink:
         def delivered(error: KafkaError | None, _message: object) -> None:
             if error is None:
                 self.progress = time.monotonic()
+                METRICS.records_acknowledged.inc(count)
             else:
                 METRICS.delivery_errors.inc()
                 self.refused += count
@@ -309,6 +310,7 @@ class StreamSink:
             self.stream.write(b"\n".join(values) + b"\n")
             self.stream.flush()
             METRICS.records_produced.inc(len(values))
+            METRICS.records_acknowledged.inc(len(values))
         done(True)
 
     def poll(self, timeout: float) -> None:

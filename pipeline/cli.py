@@ -15,26 +15,31 @@ from elasticsearch import ApiError
 
 from collector import jsonlog
 from collector.probes import Health, serve
-from collector.settings import SettingError
+from collector.settings import SettingError, version
 from pipeline.config import Config, parse, shown
 from pipeline.indexer import Indexer, client
+from pipeline.retention import retain
 from pipeline.setup import install_dashboards, install_templates
 
 log = logging.getLogger("pipeline")
 
 
-USAGE = """usage: python -m pipeline {run,setup} [options]
+USAGE = """usage: python -m pipeline {run,setup,retention} [options]
 
-  run      index records from Kafka into Elasticsearch (the consumer group)
-  setup    install the index templates; with --kibana URL, import the dashboards
+  run        index records from Kafka into Elasticsearch (the consumer group)
+  setup      install the index templates; with --kibana URL, import the dashboards
+  retention  delete the daily indices older than --keep-days (a dry run without --apply)
 
-`python -m pipeline run --help` and `python -m pipeline setup --help` list the options."""
+`python -m pipeline COMMAND --help` lists that command's options."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] in (["-h"], ["--help"]):
         print(USAGE)
+        return 0
+    if args[:1] == ["--version"]:
+        print(f"logferry {version()}")
         return 0
     try:
         config = parse(args)
@@ -46,7 +51,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("elastic_transport.transport").setLevel(logging.WARNING)
     if config.command == "setup":
         return setup(config)
+    if config.command == "retention":
+        return retention(config)
     return run(config)
+
+
+def where(config: Config, exc: ApiError | TransportError) -> str:
+    """The server and what it or the connection said."""
+    # A TransportError's str() is only its kind ("TLS error"); the cause is in .message.
+    reason = f"{exc}: {exc.message}" if isinstance(exc, TransportError) else str(exc)
+    return f"{shown(config.elasticsearch_url)}: {reason}"
 
 
 def setup(config: Config) -> int:
@@ -54,8 +68,7 @@ def setup(config: Config) -> int:
     try:
         install_templates(es)
     except (ApiError, TransportError) as exc:
-        where = shown(config.elasticsearch_url)
-        print(f"pipeline: setup failed at {where}: {exc}", file=sys.stderr)
+        print(f"pipeline: setup failed at {where(config, exc)}", file=sys.stderr)
         return 1
     if config.kibana:
         try:
@@ -63,6 +76,18 @@ def setup(config: Config) -> int:
         except Exception as exc:
             print(f"pipeline: dashboard import into {config.kibana} failed: {exc}", file=sys.stderr)
             return 1
+    return 0
+
+
+def retention(config: Config) -> int:
+    try:
+        retain(client(config), config.index, config.keep_days, config.apply)
+    except ValueError as exc:
+        print(f"pipeline: setting index: {exc}", file=sys.stderr)
+        return 2
+    except (ApiError, TransportError) as exc:
+        print(f"pipeline: retention failed at {where(config, exc)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -7,7 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from collector.settings import Option, SettingError, load, port, positive_int, seconds
+from collector.settings import (
+    Option,
+    SettingError,
+    boolean,
+    load,
+    port,
+    positive_int,
+    seconds,
+    size,
+)
 from pipeline.documents import IndexName
 
 
@@ -34,35 +43,81 @@ def shown(address: str) -> str:
     return urlunsplit(parts._replace(netloc=f"***@{netloc}"))
 
 
+def readable_file(text: str) -> str:
+    try:
+        with open(text, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {text}: {exc.strerror}") from None
+    return text
+
+
 def index_name(text: str) -> str:
     IndexName(text)
     return text
 
 
+RUN = ("run",)
+SETUP = ("setup",)
+RETENTION = ("retention",)
+
 OPTIONS = (
-    Option("bootstrap_servers", "", "Kafka bootstrap servers", env="KAFKA_BOOTSTRAP_SERVERS"),
-    Option("topic", "logs", "Kafka topic to read", env="LOGFERRY_TOPIC"),
-    Option("group", "logferry-pipeline", "Kafka consumer group"),
-    Option("dead_letter_topic", "logs.dlq", "topic for documents Elasticsearch refuses"),
-    Option("kafka", {}, "librdkafka setting KEY=VALUE for consumer and producer, repeatable"),
+    Option(
+        "bootstrap_servers", "", "Kafka bootstrap servers", env="KAFKA_BOOTSTRAP_SERVERS",
+        commands=RUN,
+    ),
+    Option("topic", "logs", "Kafka topic to read", env="LOGFERRY_TOPIC", commands=RUN),
+    Option("group", "logferry-pipeline", "Kafka consumer group", commands=RUN),
+    Option(
+        "dead_letter_topic", "logs.dlq", "topic for documents Elasticsearch refuses", commands=RUN
+    ),
+    Option(
+        "kafka", {}, "librdkafka setting KEY=VALUE for consumer and producer, repeatable",
+        commands=RUN,
+    ),
     Option("elasticsearch_url", "", "Elasticsearch URL", url, env="ELASTICSEARCH_URL"),
     Option("elasticsearch_api_key", "", "API key", env="ELASTICSEARCH_API_KEY"),
     Option("elasticsearch_username", "", "basic auth user", env="ELASTICSEARCH_USERNAME"),
     Option("elasticsearch_password", "", "basic auth password", env="ELASTICSEARCH_PASSWORD"),
     Option(
+        "elasticsearch_ca_certs", "", "CA bundle (PEM) for an https:// Elasticsearch",
+        readable_file, env="ELASTICSEARCH_CA_CERTS",
+    ),
+    Option(
         "index",
         "logferry-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}",
         "index name from record fields; {@timestamp:...} takes %Y %m %d",
         index_name,
+        commands=(*RUN, *RETENTION),
     ),
-    Option("bulk_bytes", 5_000_000, "bulk request size in bytes", positive_int),
-    Option("flush_interval", 1.0, "seconds a document waits at most before its bulk", some_seconds),
-    Option("bulks_in_flight", 2, "bulk requests sent before the oldest is answered", positive_int),
-    Option("max_backoff", 30.0, "longest wait between retries, seconds", some_seconds),
-    Option("metrics_port", 2021, "port of /metrics, /healthz, /readyz (0: off)", port),
-    Option("kibana", "", "setup: also import the dashboards into this Kibana URL", url),
+    Option("bulk_bytes", 5_000_000, "bulk request size (5MB, 512KiB...)", size, commands=RUN),
+    Option(
+        "flush_interval", 1.0, "longest wait of a document before its bulk (1s, 500ms...)",
+        some_seconds, commands=RUN,
+    ),
+    Option(
+        "bulks_in_flight", 2, "bulk requests sent before the oldest is answered", positive_int,
+        commands=RUN,
+    ),
+    Option(
+        "max_backoff", 30.0, "longest wait between retries (30s, 2m...)", some_seconds,
+        commands=RUN,
+    ),
+    Option(
+        "metrics_port", 2021, "port of /metrics, /healthz, /readyz (0: off)", port,
+        env="LOGFERRY_METRICS_PORT", commands=RUN,
+    ),
+    Option("kibana", "", "also import the dashboards into this Kibana URL", url, commands=SETUP),
+    Option(
+        "keep_days", 0, "retention: keep indices whose day is within this many days", positive_int,
+        env="LOGFERRY_KEEP_DAYS", commands=RETENTION,
+    ),
+    Option(
+        "apply", False, "retention: delete (without it, only say what would go)", boolean,
+        switch=True, commands=RETENTION,
+    ),
     Option("log_level", "info", "debug, info, warning or error", env="LOGFERRY_LOG_LEVEL"),
-)
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -77,6 +132,7 @@ class Config:
     elasticsearch_api_key: str
     elasticsearch_username: str
     elasticsearch_password: str
+    elasticsearch_ca_certs: str
     index: str
     bulk_bytes: int
     flush_interval: float
@@ -84,17 +140,34 @@ class Config:
     max_backoff: float
     metrics_port: int
     kibana: str
+    keep_days: int
+    apply: bool
     log_level: str
 
 
+COMMANDS = {
+    "run": "index records from Kafka",
+    "setup": "install templates, dashboards",
+    "retention": "delete indices older than the days kept",
+}
+
+
 def parse(argv: Sequence[str]) -> Config:
-    if not argv or argv[0] not in ("run", "setup"):
-        raise SettingError("command: give `run` (index from Kafka) or `setup` (install templates)")
+    if not argv or argv[0] not in COMMANDS:
+        raise SettingError(
+            "command: give `run` (index from Kafka), `setup` (install templates) or "
+            "`retention` (delete old indices) (`python -m pipeline --help` lists them)"
+        )
     command = argv[0]
-    values = load(f"python -m pipeline {command}", "logferry indexer", OPTIONS, argv[1:])
+    description = COMMANDS
+    values = load(f"python -m pipeline {command}", description[command], OPTIONS, argv[1:], command)
     if not values["elasticsearch_url"]:
         raise SettingError(
             "setting elasticsearch_url: needed (--elasticsearch-url or ELASTICSEARCH_URL)"
+        )
+    if command == "retention" and not values["keep_days"]:
+        raise SettingError(
+            "setting keep_days: needed (--keep-days N or LOGFERRY_KEEP_DAYS), the days kept"
         )
     if command == "run" and not values["bootstrap_servers"]:
         raise SettingError(

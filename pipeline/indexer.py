@@ -377,6 +377,8 @@ def client(config: Config) -> Elasticsearch:
         auth["api_key"] = config.elasticsearch_api_key
     elif config.elasticsearch_username:
         auth["basic_auth"] = (config.elasticsearch_username, config.elasticsearch_password)
+    if config.elasticsearch_ca_certs:
+        auth["ca_certs"] = config.elasticsearch_ca_certs
     return Elasticsearch(
         config.elasticsearch_url,
         request_timeout=60,

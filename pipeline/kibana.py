@@ -1,7 +1,12 @@
-"""Import saved objects (the dashboards) into Kibana through its saved-objects import API.
+"""Import saved objects (the dashboards) into Kibana or OpenSearch Dashboards.
 
-Kibana answers HTTP 200 even when objects fail to import (`success: false`, with `errors`), so
-the reply's `success`, `successCount` and `errors` are checked, not only the status. Standard
+Both answer HTTP 200 even when objects fail to import (`success: false`, with `errors`), so
+the reply's `success`, `successCount` and `errors` are checked, not only the status. Which of
+the two answers is read from `GET /api/status`: Kibana names itself in a `kbn-name` header,
+OpenSearch Dashboards in `osd-name`, and each wants its own anti-CSRF header. OpenSearch
+Dashboards has no Lens: it gets the data view and the saved searches only, with the
+attributes both products share. Kibana 8.15 and later also get our index pattern in the
+`observability:logSources` advanced setting, which Discover's log views read. Standard
 library only.
 """
 
@@ -11,10 +16,29 @@ import json
 import secrets
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 IMPORT_PATH = "/api/saved_objects/_import?overwrite=true"
+SETTINGS_PATH = "/api/kibana/settings"
 FILENAME = "logferry.ndjson"
+LOG_SOURCES = "observability:logSources"
+LOG_SOURCES_SINCE = (8, 15)
+LOG_SOURCES_DEFAULT = ["logs-*-*", "logs-*", "filebeat-*"]
+"""Kibana's default, replaced as a whole by the first user value: so it is kept in ours."""
+XSRF = {"kibana": "kbn-xsrf", "opensearch-dashboards": "osd-xsrf"}
+SHARED_ATTRIBUTES = {
+    "index-pattern": ("title", "timeFieldName"),
+    "search": ("title", "description", "columns", "sort", "kibanaSavedObjectMeta"),
+}
+"""What OpenSearch Dashboards takes of each kind it has: the attributes both products share."""
+
+
+@dataclass(frozen=True)
+class Product:
+    name: str
+    """kibana or opensearch-dashboards"""
+    version: tuple[int, ...]
 
 
 class KibanaImportError(RuntimeError):
@@ -65,32 +89,25 @@ def describe(error: dict[str, Any]) -> str:
     return f"{name} {title!r}: {reason}" if title else f"{name}: {reason}"
 
 
-def import_saved_objects(kibana_url: str, ndjson: bytes, *, timeout: float = 30) -> int:
-    """POST the NDJSON to Kibana's import API with overwrite; returns how many were imported.
-
-    Raises KibanaImportError when Kibana cannot be reached, answers with an HTTP error, or
-    reports objects it did not import (listing each with its reason).
-    """
-    expected = count_objects(ndjson)
-    body, content_type = multipart("file", FILENAME, ndjson)
-    url = kibana_url.rstrip("/") + IMPORT_PATH
+def call(
+    url: str,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """One request; the reply's JSON object and headers, or KibanaImportError saying why not."""
     request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": content_type,
-            "kbn-xsrf": "true",
-            "Accept": "application/json",
-        },
+        url, data=body, method=method, headers={"Accept": "application/json", **(headers or {})}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             raw = response.read()
+            replied = {k.lower(): v for k, v in response.headers.items()}
     except urllib.error.HTTPError as exc:
         text = exc.read().decode("utf-8", "replace").strip()
         raise KibanaImportError(
-            f"Kibana import at {url} answered HTTP {exc.code}: {text[:500] or exc.reason}"
+            f"Kibana at {url} answered HTTP {exc.code}: {text[:500] or exc.reason}"
         ) from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -98,11 +115,70 @@ def import_saved_objects(kibana_url: str, ndjson: bytes, *, timeout: float = 30)
     try:
         reply = json.loads(raw)
     except ValueError as exc:
-        raise KibanaImportError(
-            f"Kibana import at {url}: reply is not JSON: {raw[:200]!r}"
-        ) from exc
+        raise KibanaImportError(f"Kibana at {url}: reply is not JSON: {raw[:200]!r}") from exc
     if not isinstance(reply, dict):
-        raise KibanaImportError(f"Kibana import at {url}: unexpected reply {raw[:200]!r}")
+        raise KibanaImportError(f"Kibana at {url}: unexpected reply {raw[:200]!r}")
+    return reply, replied
+
+
+def probe(kibana_url: str, *, timeout: float = 30) -> Product:
+    """Which product answers at the URL, and its version."""
+    reply, headers = call(kibana_url.rstrip("/") + "/api/status", timeout=timeout)
+    number = str((reply.get("version") or {}).get("number") or "0")
+    version = tuple(int(part) for part in number.split("-")[0].split(".") if part.isdigit())
+    if "osd-name" in headers:
+        return Product("opensearch-dashboards", version)
+    return Product("kibana", version)
+
+
+def for_opensearch_dashboards(ndjson: bytes) -> bytes:
+    """The objects OpenSearch Dashboards can hold, with only the attributes it knows."""
+    kept = []
+    for line in ndjson.splitlines():
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        shared = SHARED_ATTRIBUTES.get(item.get("type"))
+        if shared is None:
+            continue
+        attributes = {k: v for k, v in item["attributes"].items() if k in shared}
+        kept.append(
+            {
+                "type": item["type"],
+                "id": item["id"],
+                "attributes": attributes,
+                "references": item.get("references", []),
+            }
+        )
+    return b"".join(json.dumps(item).encode() + b"\n" for item in kept)
+
+
+def add_log_source(kibana_url: str, pattern: str, *, timeout: float = 30) -> bool:
+    """Adds the pattern to Kibana's log sources; False when it was there already."""
+    url = kibana_url.rstrip("/") + SETTINGS_PATH
+    reply, _ = call(url, timeout=timeout)
+    given = (reply.get("settings") or {}).get(LOG_SOURCES, {}).get("userValue")
+    sources = list(given) if isinstance(given, list) else list(LOG_SOURCES_DEFAULT)
+    if pattern in sources:
+        return False
+    body = json.dumps({"changes": {LOG_SOURCES: [*sources, pattern]}}).encode()
+    headers = {"Content-Type": "application/json", "kbn-xsrf": "true"}
+    call(url, "POST", body, headers, timeout)
+    return True
+
+
+def import_saved_objects(
+    kibana_url: str, ndjson: bytes, *, xsrf: str = "kbn-xsrf", timeout: float = 30
+) -> int:
+    """POST the NDJSON to the import API with overwrite; returns how many were imported.
+
+    Raises KibanaImportError when Kibana cannot be reached, answers with an HTTP error, or
+    reports objects it did not import (listing each with its reason).
+    """
+    expected = count_objects(ndjson)
+    body, content_type = multipart("file", FILENAME, ndjson)
+    url = kibana_url.rstrip("/") + IMPORT_PATH
+    reply, _ = call(url, "POST", body, {"Content-Type": content_type, xsrf: "true"}, timeout)
 
     errors = reply.get("errors") or []
     imported = reply.get("successCount")

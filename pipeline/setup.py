@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,26 @@ def install_templates(es: Elasticsearch, say: Callable[[str], None] = print) -> 
 
 
 def install_dashboards(kibana_url: str, say: Callable[[str], None] = print) -> int:
-    from pipeline.kibana import import_saved_objects
+    """Imports the saved objects that the product at the URL can hold; returns how many."""
+    from pipeline import kibana
 
-    count = import_saved_objects(kibana_url, DASHBOARDS.read_bytes())
-    say(f"kibana: {count} saved objects imported from {DASHBOARDS.name}")
+    product = kibana.probe(kibana_url)
+    ndjson = DASHBOARDS.read_bytes()
+    if product.name == "opensearch-dashboards":
+        ndjson = kibana.for_opensearch_dashboards(ndjson)
+    count = kibana.import_saved_objects(kibana_url, ndjson, xsrf=kibana.XSRF[product.name])
+    say(f"{product.name}: {count} saved objects imported from {DASHBOARDS.name}")
+    if product.name == "kibana" and product.version >= kibana.LOG_SOURCES_SINCE:
+        pattern = data_view_pattern(ndjson)
+        added = kibana.add_log_source(kibana_url, pattern)
+        say(f"kibana: {pattern} {'added to' if added else 'already in'} the log sources")
     return count
+
+
+def data_view_pattern(ndjson: bytes) -> str:
+    for line in ndjson.splitlines():
+        if line.strip():
+            item = json.loads(line)
+            if item.get("type") == "index-pattern":
+                return str(item["attributes"]["title"])
+    raise ValueError(f"{DASHBOARDS.name} holds no data view")

@@ -31,6 +31,8 @@ RUN mkdir -p /var/lib/logferry
 # runs as uid 0, and its runners take root's powers away: the DaemonSet and the compose file
 # drop every capability but DAC_READ_SEARCH and make the root filesystem read-only.
 EXPOSE 2020
+# The port is the one the program serves: LOGFERRY_METRICS_PORT, as the program reads it
+# (0: no endpoint, nothing to check).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:2020/healthz', timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; p = os.environ.get('LOGFERRY_METRICS_PORT') or '2020'; p == '0' or urllib.request.urlopen(f'http://127.0.0.1:{p}/healthz', timeout=4)"]
 ENTRYPOINT ["python", "-m", "collector"]

@@ -31,7 +31,9 @@ COPY dashboards/logferry.ndjson /opt/logferry/lib/python3.11/site-packages/dashb
 # Nothing is written to disk (offsets live in Kafka): any uid works; this one owns nothing.
 USER 10001:10001
 EXPOSE 2021
+# The port is the one the program serves: LOGFERRY_METRICS_PORT, as the program reads it
+# (0: no endpoint, nothing to check).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:2021/healthz', timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; p = os.environ.get('LOGFERRY_METRICS_PORT') or '2021'; p == '0' or urllib.request.urlopen(f'http://127.0.0.1:{p}/healthz', timeout=4)"]
 ENTRYPOINT ["python", "-m", "pipeline"]
 CMD ["run"]

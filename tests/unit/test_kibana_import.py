@@ -1,10 +1,11 @@
-"""pipeline.kibana.import_saved_objects against a local HTTP stand-in for Kibana.
+"""pipeline.kibana against a local HTTP stand-in for Kibana and OpenSearch Dashboards.
 
-Kibana cannot run on this machine (no Docker, no Kibana build from a package registry), so
-these tests check the request the importer sends (path with overwrite, `kbn-xsrf`, a
-multipart body with the field `file`) and how it reads Kibana's documented replies: success,
-`success: false` with `errors`, a short `successCount`, and HTTP errors. The reply bodies
-follow the saved-objects import API's documented shape.
+Neither can run on this machine (no image registry, no build from a package registry), so
+these tests check the requests the importer sends (path with overwrite, `kbn-xsrf` or
+`osd-xsrf`, a multipart body with the field `file`, the advanced-settings change) and how it
+reads the documented replies: success, `success: false` with `errors`, a short
+`successCount`, HTTP errors, `GET /api/status` with the product's own `kbn-name` or
+`osd-name` header, and `GET /api/kibana/settings` with user values only.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ class StandIn:
     requests: list[Seen] = field(default_factory=list)
     status: int = 200
     reply: Any = None
+    product: str = "kbn-name"
+    version: str = "8.19.7"
+    settings: dict[str, Any] = field(default_factory=dict)
+    """User-provided advanced settings, as GET /api/kibana/settings lists them."""
 
     def succeed(self, count: int) -> None:
         self.status = 200
@@ -62,17 +67,34 @@ def kibana() -> Iterator[StandIn]:
     stand_in = StandIn(url="")
 
     class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            stand_in.requests.append(Seen("GET", self.path, self.headers, b""))
+            if self.path.endswith("/api/status"):
+                self.answer(200, {"name": "k", "version": {"number": stand_in.version}})
+            elif self.path.endswith("/api/kibana/settings") and stand_in.product == "kbn-name":
+                given = {k: {"userValue": v} for k, v in stand_in.settings.items()}
+                self.answer(200, {"settings": given})
+            else:
+                self.answer(404, {"statusCode": 404, "error": "Not Found"})
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             stand_in.requests.append(Seen("POST", self.path, self.headers, body))
-            data = (
-                stand_in.reply
-                if isinstance(stand_in.reply, bytes)
-                else json.dumps(stand_in.reply).encode()
-            )
-            self.send_response(stand_in.status)
+            if self.path.endswith("/api/kibana/settings"):
+                if self.headers.get("kbn-xsrf") is None:
+                    self.answer(400, {"message": "Request must contain a kbn-xsrf header."})
+                    return
+                stand_in.settings.update(json.loads(body)["changes"])
+                self.answer(200, {"settings": stand_in.settings})
+                return
+            self.answer(stand_in.status, stand_in.reply)
+
+        def answer(self, status: int, reply: Any) -> None:
+            data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            self.send_header(stand_in.product, "the-name")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -191,7 +213,58 @@ def test_unreachable_kibana_fails_clearly() -> None:
 
 
 def test_setup_imports_the_repository_dashboards(kibana: StandIn) -> None:
+    kibana.version = "8.14.3"  # before log sources: only the import
     said: list[str] = []
     assert install_dashboards(kibana.url, said.append) == len(OBJECTS)
-    assert parts(kibana.requests[0])[0].get_payload(decode=True) == DASHBOARDS.read_bytes()
+    (posted,) = [r for r in kibana.requests if r.method == "POST"]
+    assert parts(posted)[0].get_payload(decode=True) == DASHBOARDS.read_bytes()
     assert said == [f"kibana: {len(OBJECTS)} saved objects imported from logferry.ndjson"]
+    assert not any("settings" in r.path for r in kibana.requests)
+
+
+def test_kibana_log_sources_gain_our_pattern_and_keep_the_defaults(kibana: StandIn) -> None:
+    said: list[str] = []
+    install_dashboards(kibana.url, said.append)
+    assert kibana.settings["observability:logSources"] == [
+        "logs-*-*", "logs-*", "filebeat-*", "logferry-*",
+    ]  # fmt: skip
+    assert said[-1] == "kibana: logferry-* added to the log sources"
+    posts = [r for r in kibana.requests if r.method == "POST"]
+    install_dashboards(kibana.url, said.append)
+    assert said[-1] == "kibana: logferry-* already in the log sources"
+    again = [r for r in kibana.requests if r.method == "POST"][len(posts) :]
+    assert [r.path for r in again] == ["/api/saved_objects/_import?overwrite=true"]
+
+
+def test_a_users_own_log_sources_are_kept(kibana: StandIn) -> None:
+    kibana.settings["observability:logSources"] = ["app-logs-*"]
+    install_dashboards(kibana.url, lambda _: None)
+    assert kibana.settings["observability:logSources"] == ["app-logs-*", "logferry-*"]
+
+
+def test_opensearch_dashboards_get_what_they_can_hold(kibana: StandIn) -> None:
+    kibana.product, kibana.version = "osd-name", "2.19.1"
+    kinds = [o for o in OBJECTS if o["type"] in ("index-pattern", "search")]
+    kibana.succeed(len(kinds))
+    said: list[str] = []
+    assert install_dashboards(kibana.url, said.append) == len(kinds)
+    (posted,) = [r for r in kibana.requests if r.method == "POST"]
+    assert posted.headers["osd-xsrf"] == "true"
+    assert posted.headers["kbn-xsrf"] is None
+    sent = [json.loads(line) for line in parts(posted)[0].get_payload(decode=True).splitlines()]
+    assert [(o["type"], o["id"]) for o in sent] == [(o["type"], o["id"]) for o in kinds]
+    view = sent[0]
+    assert view["attributes"] == {"title": "logferry-*", "timeFieldName": "@timestamp"}
+    for search in sent[1:]:
+        assert set(search["attributes"]) <= {
+            "title", "description", "columns", "sort", "kibanaSavedObjectMeta",
+        }  # fmt: skip
+        assert search["references"] == [
+            {"id": view["id"], "name": "kibanaSavedObjectMeta.searchSourceJSON.index",
+             "type": "index-pattern"}
+        ]  # fmt: skip
+    assert "coreMigrationVersion" not in posted.body.decode()
+    assert not any("settings" in r.path for r in kibana.requests)
+    assert said == [
+        f"opensearch-dashboards: {len(kinds)} saved objects imported from logferry.ndjson"
+    ]

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -266,6 +267,7 @@ def test_current_api_versions(rendered: list[dict[str, Any]]) -> None:
         "DaemonSet": "apps/v1",
         "Deployment": "apps/v1",
         "Job": "batch/v1",
+        "CronJob": "batch/v1",
         "PodDisruptionBudget": "policy/v1",
         "ClusterRole": "rbac.authorization.k8s.io/v1",
         "ClusterRoleBinding": "rbac.authorization.k8s.io/v1",
@@ -414,7 +416,8 @@ def test_pipeline_and_setup_run_as_non_root(rendered: list[dict[str, Any]]) -> N
         pod = doc["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] != 0
-        security = container(doc)["securityContext"]
+    for c in pipeline_containers(rendered):
+        security = c["securityContext"]
         assert security["readOnlyRootFilesystem"] is True
         assert security["allowPrivilegeEscalation"] is False
         assert security["capabilities"] == {"drop": ["ALL"]}
@@ -489,6 +492,73 @@ def test_pipeline_accepts_its_arguments(
     assert config.elasticsearch_url == endpoints(base)["ELASTICSEARCH_URL"]
     if command == "setup":
         assert config.kibana == endpoints(base)["KIBANA_URL"]
+
+
+def pipeline_containers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every container that runs the pipeline image: the Deployment's and its init, the
+    setup Job's, the retention CronJob's."""
+    out = []
+    for doc in (one(docs, "Deployment"), one(docs, "Job"), one(docs, "CronJob")):
+        for pod in pod_specs(doc):
+            out += pod.get("initContainers", []) + pod["containers"]
+    return out
+
+
+def test_retention_runs_nightly_with_the_days_kept(
+    base: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cron = one(base, "CronJob", "logferry-retention")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    (pod,) = pod_specs(cron)
+    (c,) = pod["containers"]
+    env = container_env(base, c)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = pipeline_parse(expanded(c["args"], env))
+    assert config.command == "retention"
+    assert config.apply
+    assert config.keep_days == int(endpoints(base)["LOGFERRY_KEEP_DAYS"])
+    assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_the_pipeline_waits_for_its_templates(
+    base: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pod = one(base, "Deployment")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["image"] == container(one(base, "Deployment"))["image"]
+    env = container_env(base, init)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = pipeline_parse(expanded(init["args"], env))
+    assert config.command == "setup"
+    assert not config.kibana  # indexing must not wait for Kibana
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_elasticsearch_credentials_and_ca_come_from_optional_secrets(
+    rendered: list[dict[str, Any]],
+) -> None:
+    from pipeline.config import OPTIONS
+
+    wanted = {"ELASTICSEARCH_API_KEY", "ELASTICSEARCH_USERNAME", "ELASTICSEARCH_PASSWORD"}
+    assert wanted <= {o.env for o in OPTIONS}
+    ca_env = next(o.env for o in OPTIONS if o.name == "elasticsearch_ca_certs")
+    assert ca_env in endpoints(rendered)
+    for c in pipeline_containers(rendered):
+        refs = {
+            e["name"]: e["valueFrom"]["secretKeyRef"]
+            for e in c.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        assert set(refs) == wanted, c["name"]
+        assert all(r["optional"] is True for r in refs.values()), c["name"]
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        assert mounts["elasticsearch-ca"]["readOnly"] is True, c["name"]
+    for doc in (one(rendered, "Deployment"), one(rendered, "Job"), one(rendered, "CronJob")):
+        for pod in pod_specs(doc):
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            assert volumes["elasticsearch-ca"]["secret"]["optional"] is True
 
 
 # -- the overlay -----------------------------------------------------------------------------
@@ -572,8 +642,7 @@ def test_dockerfile_structure(image: str, port: int) -> None:
     assert not any(kind == "RUN" and "pip wheel" in a for kind, a in final)
 
     (check,) = [a for kind, a in final if kind == "HEALTHCHECK"]
-    assert "urllib.request" in check
-    assert f"http://127.0.0.1:{port}/healthz" in check
+    assert f"'{port}'" in check, "the default port is the program's"
     (entry,) = [a for kind, a in final if kind == "ENTRYPOINT"]
     assert json.loads(entry) == ["python", "-m", image]
     users = [a for kind, a in final if kind == "USER"]
@@ -583,6 +652,33 @@ def test_dockerfile_structure(image: str, port: int) -> None:
         assert int(uid) != 0
     else:
         assert users == [], "the collector's runners set its user and capabilities"
+
+
+@pytest.mark.parametrize("image", list(IMAGES))
+def test_healthcheck_asks_the_port_the_program_serves(image: str) -> None:
+    from collector.probes import Health, serve
+
+    steps = instructions((DOCKER / f"{image}.Dockerfile").read_text())
+    (check,) = [a for kind, a in steps if kind == "HEALTHCHECK"]
+    command = json.loads(check.split(" CMD ", 1)[1])
+    assert command[0] == "python"
+    server = serve(0, Health(), host="127.0.0.1")
+    live = server.server_address[1]
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = closed.getsockname()[1]
+    try:
+        for given, healthy in ((str(live), True), (str(dead), False), ("0", True)):
+            done = subprocess.run(
+                [sys.executable, *command[1:]],
+                env={**os.environ, "LOGFERRY_METRICS_PORT": given},
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+            assert (done.returncode == 0) is healthy, (given, done.stderr)
+    finally:
+        server.shutdown()
 
 
 @pytest.mark.parametrize("image", list(IMAGES))

@@ -135,7 +135,19 @@ def test_bulk_bodies_are_sent_without_a_copy() -> None:
         (["run", "--bootstrap-servers", "k:9092"], "elasticsearch_url"),
         (["setup", "--elasticsearch-url", "es:9200"], "elasticsearch_url"),
         (["run", "--elasticsearch-url", "http://x", "--index", "Logs-{a"], "index"),
-        (["setup", "--elasticsearch-url", "http://x", "--bulk-bytes", "0"], "bulk_bytes"),
+        (
+            [
+                "run",
+                "--bootstrap-servers",
+                "k:1",
+                "--elasticsearch-url",
+                "http://x",
+                "--bulk-bytes",
+                "0",
+            ],
+            "bulk_bytes",
+        ),
+        (["setup", "--elasticsearch-url", "http://x", "--group", "g"], "--group"),
         (["serve"], "command"),
     ],
 )
