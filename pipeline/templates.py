@@ -1,5 +1,7 @@
 """The index template (and its component templates) that fits the record contract.
 
+The fields' mappings come from the record's one declaration, logferry/record.py.
+
 Label, annotation and namespace-label keys keep their spelling (`app`, and
 `app.kubernetes.io/name` beside it): those three objects are mapped with
 `subobjects: false`, so a dotted key is one keyword field and never an object that would
@@ -14,11 +16,11 @@ from typing import Any
 
 import orjson
 
+from logferry.record import KEYWORD, LABEL_OBJECTS, properties
+
 INDEX_PATTERN = "logferry-*"
 TEMPLATE = "logferry"
 
-KEYWORD = {"type": "keyword", "ignore_above": 1024}
-FREE_FORM = {"type": "object", "subobjects": False}
 
 SETTINGS: dict[str, Any] = {
     "template": {
@@ -42,77 +44,17 @@ MAPPINGS: dict[str, Any] = {
             "dynamic": True,
             "date_detection": False,
             "dynamic_templates": [
-                {"labels": {"path_match": "kubernetes.labels.*", "mapping": KEYWORD}},
-                {"annotations": {"path_match": "kubernetes.annotations.*", "mapping": KEYWORD}},
-                {
-                    "namespace_labels": {
-                        "path_match": "kubernetes.namespace_labels.*",
-                        "mapping": KEYWORD,
-                    }
-                },
+                *(
+                    {name.rsplit(".", 1)[1]: {"path_match": f"{name}.*", "mapping": KEYWORD}}
+                    for name in LABEL_OBJECTS
+                ),
                 {"strings": {"match_mapping_type": "string", "mapping": KEYWORD}},
             ],
-            "properties": {
-                "@timestamp": {"type": "date_nanos"},
-                "message": {"type": "text"},
-                "stream": {"type": "keyword"},
-                "tags": {"type": "keyword"},
-                "event": {
-                    "properties": {
-                        "id": {"type": "keyword"},
-                        "ingested": {"type": "date_nanos"},
-                    }
-                },
-                "log": {
-                    "properties": {
-                        "file": {"properties": {"path": KEYWORD}},
-                        "offset": {"type": "long"},
-                    }
-                },
-                "container": {
-                    "properties": {
-                        "id": {"type": "keyword"},
-                        "name": {"type": "keyword"},
-                        "runtime": {"type": "keyword"},
-                        "image": {"properties": {"name": {"type": "keyword"}}},
-                    }
-                },
-                "kubernetes": {
-                    "properties": {
-                        "namespace": {"type": "keyword"},
-                        "pod": {
-                            "properties": {
-                                "name": {"type": "keyword"},
-                                "uid": {"type": "keyword"},
-                                "ip": {"type": "keyword"},
-                            }
-                        },
-                        "container": {"properties": {"name": {"type": "keyword"}}},
-                        "node": {"properties": {"name": {"type": "keyword"}}},
-                        "deployment": {"properties": {"name": {"type": "keyword"}}},
-                        "statefulset": {"properties": {"name": {"type": "keyword"}}},
-                        "daemonset": {"properties": {"name": {"type": "keyword"}}},
-                        "job": {"properties": {"name": {"type": "keyword"}}},
-                        "cronjob": {"properties": {"name": {"type": "keyword"}}},
-                        "labels": FREE_FORM,
-                        "annotations": FREE_FORM,
-                        "namespace_labels": FREE_FORM,
-                    }
-                },
-                "host": {"properties": {"name": {"type": "keyword"}}},
-                # Fields of forwarded events: any names, any types; flattened indexes them all
-                # as keywords, so two apps sending one name with two types cannot conflict.
-                "fluent": {
-                    "properties": {
-                        "tag": {"type": "keyword"},
-                        "record": {"type": "flattened", "ignore_above": 1024},
-                    }
-                },
-                "input": {"properties": {"type": {"type": "keyword"}}},
-            },
+            "properties": properties(),
         }
     }
 }
+
 
 COMPONENTS = {"logferry-settings": SETTINGS, "logferry-mappings": MAPPINGS}
 

@@ -9,6 +9,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY logferry/ logferry/
 COPY collector/ collector/
 COPY pipeline/ pipeline/
 # The project's wheel first, then a virtual environment with it and its dependencies, from

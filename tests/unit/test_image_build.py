@@ -76,7 +76,7 @@ def test_the_build_stage_makes_a_wheel_that_runs_both_programs(image: str, tmp_p
     site = tmp_path / "site-packages"
     zipfile.ZipFile(wheel).extractall(site)
     modules = {p.relative_to(REPO).as_posix() for p in REPO.glob("*/*.py")}
-    wanted = {m for m in modules if m.split("/")[0] in ("collector", "pipeline")}
+    wanted = {m for m in modules if m.split("/")[0] in ("logferry", "collector", "pipeline")}
     assert wanted <= {p.relative_to(site).as_posix() for p in site.rglob("*.py")}
     for source, destination in final_stage_copies(dockerfile):
         if source.startswith("dashboards/"):
