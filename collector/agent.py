@@ -26,9 +26,9 @@ from collector.fastpath import FAST_PATHS, FastPaths
 from collector.join import Joiner, Record
 from collector.metrics import METRICS
 from collector.multiline import MultilineRule, rule_for
-from collector.probes import Health
 from collector.sink import Interrupted, KafkaSink, Sink
 from collector.tail import Chunk, Tail, plain
+from logferry.probes import Health
 
 if TYPE_CHECKING:
     # The kubernetes client is imported only where enrichment is configured.

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaException
 
-from collector import jsonlog
 from collector.agent import Agent
 from collector.config import Config, parse
 from collector.forward import ForwardServer
-from collector.probes import Health, serve
-from collector.settings import SettingError
 from collector.sink import KafkaSink, Sink, StreamSink
 from collector.statelock import StateDirLocked, lock_state_dir
+from logferry import jsonlog
+from logferry.probes import Health, serve
+from logferry.settings import SettingError
 
 if TYPE_CHECKING:
     from collector.enrich import Enricher

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector.multiline import MultilineRule, rule_for
-from collector.settings import (
+from logferry.settings import (
     Option,
     SettingError,
     boolean,

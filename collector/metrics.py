@@ -1,4 +1,4 @@
-"""The collector's own Prometheus metrics (served by collector.probes)."""
+"""The collector's own Prometheus metrics (served by logferry.probes)."""
 
 from __future__ import annotations
 

@@ -13,9 +13,9 @@ from confluent_kafka import KafkaException
 from elastic_transport import TransportError
 from elasticsearch import ApiError
 
-from collector import jsonlog
-from collector.probes import Health, serve
-from collector.settings import SettingError, version
+from logferry import jsonlog
+from logferry.probes import Health, serve
+from logferry.settings import SettingError, version
 from pipeline.config import Config, parse, shown
 from pipeline.indexer import Indexer, client
 from pipeline.retention import retain

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from collector.settings import (
+from logferry.settings import (
     Option,
     SettingError,
     boolean,

@@ -24,7 +24,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from elasticsearch import Elasticsearch
 
-from collector.probes import Health
+from logferry.probes import Health
 from pipeline import bulk
 from pipeline.config import Config
 from pipeline.documents import Document, IndexName, Undecodable, document, now

@@ -1,4 +1,4 @@
-"""The indexer's Prometheus metrics (served by collector.probes)."""
+"""The indexer's Prometheus metrics (served by logferry.probes)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from collector.jsonlog import JsonFormatter, RepeatFolder
+from logferry.jsonlog import JsonFormatter, RepeatFolder
 from tests.unit.logfiles import append, docker_container, docker_line
 
 REPO = Path(__file__).resolve().parents[2]

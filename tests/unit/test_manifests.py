@@ -656,7 +656,7 @@ def test_dockerfile_structure(image: str, port: int) -> None:
 
 @pytest.mark.parametrize("image", list(IMAGES))
 def test_healthcheck_asks_the_port_the_program_serves(image: str) -> None:
-    from collector.probes import Health, serve
+    from logferry.probes import Health, serve
 
     steps = instructions((DOCKER / f"{image}.Dockerfile").read_text())
     (check,) = [a for kind, a in steps if kind == "HEALTHCHECK"]

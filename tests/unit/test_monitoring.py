@@ -45,7 +45,7 @@ def names_used(mode: str, text: str) -> set[str]:
 def served() -> set[str]:
     """The series names our processes export, from the metrics modules both programs load."""
     # Importing them registers every family of both programs in this process's registry.
-    for module in ("collector.metrics", "collector.probes", "pipeline.metrics"):
+    for module in ("collector.metrics", "logferry.probes", "pipeline.metrics"):
         importlib.import_module(module)
     suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_count", "_sum"]}
     return {

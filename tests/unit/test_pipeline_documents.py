@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from collector.settings import SettingError
+from logferry.settings import SettingError
 from pipeline import bulk
 from pipeline.config import parse
 from pipeline.documents import IndexName, Undecodable, document

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.settings import positive_int, seconds, size
+from logferry.settings import positive_int, seconds, size
 
 REPO = Path(__file__).resolve().parents[2]
 
