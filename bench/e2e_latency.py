@@ -1,6 +1,6 @@
 """End-to-end latency: written to a log file -> searchable in Elasticsearch.
 
-Plays a node with bench/nodewriter.py at a steady line rate (default 10,000 lines/s for
+Plays a node with harness/nodewriter.py at a steady line rate (default 10,000 lines/s for
 120 s) while the real collector (pod metadata from the stand-in Kubernetes API), the real
 Kafka, pipeline processes and the real Elasticsearch carry the lines. A poller asks
 Elasticsearch, several times a second, how many documents each 100 ms slice of runtime
@@ -38,12 +38,12 @@ sys.path.insert(0, str(REPO))
 
 from elasticsearch import Elasticsearch  # noqa: E402
 
-from bench.nodewriter import NodeWriter, Rotation, Truth, default_node  # noqa: E402
+from harness.collector_run import new_topic, start_collector  # noqa: E402
+from harness.flow import NAMESPACE_LABELS, NODE, pods_for  # noqa: E402
+from harness.k8s_api import KubeAPI, namespace  # noqa: E402
+from harness.nodewriter import NodeWriter, Rotation, Truth, default_node  # noqa: E402
+from harness.pipeline_run import start_pipeline  # noqa: E402
 from pipeline.setup import install_templates  # noqa: E402
-from tests.e2e.flow import NAMESPACE_LABELS, NODE, pods_for  # noqa: E402
-from tests.integration.collector_run import new_topic, start_collector  # noqa: E402
-from tests.integration.pipeline_run import start_pipeline  # noqa: E402
-from tests.k8s_api import KubeAPI, namespace  # noqa: E402
 
 SLICE_MS = 100
 

@@ -1,4 +1,4 @@
-"""Kubernetes API load and cache cost of collector.enrich, against the tests.k8s_api stand-in.
+"""Kubernetes API load and cache cost of collector.enrich, against the harness.k8s_api stand-in.
 
 Starts the stand-in API server (it speaks the real wire format to the real `kubernetes` client)
 with `--pods` pods on this node (and `--other-pods` on other nodes, which the field selector
@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from collector.enrich import Enricher
-from tests.k8s_api import KubeAPI, cid, namespace, pod
+from harness.k8s_api import KubeAPI, cid, namespace, pod
 
 NODE = "node-a"
 

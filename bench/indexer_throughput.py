@@ -40,7 +40,7 @@ from pipeline.setup import install_templates
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.integration.pipeline_run import record  # noqa: E402
+from harness.pipeline_run import record  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:

@@ -2,7 +2,7 @@
 
 Starts the local Kafka and Elasticsearch (deploy/local), or uses those named in
 KAFKA_BOOTSTRAP_SERVERS and ELASTICSEARCH_URL, installs the templates, plays a
-node's container runtimes with bench/nodewriter.py, runs the collector and the pipeline as
+node's container runtimes with harness/nodewriter.py, runs the collector and the pipeline as
 real processes, shows progress, and ends with what one would ask Kibana. The servers stay
 up afterwards; `make services-down` stops them.
 
@@ -28,7 +28,7 @@ from elasticsearch import Elasticsearch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from bench.nodewriter import NodeWriter, Rotation, default_node  # noqa: E402
+from harness.nodewriter import NodeWriter, Rotation, default_node  # noqa: E402
 
 SECONDS = float(os.environ.get("DEMO_SECONDS", "45"))
 RATE = float(os.environ.get("DEMO_RATE", "400"))

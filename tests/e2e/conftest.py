@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 
-from tests.e2e.flow import RESULTS, Flow
+from harness.flow import RESULTS, Flow
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,6 +1,6 @@
 """Files -> collector -> Kafka -> two pipelines -> Elasticsearch, whole and under faults.
 
-Every test ends with the same check (tests/e2e/flow.py): each record the node writer wrote
+Every test ends with the same check (harness/flow.py): each record the node writer wrote
 is in Elasticsearch exactly once, by `_id` and by content, traces joined, metadata from the
 stand-in Kubernetes API on every document. The session prints written/found/lost/doubled for
 each test. The sizes keep `make test` inside its budget on a 2-core machine; the `long`
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from bench.nodewriter import Rotation, Spec, default_node
-from tests.e2e.flow import Flow
+from harness.flow import Flow
+from harness.nodewriter import Rotation, Spec, default_node
 from tests.servers import Outage
 
 pytestmark = pytest.mark.e2e

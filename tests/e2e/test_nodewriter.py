@@ -16,8 +16,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bench.nodewriter import NodeWriter, Rotation, default_node, read_truth
-from tests.integration.collector_run import collector_process
+from harness.collector_run import collector_process
+from harness.nodewriter import NodeWriter, Rotation, default_node, read_truth
 
 pytestmark = pytest.mark.e2e
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.nodewriter import docker_json, docker_pieces, stamp_ns
-from tests.integration.collector_run import consume, new_topic, start_collector
+from harness.collector_run import consume, new_topic, start_collector
+from harness.nodewriter import docker_json, docker_pieces, stamp_ns
 from tests.unit.logfiles import docker_container
 
 pytestmark = pytest.mark.e2e

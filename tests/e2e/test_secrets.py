@@ -24,10 +24,10 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from bench.nodewriter import NodeWriter, Rotation, default_node
+from harness.collector_run import REPO, consume, new_topic, start_collector
+from harness.nodewriter import NodeWriter, Rotation, default_node
+from harness.pipeline_run import pipeline_process
 from tests import servers
-from tests.integration.collector_run import REPO, consume, new_topic, start_collector
-from tests.integration.pipeline_run import pipeline_process
 
 pytestmark = pytest.mark.e2e
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from elasticsearch import Elasticsearch
 
-from bench.nodewriter import Rotation, default_node
+from harness.flow import Flow
+from harness.nodewriter import Rotation, default_node
 from pipeline.setup import install_templates
 from tests import servers
-from tests.e2e.flow import Flow
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.integration.collector_run import collector_process, consume, new_topic
+from harness.collector_run import collector_process, consume, new_topic
 from tests.integration.test_collector_operations import free_port, get, metric
 from tests.unit.logfiles import append, docker_container, docker_line
 

@@ -10,7 +10,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from tests.integration.collector_run import consume, new_topic, start_collector
+from harness.collector_run import consume, new_topic, start_collector
 from tests.unit.logfiles import append, cri_line, docker_container, docker_line
 
 FILES = 20

@@ -8,7 +8,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.integration.collector_run import consume, new_topic, start_collector
+from harness.collector_run import consume, new_topic, start_collector
 from tests.unit.logfiles import append, docker_container, docker_line
 
 LINES = 150_000

@@ -16,7 +16,7 @@ from fluent import asyncsender, handler, sender
 from collector.config import parse
 from collector.forward import ForwardServer
 from collector.sink import KafkaSink
-from tests.integration.collector_run import consume, new_topic, start_collector
+from harness.collector_run import consume, new_topic, start_collector
 from tests.unit.test_forward import Client, event_time, free_port, packed, until
 
 

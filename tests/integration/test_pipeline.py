@@ -17,8 +17,8 @@ import orjson
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from elasticsearch import Elasticsearch
 
-from tests.integration.collector_run import new_topic
-from tests.integration.pipeline_run import (
+from harness.collector_run import new_topic
+from harness.pipeline_run import (
     count,
     ids,
     produce,

@@ -9,7 +9,7 @@ import zlib
 from confluent_kafka import Consumer, Producer
 
 from collector.sink import KafkaSink
-from tests.integration.collector_run import new_topic
+from harness.collector_run import new_topic
 
 KEYS = [f"/var/log/pods/ns_pod-{n}_uid/app" for n in range(40)]
 

@@ -1,6 +1,6 @@
 """Records get their pod's metadata from the Kubernetes API, through the agent.
 
-The API server is the stand-in of tests/k8s_api.py (the real one cannot run here): it
+The API server is the stand-in of harness/k8s_api.py (the real one cannot run here): it
 speaks the list and watch wire format to the real `kubernetes` client.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from collector.enrich import Enricher
-from tests.k8s_api import KubeAPI, cid, namespace, pod
+from harness.k8s_api import KubeAPI, cid, namespace, pod
 from tests.unit.logfiles import ListSink, agent, append, cri_line, docker_line, drain
 
 NODE = "node-a"

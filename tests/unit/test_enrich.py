@@ -1,4 +1,4 @@
-"""Pod metadata from the Kubernetes API: the real `kubernetes` client against tests.k8s_api,
+"""Pod metadata from the Kubernetes API: the real `kubernetes` client against harness.k8s_api,
 a local stand-in for the API server that speaks its list and watch wire format."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from collector.encode import nest
 from collector.enrich import Enricher, PodInfo
-from tests.k8s_api import KubeAPI, cid, namespace, pod
+from harness.k8s_api import KubeAPI, cid, namespace, pod
 
 NODE = "node-a"
 PODS = "/api/v1/pods"

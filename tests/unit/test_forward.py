@@ -28,7 +28,7 @@ from prometheus_client import REGISTRY
 from collector.config import parse
 from collector.enrich import Enricher
 from collector.forward import ForwardServer
-from tests.k8s_api import KubeAPI, cid, namespace, pod
+from harness.k8s_api import KubeAPI, cid, namespace, pod
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = "node-a"

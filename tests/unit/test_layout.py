@@ -1,4 +1,5 @@
-"""The programs share code only through the logferry package (ARCHITECTURE.md, layout)."""
+"""The programs share code only through the logferry package (ARCHITECTURE.md, layout), and
+the tests, the demo and the benchmarks share theirs only through harness/."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ FORBIDDEN = {
     "collector": {"pipeline", "tests", "bench"},
     "pipeline": {"collector", "tests", "bench"},
     "logferry": {"collector", "pipeline", "tests", "bench"},
+    "harness": {"tests", "bench"},
+    "tests": {"bench"},
+    "bench": {"tests"},
 }
 
 

@@ -2,7 +2,7 @@
 
 Used by the end-to-end tests (tests/e2e), the latency bench (bench/e2e_latency.py) and by hand:
 
-    .venv/bin/python bench/nodewriter.py --root /tmp/node --rate 2000 --duration 60 \\
+    .venv/bin/python harness/nodewriter.py --root /tmp/node --rate 2000 --duration 60 \\
         --truth /tmp/node/truth.jsonl --manifest /tmp/node/pods.json
 
 writes under `ROOT/docker` (Docker's `/var/lib/docker/containers`) and `ROOT/log` (`/var/log`:
@@ -148,7 +148,7 @@ class Spec:
 
     @property
     def cid(self) -> str:
-        """The container id; the same formula as tests/k8s_api.container_id (restart 0)."""
+        """The container id; the same formula as harness/k8s_api.container_id (restart 0)."""
         return hashlib.sha256(f"{self.uid}/{self.container}/0".encode()).hexdigest()
 
     def manifest(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The whole flow with real processes, and the exactly-once check that ends every e2e test.
 
-node writer (bench/nodewriter.py, a thread here) -> files -> `python -m collector` (a
-subprocess, own state dir, pod metadata from the stand-in Kubernetes API of tests/k8s_api.py)
+node writer (harness/nodewriter.py, a thread here) -> files -> `python -m collector` (a
+subprocess, own state dir, pod metadata from the stand-in Kubernetes API of harness/k8s_api.py)
 -> the real Kafka -> `python -m pipeline run` processes (one consumer group) -> the real
 Elasticsearch. `Flow.check()` then compares what Elasticsearch holds with the writer's ground
 truth: every record exactly once by `event.id` (no `_id` twice across the indices) and by
@@ -25,10 +25,10 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch, helpers
 
-from bench.nodewriter import NodeWriter, Rotation, Spec, Truth
-from tests.integration.collector_run import new_topic, start_collector
-from tests.integration.pipeline_run import start_pipeline
-from tests.k8s_api import KubeAPI, namespace, pod
+from harness.collector_run import new_topic, start_collector
+from harness.k8s_api import KubeAPI, namespace, pod
+from harness.nodewriter import NodeWriter, Rotation, Spec, Truth
+from harness.pipeline_run import start_pipeline
 
 NODE = "node-a"
 NAMESPACE_LABELS = {

@@ -14,7 +14,7 @@ import orjson
 from confluent_kafka import Producer
 from elasticsearch import Elasticsearch, helpers
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 NAMESPACES = ("shop", "payments", "web")
 
 

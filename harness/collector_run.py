@@ -15,7 +15,7 @@ import orjson
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def new_topic(bootstrap: str, partitions: int = 6) -> str:
