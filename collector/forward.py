@@ -37,7 +37,7 @@ from prometheus_client import Counter, Gauge
 from collector.config import Config
 from collector.encode import nest
 from collector.metrics import METRICS
-from collector.sink import Done, KafkaSink, Sink
+from collector.sink import MAX_KEY_BYTES, Done, KafkaSink, Sink, largest_record
 
 if TYPE_CHECKING:
     # The kubernetes client is imported only where enrichment is configured.
@@ -61,6 +61,8 @@ INFLATE_RATIO = 8
 """A CompressedPackedForward message may inflate to this many times forward_max_frame_bytes."""
 READ_MARGIN = 1024 * 1024
 """Above the frame limit in the unpacker's buffer: room for one read past a frame's end."""
+CUT_TAG_CHARS = 1024
+"""A cut record keeps at most this much of its tag: a tag alone may not overflow a record."""
 RETRY_SECONDS = 0.01
 SWEEP_SECONDS = 1.0
 
@@ -246,17 +248,27 @@ class RecordEncoder:
             "@timestamp": body["@timestamp"],
             "message": "",
             "event": body["event"],
-            "fluent": {"tag": clean(tag)},
+            "fluent": {"tag": clean(tag)[:CUT_TAG_CHARS]},
             "tags": ["truncated"],
         }
-        room = self.max_record_bytes - len(self.suffix) - 1024
+        room = self.max_record_bytes - len(orjson.dumps(short)) + 1 - len(self.suffix)
         while True:
             short["message"] = text[: max(room, 0)].decode("utf-8", "ignore")
             value = orjson.dumps(short)[:-1] + self.suffix
-            # JSON escapes can make the text longer than its bytes: cut further until it fits.
-            if len(value) <= self.max_record_bytes or room <= 0:
+            over = len(value) - self.max_record_bytes
+            if over <= 0 or room <= 0:
                 return value
-            room //= 2
+            # JSON escapes make text longer than its bytes, never shorter: cut that much more.
+            room -= over
+
+
+def kafka_key(tag: str) -> str:
+    """A tag as a record key; a long one stands as its digest (one tag, one partition)."""
+    data = tag.encode("utf-8", "surrogateescape")
+    if len(data) <= MAX_KEY_BYTES:
+        return tag
+    digest = hashlib.blake2b(data, digest_size=16)
+    return f"tag-{digest.hexdigest()}"
 
 
 class PeerPods:
@@ -488,7 +500,7 @@ class Connection(asyncio.Protocol):
         self.frames += 1
         values = self.encoder.encode(tag, entries, ids)
         EVENTS.inc(len(values))
-        self.deliver(self.key or tag, values, chunk)
+        self.deliver(self.key or kafka_key(tag), values, chunk)
 
     def option(self, frame: list[Any], at: int) -> dict[str, Any]:
         """The option map, which is the item at `at` when there is one."""
@@ -614,7 +626,8 @@ class ForwardServer:
         self.max_connections = config.forward_max_connections
         self.idle_timeout = config.forward_idle_timeout
         self.object_path = config.forward_object
-        self.max_record_bytes = config.max_record_bytes
+        # What the producer takes, also with the stdout and file sinks: records are the same.
+        self.max_record_bytes = min(config.max_record_bytes, largest_record(config.kafka))
         self.meta: dict[str, Any] = {"host.name": config.node_name, "input.type": "forward"}
         self.peers = PeerPods(enricher) if enricher is not None else None
         self.loop = asyncio.new_event_loop()

@@ -395,6 +395,25 @@ def test_oversized_records_are_cut_and_tagged(listen):
     client.close()
 
 
+def test_the_record_cap_follows_the_producers_message_max_bytes(listen):
+    """What librdkafka takes (key, value and envelope under message.max.bytes) bounds a
+    record below max_record_bytes; a long tag is clipped in a cut record and as the key."""
+    server, sink = listen("--kafka", "message.max.bytes=20000")
+    client = Client(server.port)
+    client.send("small", 1764210000, {"message": "x" * 19_990})
+    tag = "t" * 50_000
+    client.send(tag, 1764210000, {"message": "y" * 30_000})
+    first, second = sink.records(2)
+    assert first["tags"] == ["truncated"]
+    assert second["tags"] == ["truncated"]
+    assert second["fluent"]["tag"] == tag[: len(second["fluent"]["tag"])]
+    assert second["message"].startswith("y")
+    for (key, _), record in zip(sink.batches, (first, second), strict=True):
+        assert len(key.encode()) + len(orjson.dumps(record)) <= 20_000 - 36
+    assert sink.batches[0][0] == "small"
+    client.close()
+
+
 def test_connections_past_the_limit_are_refused(listen):
     server, sink = listen("--forward-max-connections", "2")
     first, second = Client(server.port), Client(server.port)
