@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from collector.budget import byte_size, default_limit
 from collector.multiline import MultilineRule, rule_for
 from collector.settings import (
     Option,
@@ -80,6 +81,14 @@ OPTIONS = (
         "max_record_bytes", 1024 * 1024, "records are cut (tag truncated) past this", positive_int
     ),
     Option("max_open_files", 1024, "most log files held open at once", positive_int),
+    Option(
+        "memory_limit",
+        0,
+        "bytes held between reading and delivery, past which reading pauses; Ki/Mi/Gi "
+        "suffixes (default: half the cgroup memory limit, else 256Mi)",
+        byte_size,
+        env="LOGFERRY_MEMORY_LIMIT",
+    ),
     Option("metrics_port", 2020, "port of /metrics, /healthz, /readyz (0: off)", port),
     Option("node_name", "", "this node's name (host.name)", env="NODE_NAME"),
     Option("checkpoint_interval", 1.0, "seconds between checkpoint saves", seconds),
@@ -140,6 +149,7 @@ class Config:
     multiline_timeout: float
     max_record_bytes: int
     max_open_files: int
+    memory_limit: int
     metrics_port: int
     node_name: str
     checkpoint_interval: float
@@ -178,6 +188,8 @@ def parse(argv: Sequence[str] | None = None) -> Config:
         )
     if values["log_level"].lower() not in ("debug", "info", "warning", "error"):
         raise SettingError(f"setting log_level: unknown level {values['log_level']!r}")
+    if not values["memory_limit"]:
+        values["memory_limit"] = default_limit()
     if not values["node_name"]:
         values["node_name"] = socket.gethostname()
     if values["bootstrap_servers"]:
