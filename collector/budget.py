@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge
+
+if TYPE_CHECKING:
+    from collector.tail import Chunk, Tail
 
 MIB = 1024 * 1024
 DEFAULT_LIMIT = 256 * MIB
@@ -103,3 +107,69 @@ class Budget:
     def paused(self, reader: str) -> None:
         """A reader stopped reading for want of room (counted once per stop, not per check)."""
         PAUSES.labels(reader).inc()
+
+
+PARK_BYTES = 64 * 1024
+"""A started line at least this long at a file's end is not held while the file does not
+grow: its bytes are read again from the file when more comes."""
+
+
+class FileReads:
+    """The file side of the budget: the agent's reads of its files go through here.
+
+    It charges the started lines files hold; while the budget is exhausted, files are not
+    read and let go of what they hold, except those in the middle of a long line (at least
+    PARK_BYTES): only reading on finishes it and gives the memory back, and dropping it
+    would read it again and again.
+    """
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.held: dict[Tail, int] = {}
+        """Bytes of a started line each file holds, as charged."""
+        self.parked: dict[Tail, int] = {}
+        """Files whose started line at their end was let go, with their size then."""
+        self.pausing = False
+
+    def read(self, tail: Tail, size: int) -> Chunk | None:
+        """What `tail.read` gives, or None while the file waits (budget, parked line)."""
+        parked = self.parked.get(tail)
+        if parked is not None:
+            if tail.size() == parked:
+                return None
+            del self.parked[tail]
+        if self.budget.exhausted():
+            if not self.pausing:
+                self.pausing = True
+                self.budget.paused("files")
+            if len(tail.pending) < PARK_BYTES:
+                # The end of a read cut mid-line: let go, and read again from the file later.
+                tail.seek(tail.offset)
+                self.charge(tail)
+                return None
+        else:
+            self.pausing = False
+        chunk = tail.read(size)
+        pending = len(tail.pending)
+        if chunk is None and pending >= PARK_BYTES and tail.size() == tail.offset + pending:
+            self.parked[tail] = tail.size()
+            tail.seek(tail.offset)
+        self.charge(tail)
+        return chunk
+
+    def waiting_at_end(self, tail: Tail) -> bool:
+        """The file's unread bytes are a started line let go at its end: nothing to read."""
+        return self.parked.get(tail) == tail.size()
+
+    def charge(self, tail: Tail) -> None:
+        held = len(tail.pending)
+        before = self.held.pop(tail, 0)
+        if held:
+            self.held[tail] = held
+        if held != before:
+            self.budget.take(held - before)
+
+    def forget(self, tail: Tail) -> None:
+        """The file is let go: what it held is given back."""
+        self.parked.pop(tail, None)
+        self.budget.give(self.held.pop(tail, 0))

@@ -1,4 +1,5 @@
-"""The memory budget's limit: from --memory-limit, else the cgroup's limit, else 256 MiB."""
+"""The memory budget: its limit (--memory-limit, else from the cgroup, else 256 MiB), and
+the file side's reads against it."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from collector.budget import DEFAULT_LIMIT, byte_size, cgroup_limit, default_limit
+from collector.budget import DEFAULT_LIMIT, PAUSES, byte_size, cgroup_limit, default_limit
 from collector.config import parse
 from collector.settings import SettingError
+from tests.unit.logfiles import ListSink, agent, append, cri_line, drain
 
 
 def files(tmp_path: Path, v2: str | None, v1: str | None) -> tuple[str, str]:
@@ -51,3 +53,72 @@ def test_the_setting_takes_sizes_and_names_itself_when_wrong():
 
 def test_byte_size_auto_means_the_default():
     assert byte_size("auto") == 0
+
+
+# --- the file side -----------------------------------------------------------------------------
+
+
+def pod_log(tmp: Path, n: int) -> Path:
+    folder = tmp / "log" / "pods" / f"shop_cart-{n}_uid{n}" / "app"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "0.log"
+
+
+def test_started_lines_at_the_end_of_files_are_not_held_in_memory(tmp_path):
+    """200 files end in a 512 KiB line still being written: 100 MiB held before, each file
+    its own; now they are read again from the file when their end comes."""
+    limit = 8 * 1024 * 1024
+    sink = ListSink()
+    a = agent(tmp_path, sink, "--memory-limit", str(limit))
+    logs = [pod_log(tmp_path, n) for n in range(200)]
+    for n, log in enumerate(logs):
+        append(log, cri_line(f"{n} whole"), cri_line(f"{n} ")[:-1] + b"z" * 512 * 1024)
+    drain(a, turns=3)
+    assert sorted(sink.messages()) == sorted(f"{n} whole" for n in range(200))
+    held = sum(len(f.tail.pending) for f in a.files.values())
+    assert held <= limit, f"{held / 2**20:.0f} MiB held"
+    assert a.budget.used <= limit
+    for log in logs:
+        append(log, b"\n")
+    drain(a, turns=3)
+    ends = [m for m in sink.messages() if not m.endswith("whole")]
+    assert sorted(ends) == sorted(f"{n} " + "z" * 512 * 1024 for n in range(200))
+    assert a.budget.used == 0
+    assert a.idle()
+
+
+def test_reading_files_pauses_while_the_budget_is_exhausted(tmp_path):
+    """The budget is shared with the forward listener: while it is used up, no file is read;
+    once it has room again, every line is."""
+    limit = 1024 * 1024
+    sink = ListSink()
+    a = agent(tmp_path, sink, "--memory-limit", str(limit))
+    log = pod_log(tmp_path, 0)
+    append(log, *(cri_line(f"line {n}") for n in range(100)))
+    a.budget.take(limit)
+    pauses = PAUSES.labels("files")._value.get()
+    drain(a, turns=3)
+    assert sink.messages() == []
+    assert PAUSES.labels("files")._value.get() == pauses + 1
+    a.budget.give(limit)
+    drain(a, turns=3)
+    assert sink.messages() == [f"line {n}" for n in range(100)]
+    assert a.budget.used == 0
+
+
+def test_records_in_flight_count_against_the_budget(tmp_path):
+    sink = ListSink()
+    sink.hold = True
+    a = agent(tmp_path, sink, "--memory-limit", "1000000")
+    log = pod_log(tmp_path, 0)
+    append(log, *(cri_line(f"line {n} " + "q" * 1000) for n in range(2000)))
+    drain(a, turns=3)
+    read = len(sink.records)
+    assert 0 < read < 2000
+    assert a.budget.exhausted()
+    sink.release()
+    assert a.budget.used == 0
+    drain(a, turns=20)
+    sink.release()
+    drain(a, turns=20)
+    assert len(sink.records) == 2000
