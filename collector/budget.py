@@ -7,6 +7,8 @@ and the TCP window hold the rest (backpressure) instead of the heap.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +24,12 @@ DEFAULT_LIMIT = 256 * MIB
 CGROUP_SHARE = 0.5
 """Of a cgroup limit, the part for buffers: the rest is the interpreter, its objects around
 the buffered bytes, and librdkafka's own queue (queue.buffering.max.kbytes)."""
+WORKING_BYTES = 16 * MIB
+"""Kept out of the budget for what it does not count: librdkafka's request buffers (batches
+copied and compressed on their way to the brokers) and the copies one read makes while it
+is decoded and encoded."""
+M_MMAP_THRESHOLD = -3
+"""glibc's mallopt parameter; setting it also stops its dynamic adjustment."""
 UNLIMITED = 1 << 60
 """cgroup v1 says "no limit" with a number near 2**63."""
 CGROUP_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
@@ -79,11 +87,29 @@ def byte_size(text: str) -> int:
     return number
 
 
+def return_big_buffers() -> None:
+    """Buffers of 128 KiB and more (reads, long lines, records) are mapped on their own and
+    given back to the system when freed.
+
+    glibc raises that threshold each time such a buffer is freed, after which they come from
+    the heap, which holds on to the pages they leave: the process then keeps what it used at
+    its peak. Not glibc (another libc): nothing done.
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    mallopt = getattr(ctypes.CDLL(name), "mallopt", None)
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+
+
 class Budget:
     """A count of bytes held against a limit, shared by threads."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.threshold = max(limit - WORKING_BYTES, limit // 2)
+        """Readers stop at this much: the rest of the limit is WORKING_BYTES."""
         self.used = 0
         self.lock = threading.Lock()
         LIMIT.set(limit)
@@ -99,10 +125,10 @@ class Budget:
         self.take(-size)
 
     def exhausted(self) -> bool:
-        return self.used >= self.limit
+        return self.used >= self.threshold
 
     def room(self) -> int:
-        return self.limit - self.used
+        return self.threshold - self.used
 
     def paused(self, reader: str) -> None:
         """A reader stopped reading for want of room (counted once per stop, not per check)."""

@@ -14,7 +14,7 @@ from confluent_kafka import KafkaException
 
 from collector import jsonlog
 from collector.agent import Agent
-from collector.budget import Budget
+from collector.budget import Budget, return_big_buffers
 from collector.config import Config, parse
 from collector.forward import ForwardServer
 from collector.probes import Health, serve
@@ -71,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     enricher = start_enricher(config)
     # One budget for files and forward clients alike: what either holds, the other cannot.
     budget = Budget(config.memory_limit)
+    return_big_buffers()
     try:
         agent = Agent(config, sink, health, enricher, budget)
     except (OSError, ValueError) as exc:

@@ -390,6 +390,8 @@ class Handoff:
             batch.done(False)
             return True
         METRICS.records_produced.inc(len(values))
+        # librdkafka holds its own copy until delivery: this one would be held twice.
+        batch.values = []
         return True
 
 
