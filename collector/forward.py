@@ -611,8 +611,12 @@ class Connection(asyncio.Protocol):
             if compressed == "gzip":
                 bound = self.server.max_frame_bytes * INFLATE_RATIO
                 # A first pass refuses a message over the bound before any of it is shipped.
-                for _ in inflated(packed, bound):
-                    pass
+                try:
+                    for _ in inflated(packed, bound):
+                        pass
+                except TooLarge as exc:
+                    self.skip(tag, option, str(exc))
+                    return
                 pieces = inflated(packed, bound)
             elif compressed != "text":
                 raise ProtocolError(f"unknown compression {compressed!r}")
@@ -634,6 +638,17 @@ class Connection(asyncio.Protocol):
         self.frames += 1
         key = self.key or kafka_key(tag)
         self.message = Message(key, chunk, self.encoder.encode(tag, entries, ids), size)
+
+    def skip(self, tag: str, option: dict[str, Any], detail: str) -> None:
+        """A message read whole and refused for its size: counted, logged, and its chunk
+        acknowledged, as the same chunk sent again would be refused again, for ever."""
+        ERRORS.labels("too_large").inc()
+        log.error(
+            "forward client %s: a message tagged %r skipped: %s", self.peer, tag[:200], detail
+        )
+        chunk = option.get("chunk")
+        if isinstance(chunk, str | bytes):
+            self.write({"ack": chunk})
 
     def option(self, frame: list[Any], at: int) -> dict[str, Any]:
         """The option map, which is the item at `at` when there is one."""
