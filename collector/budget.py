@@ -22,8 +22,8 @@ MIB = 1024 * 1024
 DEFAULT_LIMIT = 256 * MIB
 """The budget without a cgroup memory limit."""
 CGROUP_SHARE = 0.5
-"""Of a cgroup limit, the part for buffers: the rest is the interpreter, its objects around
-the buffered bytes, and librdkafka's own queue (queue.buffering.max.kbytes)."""
+"""Of a cgroup limit, the part for buffers: the rest is the interpreter and the objects it
+makes around the buffered bytes."""
 WORKING_BYTES = 16 * MIB
 """Kept out of the budget for what it does not count: librdkafka's request buffers (batches
 copied and compressed on their way to the brokers) and the copies one read makes while it

@@ -530,7 +530,7 @@ class Connection(asyncio.Protocol):
                 if self.frame_start - start > limit:
                     raise TooLarge(f"a message is over forward_max_frame_bytes={limit}")
                 self.handle(frame, self.frame_start - start)
-            if self.fed - self.frame_start > limit:
+            if not self.closed and self.fed - self.frame_start > limit:
                 raise TooLarge(f"a message is over forward_max_frame_bytes={limit}")
         except msgpack.BufferFull:
             self.cut("too_large", f"a message is over forward_max_frame_bytes={limit}")
