@@ -74,17 +74,17 @@ def byte_size(text: str) -> int:
     value = text.strip()
     if value.lower() == "auto":
         return 0
-    for suffix, factor in (("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)):
+    factor = 1
+    for suffix, size in (("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)):
         for spelled in (suffix + "B", suffix):
             if value.endswith(spelled):
-                number = int(value.removesuffix(spelled))
-                if number < 0:
-                    raise ValueError(f"must be zero or more bytes, got {text}")
-                return number * factor
-    number = int(value)
-    if number < 0:
-        raise ValueError(f"must be zero or more bytes, got {text}")
-    return number
+                value, factor = value.removesuffix(spelled), size
+                break
+        if factor != 1:
+            break
+    if not value.isdigit():
+        raise ValueError(f"expected a number of bytes such as 268435456 or 256Mi, got {text!r}")
+    return int(value) * factor
 
 
 def return_big_buffers() -> None:
