@@ -168,6 +168,7 @@ class FileReads:
             if not self.pausing:
                 self.pausing = True
                 self.budget.paused("files")
+                self.sweep()
             if len(tail.pending) < PARK_BYTES:
                 # The end of a read cut mid-line: let go, and read again from the file later.
                 tail.seek(tail.offset)
@@ -194,6 +195,11 @@ class FileReads:
             self.held[tail] = held
         if held != before:
             self.budget.take(held - before)
+
+    def sweep(self) -> None:
+        """Files closed without `forget`: what they held is given back."""
+        for tail in [t for t in (*self.held, *self.parked) if t.fd < 0]:
+            self.forget(tail)
 
     def forget(self, tail: Tail) -> None:
         """The file is let go: what it held is given back."""

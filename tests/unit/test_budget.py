@@ -122,3 +122,24 @@ def test_records_in_flight_count_against_the_budget(tmp_path):
     sink.release()
     drain(a, turns=20)
     assert len(sink.records) == 2000
+
+
+def test_a_file_closed_without_forget_gives_its_bytes_back_once_the_budget_runs_out(tmp_path):
+    """Whatever path closes a file, the budget does not keep its started line for ever."""
+    limit = 1024 * 1024
+    sink = ListSink()
+    a = agent(tmp_path, sink, "--memory-limit", str(limit))
+    log = pod_log(tmp_path, 0)
+    append(log, cri_line("whole"), b"2026-11-27T02:00:00.000000001Z stdout F " + b"s" * 30_000)
+    drain(a, turns=1)
+    held = a.budget.used
+    assert held > 0
+    (file,) = a.files.values()
+    file.tail.close()
+    del a.files[(file.tail.dev, file.tail.ino)]
+    file.group.files.remove(file)
+    a.budget.take(limit)
+    other = pod_log(tmp_path, 1)
+    append(other, cri_line("other"))
+    drain(a, turns=1)
+    assert a.budget.used == limit
