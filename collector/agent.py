@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from collector.budget import Budget, FileReads
 from collector.checkpoint import Checkpoints
 from collector.config import Config
 from collector.decode import DECODERS, Line, detect
@@ -87,8 +88,11 @@ class Agent:
         sink: Sink,
         health: Health | None = None,
         enricher: Enricher | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.config = config
+        self.budget = Budget(config.memory_limit) if budget is None else budget
+        self.reads = FileReads(self.budget)
         self.sink = sink
         self.enricher = enricher
         self.health = health or Health()
@@ -275,7 +279,7 @@ class Agent:
                         break
                 # One chunk per container a turn, from its oldest file with complete lines:
                 # newer files wait until the older ones are read to their end.
-                chunk = file.tail.read(READ_SIZE)
+                chunk = self.reads.read(file.tail, READ_SIZE)
                 if chunk is not None:
                     self.process(file, chunk, now)
                     worked = True
@@ -375,8 +379,11 @@ class Agent:
         if not values and group.in_flight:
             return
         group.in_flight += 1
+        size = sum(map(len, values))
+        self.budget.take(size)
 
         def done(ok: bool) -> None:
+            self.budget.give(size)
             group.in_flight -= 1
             if not ok:
                 group.failed = True
@@ -403,6 +410,7 @@ class Agent:
         self.finished[identity] = (file.tail.offset, file.mtime)
         del self.files[identity]
         file.group.files.remove(file)
+        self.reads.forget(file.tail)
         file.tail.close()
         log.debug("released %s", file.path)
 
@@ -423,7 +431,7 @@ class Agent:
             if f.encoder is None:
                 if f.tail.identify():
                     return False
-            elif f.tail.behind() > len(f.tail.pending):
+            elif f.tail.behind() > len(f.tail.pending) and not self.reads.waiting_at_end(f.tail):
                 return False
         return all(g.in_flight == 0 for g in self.groups.values())
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from confluent_kafka import KafkaException
 
 from collector.agent import Agent
+from collector.budget import Budget, return_big_buffers
 from collector.config import Config, parse
 from collector.forward import ForwardServer
 from collector.sink import KafkaSink, Sink, StreamSink
@@ -86,15 +87,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"collector: setting sink: {exc}", file=sys.stderr)
         return 2
     enricher = start_enricher(config)
+    # One budget for files and forward clients alike: what either holds, the other cannot.
+    budget = Budget(config.memory_limit)
+    return_big_buffers()
     try:
-        agent = Agent(config, sink, health, enricher)
+        agent = Agent(config, sink, health, enricher, budget)
     except (OSError, ValueError) as exc:
         print(f"collector: setting state_dir: {exc}", file=sys.stderr)
         return 2
     log.info("collector started, sink %s", config.sink)
     try:
         if config.forward_port and not config.once:
-            listener = ForwardServer(config, sink, enricher)
+            listener = ForwardServer(config, sink, enricher, budget=budget)
             try:
                 listener.start()
             except OSError as exc:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from collector.budget import default_limit
 from collector.multiline import MultilineRule, rule_for
 from logferry.settings import (
     Option,
@@ -27,6 +28,13 @@ def positive_seconds(text: str) -> float:
     if value == 0:
         raise ValueError("must be more than zero seconds")
     return value
+
+
+def size_or_auto(text: str) -> int:
+    """A size, or 0 for the default: `auto` or 0."""
+    if text.strip().lower() in ("auto", "0"):
+        return 0
+    return size(text)
 
 
 def sink_spec(text: str) -> str:
@@ -86,6 +94,14 @@ OPTIONS = (
     Option("multiline_timeout", 1.0, "seconds a multi-line record waits for more", seconds),
     Option("max_record_bytes", 1024 * 1024, "records are cut (tag truncated) past this", size),
     Option("max_open_files", 1024, "most log files held open at once", positive_int),
+    Option(
+        "memory_limit",
+        0,
+        "bytes held between reading and delivery, past which reading pauses (256MiB...; "
+        "default, or auto: half the cgroup memory limit, else 256MiB)",
+        size_or_auto,
+        env="LOGFERRY_MEMORY_LIMIT",
+    ),
     Option(
         "metrics_port",
         2020,
@@ -159,6 +175,7 @@ class Config:
     multiline_timeout: float
     max_record_bytes: int
     max_open_files: int
+    memory_limit: int
     metrics_port: int
     node_name: str
     checkpoint_interval: float
@@ -198,6 +215,8 @@ def parse(argv: Sequence[str] | None = None) -> Config:
         )
     if values["log_level"].lower() not in ("debug", "info", "warning", "error"):
         raise SettingError(f"setting log_level: unknown level {values['log_level']!r}")
+    if not values["memory_limit"]:
+        values["memory_limit"] = default_limit()
     if not values["node_name"]:
         values["node_name"] = socket.gethostname()
     if values["bootstrap_servers"]:

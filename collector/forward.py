@@ -34,10 +34,11 @@ from confluent_kafka import KafkaError, KafkaException
 from msgpack import ExtType, Timestamp
 from prometheus_client import Counter, Gauge
 
+from collector.budget import Budget
 from collector.config import Config
 from collector.encode import nest
 from collector.metrics import METRICS
-from collector.sink import Done, KafkaSink, Sink
+from collector.sink import MAX_KEY_BYTES, Done, KafkaSink, Sink, largest_record
 
 if TYPE_CHECKING:
     # The kubernetes client is imported only where enrichment is configured.
@@ -59,10 +60,19 @@ IN_FLIGHT_BYTES = 8 * 1024 * 1024
 """Records of one connection not yet delivered past which it is not read: backpressure."""
 INFLATE_RATIO = 8
 """A CompressedPackedForward message may inflate to this many times forward_max_frame_bytes."""
+STEP_BYTES = 1024 * 1024
+"""Inflated bytes per step of a gzip message, and record bytes per sink batch of a message:
+a message is read a step at a time, so what it holds does not grow with its size."""
+READ_BYTES = 256 * 1024
+"""The most one read of a socket brings (asyncio's): the budget's overshoot per connection."""
 READ_MARGIN = 1024 * 1024
 """Above the frame limit in the unpacker's buffer: room for one read past a frame's end."""
+CUT_TAG_CHARS = 1024
+"""A cut record keeps at most this much of its tag: a tag alone may not overflow a record."""
 RETRY_SECONDS = 0.01
 SWEEP_SECONDS = 1.0
+FEED_SECONDS = 0.02
+"""How often connections paused for the budget look for room again."""
 
 
 class ProtocolError(ValueError):
@@ -100,33 +110,37 @@ def as_bytes(value: Any) -> bytes:
     raise ProtocolError(f"expected str or bin, got {type(value).__name__}")
 
 
-def inflate(data: bytes, limit: int) -> bytes:
-    """Gzip members one after another (forwarders append one per flush), at most `limit` out."""
-    pieces: list[bytes] = []
+def inflated(data: bytes, limit: int) -> Iterator[bytes]:
+    """Gzip members one after another (forwarders append one per flush), STEP_BYTES at a time;
+    TooLarge past `limit` bytes out in all. Never more than one step is held."""
     size = 0
     while data:
         member = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        piece = member.decompress(data, limit - size + 1)
-        size += len(piece)
-        if size > limit:
-            raise TooLarge(f"compressed entries inflate past {limit} bytes")
-        if not member.eof:
-            raise ProtocolError("compressed entries end inside a gzip member")
-        pieces.append(piece)
+        while not member.eof:
+            piece = member.decompress(data, STEP_BYTES)
+            data = member.unconsumed_tail
+            size += len(piece)
+            if size > limit:
+                raise TooLarge(f"compressed entries inflate past {limit} bytes")
+            if piece:
+                yield piece
+            elif not data:
+                raise ProtocolError("compressed entries end inside a gzip member")
         data = member.unused_data
-    return b"".join(pieces)
 
 
-def entries_of(packed: bytes) -> Iterator[Any]:
-    """The [time, record] entries of a PackedForward message."""
-    stream = unpacker(len(packed))
-    stream.feed(packed)
-    end = 0
-    for entry in stream:
-        # Read after each object: past its end, tell() also counts a started next one.
-        end = stream.tell()
-        yield entry
-    if end != len(packed):
+def entries_of(pieces: Iterable[bytes], max_entry: int) -> Iterator[Any]:
+    """The [time, record] entries of a PackedForward message, from its bytes in pieces."""
+    stream = unpacker(max_entry)
+    fed = end = 0
+    for piece in pieces:
+        fed += len(piece)
+        stream.feed(piece)
+        for entry in stream:
+            # Read after each object: past its end, tell() also counts a started next one.
+            end = stream.tell()
+            yield entry
+    if end != fed:
         raise ProtocolError("packed entries end inside an event")
 
 
@@ -201,11 +215,13 @@ class RecordEncoder:
             self.second = seconds
         return f"{self.prefix}Z" if nanos is None else f"{self.prefix}.{nanos:09d}Z"
 
-    def encode(self, tag: str, entries: Iterable[Any], ids: str) -> list[bytes]:
+    def encode(self, tag: str, entries: Iterable[Any], ids: str) -> Iterator[list[bytes]]:
+        """The records of a message, in batches of about STEP_BYTES."""
         dumps = orjson.dumps
         suffix = self.suffix
         parents, leaf = self.parents, self.leaf
         values: list[bytes] = []
+        size = 0
         for index, entry in enumerate(entries):
             if type(entry) is not list or len(entry) < 2:
                 raise ProtocolError("an entry is not [time, record]")
@@ -236,7 +252,12 @@ class RecordEncoder:
             if len(value) > self.max_record_bytes:
                 value = self.cut(body, tag)
             values.append(value)
-        return values
+            size += len(value)
+            if size >= STEP_BYTES:
+                yield values
+                values, size = [], 0
+        if values:
+            yield values
 
     def cut(self, body: dict[str, Any], tag: str) -> bytes:
         """A record past max_record_bytes: the map's other fields go, the message is cut."""
@@ -246,17 +267,27 @@ class RecordEncoder:
             "@timestamp": body["@timestamp"],
             "message": "",
             "event": body["event"],
-            "fluent": {"tag": clean(tag)},
+            "fluent": {"tag": clean(tag)[:CUT_TAG_CHARS]},
             "tags": ["truncated"],
         }
-        room = self.max_record_bytes - len(self.suffix) - 1024
+        room = self.max_record_bytes - len(orjson.dumps(short)) + 1 - len(self.suffix)
         while True:
             short["message"] = text[: max(room, 0)].decode("utf-8", "ignore")
             value = orjson.dumps(short)[:-1] + self.suffix
-            # JSON escapes can make the text longer than its bytes: cut further until it fits.
-            if len(value) <= self.max_record_bytes or room <= 0:
+            over = len(value) - self.max_record_bytes
+            if over <= 0 or room <= 0:
                 return value
-            room //= 2
+            # JSON escapes make text longer than its bytes, never shorter: cut that much more.
+            room -= over
+
+
+def kafka_key(tag: str) -> str:
+    """A tag as a record key; a long one stands as its digest (one tag, one partition)."""
+    data = tag.encode("utf-8", "surrogateescape")
+    if len(data) <= MAX_KEY_BYTES:
+        return tag
+    digest = hashlib.blake2b(data, digest_size=16)
+    return f"tag-{digest.hexdigest()}"
 
 
 class PeerPods:
@@ -359,7 +390,23 @@ class Handoff:
             batch.done(False)
             return True
         METRICS.records_produced.inc(len(values))
+        # librdkafka holds its own copy until delivery: this one would be held twice.
+        batch.values = []
         return True
+
+
+@dataclass(eq=False, slots=True)
+class Message:
+    """One message (or chunk) of a connection: its records go to the sink a batch at a time."""
+
+    key: str
+    chunk: str | bytes | None
+    batches: Iterator[list[bytes]] | None
+    """None once every record was handed to the sink."""
+    size: int
+    """Bytes of its msgpack held while it is read: charged to the budget."""
+    outstanding: int = 0
+    """Batches handed to the sink whose outcome the loop has not seen yet."""
 
 
 class Connection(asyncio.Protocol):
@@ -380,11 +427,18 @@ class Connection(asyncio.Protocol):
         self.meta_version = -1
         self.uid = secrets.token_hex(6)
         self.frames = 0
+        self.message: Message | None = None
+        """The message whose records are being handed to the sink; the next waits for it."""
         self.in_flight = 0
         """Bytes of records handed to the sink and not yet delivered."""
+        self.charged = 0
+        """Bytes this connection holds in the budget."""
         self.nonce: bytes | None = None
         """Set while the handshake is not done."""
         self.paused = False
+        """Not read while its records in flight are past IN_FLIGHT_BYTES."""
+        self.starved = False
+        """Not read while the memory budget is exhausted."""
         self.closed = False
         self.last = 0.0
 
@@ -413,16 +467,24 @@ class Connection(asyncio.Protocol):
             # Peers that vanish without a FIN are found out even with no idle timeout.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.last = server.loop.time()
-        if server.draining:
-            transport.pause_reading()
+        if server.budget.exhausted():
+            self.starve()
+        self.update()
         if server.shared_key:
             self.nonce = os.urandom(16)
             self.write(["HELO", {"nonce": self.nonce, "auth": "", "keepalive": True}])
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.server.connections.discard(self)
-        CONNECTIONS.set(len(self.server.connections))
+        server = self.server
+        server.connections.discard(self)
+        CONNECTIONS.set(len(server.connections))
+        if server.finisher is self:
+            server.finisher = None
+        # What it buffered goes with it; records in flight stay charged until they settle.
+        self.message = None
+        self.fed = self.frame_start
+        self.charge()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -430,19 +492,45 @@ class Connection(asyncio.Protocol):
         self.last = self.server.loop.time()
         BYTES.inc(len(data))
         self.fed += len(data)
-        limit = self.server.max_frame_bytes
         try:
             self.stream.feed(data)
-            for frame in self.stream:
+        except msgpack.BufferFull:
+            limit = self.server.max_frame_bytes
+            self.cut("too_large", f"a message is over forward_max_frame_bytes={limit}")
+            return
+        self.pump()
+
+    def pump(self) -> None:
+        """Reads messages and hands their records on while the bounds allow, then reading
+        stops (records in flight past IN_FLIGHT_BYTES, or the budget exhausted) until
+        deliveries make room."""
+        server = self.server
+        limit = server.max_frame_bytes
+        try:
+            while not self.closed:
+                message = self.message
+                if message is not None:
+                    if self.blocked():
+                        return
+                    values = None if message.batches is None else next(message.batches, None)
+                    if values is not None:
+                        self.deliver(message, values)
+                        continue
+                    message.batches = None
+                    self.message = None
+                    if message.outstanding == 0:
+                        self.answer(message)
+                try:
+                    frame = self.stream.unpack()
+                except msgpack.OutOfData:
+                    break
                 # The unpacker drops what it parsed of an unfinished message: the size of
                 # one is counted from where it began.
                 start, self.frame_start = self.frame_start, self.stream.tell()
                 if self.frame_start - start > limit:
                     raise TooLarge(f"a message is over forward_max_frame_bytes={limit}")
-                self.handle(frame)
-                if self.closed:
-                    return
-            if self.fed - self.frame_start > limit:
+                self.handle(frame, self.frame_start - start)
+            if not self.closed and self.fed - self.frame_start > limit:
                 raise TooLarge(f"a message is over forward_max_frame_bytes={limit}")
         except msgpack.BufferFull:
             self.cut("too_large", f"a message is over forward_max_frame_bytes={limit}")
@@ -450,8 +538,61 @@ class Connection(asyncio.Protocol):
             self.cut(exc.reason, str(exc))
         except (ValueError, TypeError, OverflowError, msgpack.UnpackException, zlib.error) as exc:
             self.cut("malformed", f"not msgpack of the forward protocol: {exc!r}")
+        self.charge()
+        if self.closed:
+            return
+        if server.finisher is self and not self.unfinished():
+            server.finisher = None
+        if server.budget.exhausted() and server.finisher is not self:
+            self.starve()
 
-    def handle(self, frame: Any) -> None:
+    def unfinished(self) -> bool:
+        """In the middle of receiving a message, or of handing its records on."""
+        return self.message is not None or self.fed > self.frame_start
+
+    def blocked(self) -> bool:
+        """Whether the message being read must wait for deliveries; reading stops meanwhile."""
+        self.charge()
+        if self.in_flight > IN_FLIGHT_BYTES:
+            self.paused = True
+            self.update()
+            return True
+        if self.server.budget.exhausted() and self.server.finisher is not self:
+            self.starve()
+            return True
+        return False
+
+    def charge(self) -> None:
+        """Tells the budget what this connection holds: bytes of an unfinished message, the
+        message being read, records in flight."""
+        held = self.fed - self.frame_start + self.in_flight
+        if self.message is not None:
+            held += self.message.size
+        if held != self.charged:
+            self.server.budget.take(held - self.charged)
+            self.charged = held
+
+    def starve(self) -> None:
+        if not self.starved:
+            self.starved = True
+            self.server.budget.paused("forward")
+            self.server.hungry.append(self)
+            self.server.feed_soon()
+        self.update()
+
+    def reading(self) -> bool:
+        return not (self.closed or self.paused or self.starved or self.server.draining)
+
+    def update(self) -> None:
+        """Reads the socket unless a bound or the drain says not to (idempotent)."""
+        if self.transport is None or self.closed:
+            return
+        if self.reading():
+            self.transport.resume_reading()
+        else:
+            self.transport.pause_reading()
+
+    def handle(self, frame: Any, size: int) -> None:
         if self.nonce is not None:
             self.handshake(frame, self.nonce)
             return
@@ -466,11 +607,20 @@ class Connection(asyncio.Protocol):
             option = self.option(frame, 2)
             packed = as_bytes(body)
             compressed = option.get("compressed", "text")
+            pieces: Iterable[bytes] = (packed,)
             if compressed == "gzip":
-                packed = inflate(packed, self.server.max_frame_bytes * INFLATE_RATIO)
+                bound = self.server.max_frame_bytes * INFLATE_RATIO
+                # A first pass refuses a message over the bound before any of it is shipped.
+                try:
+                    for _ in inflated(packed, bound):
+                        pass
+                except TooLarge as exc:
+                    self.skip(tag, option, str(exc))
+                    return
+                pieces = inflated(packed, bound)
             elif compressed != "text":
                 raise ProtocolError(f"unknown compression {compressed!r}")
-            entries = entries_of(packed)
+            entries = entries_of(pieces, self.server.max_frame_bytes + STEP_BYTES)
         else:
             option = self.option(frame, 3)
             entries = [frame[1:3]]
@@ -486,9 +636,19 @@ class Connection(asyncio.Protocol):
             digest = hashlib.blake2b(as_bytes(tag) + b"\0" + as_bytes(chunk), digest_size=12)
             ids = digest.hexdigest()
         self.frames += 1
-        values = self.encoder.encode(tag, entries, ids)
-        EVENTS.inc(len(values))
-        self.deliver(self.key or tag, values, chunk)
+        key = self.key or kafka_key(tag)
+        self.message = Message(key, chunk, self.encoder.encode(tag, entries, ids), size)
+
+    def skip(self, tag: str, option: dict[str, Any], detail: str) -> None:
+        """A message read whole and refused for its size: counted, logged, and its chunk
+        acknowledged, as the same chunk sent again would be refused again, for ever."""
+        ERRORS.labels("too_large").inc()
+        log.error(
+            "forward client %s: a message tagged %r skipped: %s", self.peer, tag[:200], detail
+        )
+        chunk = option.get("chunk")
+        if isinstance(chunk, str | bytes):
+            self.write({"ack": chunk})
 
     def option(self, frame: list[Any], at: int) -> dict[str, Any]:
         """The option map, which is the item at `at` when there is one."""
@@ -531,38 +691,44 @@ class Connection(asyncio.Protocol):
         self.encoder.update(meta)
         self.key = None if info is None else info.fields.get("container.id")
 
-    def deliver(self, key: str, values: list[bytes], chunk: str | bytes | None) -> None:
+    def deliver(self, message: Message, values: list[bytes]) -> None:
         server = self.server
         size = sum(map(len, values))
         loop = server.loop
+        EVENTS.inc(len(values))
 
         def done(ok: bool) -> None:
             # The stopped listener has nobody to answer.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self.settled, chunk, size, ok)
+                loop.call_soon_threadsafe(self.settled, message, size, ok)
 
         self.in_flight += size
+        message.outstanding += 1
         server.pending += 1
-        server.handoff.submit(Batch(key, values, done))
-        if self.in_flight > IN_FLIGHT_BYTES and not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
+        server.handoff.submit(Batch(message.key, values, done))
 
-    def settled(self, chunk: str | bytes | None, size: int, ok: bool) -> None:
+    def settled(self, message: Message, size: int, ok: bool) -> None:
         self.in_flight -= size
+        message.outstanding -= 1
         self.server.pending -= 1
+        self.charge()
         if self.closed:
             return
         if not ok:
             # The client sends unacknowledged chunks again once the connection is gone.
             self.cut("delivery", "the sink failed to deliver its events")
             return
-        if chunk is not None:
-            self.write({"ack": chunk})
-        if self.paused and self.in_flight <= IN_FLIGHT_BYTES // 2 and not self.server.draining:
+        if message.outstanding == 0 and message.batches is None:
+            self.answer(message)
+        if self.paused and self.in_flight <= IN_FLIGHT_BYTES // 2:
             self.paused = False
-            assert self.transport is not None
-            self.transport.resume_reading()
+            self.update()
+            self.pump()
+
+    def answer(self, message: Message) -> None:
+        """Every record of the message is delivered: the chunk, if any, is acknowledged."""
+        if message.chunk is not None:
+            self.write({"ack": message.chunk})
 
     def write(self, message: Any) -> None:
         assert self.transport is not None
@@ -604,6 +770,7 @@ class ForwardServer:
         *,
         host: str | None = None,
         port: int | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.host = config.forward_host if host is None else host
         self.port = config.forward_port if port is None else port
@@ -614,13 +781,23 @@ class ForwardServer:
         self.max_connections = config.forward_max_connections
         self.idle_timeout = config.forward_idle_timeout
         self.object_path = config.forward_object
-        self.max_record_bytes = config.max_record_bytes
+        # What the producer takes, also with the stdout and file sinks: records are the same.
+        self.max_record_bytes = min(config.max_record_bytes, largest_record(config.kafka))
         self.meta: dict[str, Any] = {"host.name": config.node_name, "input.type": "forward"}
         self.peers = PeerPods(enricher) if enricher is not None else None
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="forward", daemon=True)
         self.handoff = Handoff(sink, self.loop)
         self.connections: set[Connection] = set()
+        self.budget = Budget(config.memory_limit) if budget is None else budget
+        self.hungry: deque[Connection] = deque()
+        """Connections not read while the budget is exhausted, in the order they stopped."""
+        self.finisher: Connection | None = None
+        """The one connection read on while the budget is exhausted, until the message it is
+        in the middle of is received and handed on: when unfinished messages hold all of
+        the budget, nothing else would ever give memory back. It passes the budget by at
+        most one message and IN_FLIGHT_BYTES."""
+        self.feeding = False
         self.pending = 0
         """Batches handed to the sink whose outcome the loop has not seen yet."""
         self.draining = False
@@ -661,6 +838,36 @@ class ForwardServer:
                 conn.close()
         self.loop.call_later(SWEEP_SECONDS, self.sweep)
 
+    def feed_soon(self) -> None:
+        if not self.feeding:
+            self.feeding = True
+            self.loop.call_later(FEED_SECONDS, self.feed)
+
+    def feed(self) -> None:
+        """Connections paused for the budget read again as it has room: as many as one read
+        each fits in, oldest first, so the budget is passed by at most one read."""
+        self.feeding = False
+        budget = self.budget
+        resumed = 0
+        while self.hungry and budget.room() > resumed * READ_BYTES:
+            conn = self.hungry.popleft()
+            conn.starved = False
+            if not conn.closed:
+                resumed += 1
+                conn.update()
+                conn.pump()
+        if self.hungry and budget.exhausted() and self.finisher is None:
+            unfinished = [c for c in self.hungry if not c.closed and c.unfinished()]
+            if unfinished:
+                conn = max(unfinished, key=lambda c: c.charged)
+                self.hungry.remove(conn)
+                conn.starved = False
+                self.finisher = conn
+                conn.update()
+                conn.pump()
+        if self.hungry:
+            self.feed_soon()
+
     def drain(self) -> None:
         """Takes nothing more: no new connection, no more reading. Safe from a signal handler."""
         with contextlib.suppress(RuntimeError):
@@ -673,8 +880,7 @@ class ForwardServer:
         if self.heartbeat is not None:
             self.heartbeat.close()
         for conn in self.connections:
-            if conn.transport is not None:
-                conn.transport.pause_reading()
+            conn.update()
 
     def stop(self, timeout: float) -> None:
         """Answers what was delivered, then closes everything.

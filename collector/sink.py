@@ -41,6 +41,20 @@ KAFKA_DEFAULTS: dict[str, Any] = {
 }
 
 
+MESSAGE_MAX_BYTES = 1_000_000
+"""librdkafka's default message.max.bytes: produce() refuses a larger key, value and envelope."""
+MESSAGE_ENVELOPE = 512
+"""Room left for a record's envelope and batch header (librdkafka counts 36 bytes)."""
+MAX_KEY_BYTES = 256
+"""Longest key a sink is given alongside a record of `largest_record` bytes."""
+
+
+def largest_record(kafka: dict[str, Any]) -> int:
+    """The largest record the producer takes with a key of at most MAX_KEY_BYTES."""
+    limit = int(kafka.get("message.max.bytes", MESSAGE_MAX_BYTES))
+    return limit - MESSAGE_ENVELOPE - MAX_KEY_BYTES
+
+
 class Sink(Protocol):
     failure: str | None
     """Why the sink will deliver nothing more, once it knows; the program then stops."""

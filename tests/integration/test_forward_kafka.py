@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import gzip
 import logging
+import random
 import signal
+import string
 import subprocess
 import time
 from pathlib import Path
 
 import msgpack
+import orjson
 from fluent import asyncsender, handler, sender
 
 from collector.config import parse
@@ -179,3 +182,36 @@ def test_a_full_producer_queue_holds_the_chunk_until_polls_make_room(kafka_boots
     finally:
         server.stop(5)
         sink.close()
+
+
+def test_a_record_over_what_the_producer_takes_is_cut_and_acked_not_refused(
+    tmp_path, kafka_bootstrap
+):
+    """librdkafka refuses a message over message.max.bytes (1,000,000 by default): a record
+    between that and max_record_bytes (1 MiB) used to be refused, the connection cut, and
+    the client sent the same chunk again forever. It is cut and tagged like a file record."""
+    rng = random.Random(11)
+    # Text that does not compress, as the broker's limit applies after compression.
+    text = "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(1_020_000))
+    topic = new_topic(kafka_bootstrap, partitions=1)
+    port = free_port()
+    process = start(tmp_path, kafka_bootstrap, topic, port)
+    try:
+        client = Client(port)
+        entries = [[1764210000, {"message": text, "n": 0}], [1764210001, {"message": "after"}]]
+        client.send("big.chunk", entries, {"chunk": "YmlnMQ=="})
+        assert client.receive(60) == {"ack": "YmlnMQ=="}
+        client.close()
+        with sender.FluentSender("big", port=port) as s:
+            assert s.emit("logger", {"message": text[::-1]})
+            assert s.emit("logger", {"message": "last"})
+        records = list(consume(kafka_bootstrap, topic, 4, timeout=120))
+    finally:
+        stop(process)
+    assert [r["message"][:5] for r in records] == [text[:5], "after", text[::-1][:5], "last"]
+    for record, whole in ((records[0], text), (records[2], text[::-1])):
+        assert record["tags"] == ["truncated"]
+        assert whole.startswith(record["message"])
+        assert 900_000 < len(orjson.dumps(record)) <= 1_000_000
+    assert "truncated" not in str(records[1]) + str(records[3])
+    assert "cut off" not in (tmp_path / "collector.log").read_text()

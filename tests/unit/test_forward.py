@@ -15,6 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import pytest
 from fluent import asynchandler, asyncsender, handler, sender
 from prometheus_client import REGISTRY
 
+from collector.budget import PAUSES
 from collector.config import parse
 from collector.enrich import Enricher
 from collector.forward import ForwardServer
@@ -375,13 +378,25 @@ def test_frame_over_the_limit_is_cut_off(listen):
     client.sock.sendall(many[:-1])
     assert client.cut_off()
     assert errors("too_large") == before + 2
+    assert sink.count() == 0
+
+
+def test_a_gzip_message_over_the_inflate_bound_is_skipped_and_its_chunk_answered(listen):
+    """Read whole, it can be told apart from the next: counted, logged and acknowledged, so
+    the client does not send it again for ever, and its connection goes on."""
+    server, sink = listen("--forward-max-frame-bytes", "4096")
     bomb = gzip.compress(packed([1764210000, {"message": "z" * 200_000}]))
     assert len(bomb) < 4096
+    before = errors("too_large")
     client = Client(server.port)
+    client.send("bomb", bomb, {"compressed": "gzip", "chunk": "Ym9tYg=="})
+    assert client.receive() == {"ack": "Ym9tYg=="}
     client.send("bomb", bomb, {"compressed": "gzip"})
-    assert client.cut_off()
-    assert errors("too_large") == before + 3
-    assert sink.count() == 0
+    client.send("fine", [[1764210000, {"message": "after"}]], {"chunk": "ZmluZQ=="})
+    assert client.receive() == {"ack": "ZmluZQ=="}
+    assert errors("too_large") == before + 2
+    assert [r["message"] for r in sink.records(1)] == ["after"]
+    client.close()
 
 
 def test_oversized_records_are_cut_and_tagged(listen):
@@ -392,6 +407,25 @@ def test_oversized_records_are_cut_and_tagged(listen):
     assert record["tags"] == ["truncated"]
     assert set(record["message"]) == {"é"}
     assert len(orjson.dumps(record)) <= 2000
+    client.close()
+
+
+def test_the_record_cap_follows_the_producers_message_max_bytes(listen):
+    """What librdkafka takes (key, value and envelope under message.max.bytes) bounds a
+    record below max_record_bytes; a long tag is clipped in a cut record and as the key."""
+    server, sink = listen("--kafka", "message.max.bytes=20000")
+    client = Client(server.port)
+    client.send("small", 1764210000, {"message": "x" * 19_990})
+    tag = "t" * 50_000
+    client.send(tag, 1764210000, {"message": "y" * 30_000})
+    first, second = sink.records(2)
+    assert first["tags"] == ["truncated"]
+    assert second["tags"] == ["truncated"]
+    assert second["fluent"]["tag"] == tag[: len(second["fluent"]["tag"])]
+    assert second["message"].startswith("y")
+    for (key, _), record in zip(sink.batches, (first, second), strict=True):
+        assert len(key.encode()) + len(orjson.dumps(record)) <= 20_000 - 36
+    assert sink.batches[0][0] == "small"
     client.close()
 
 
@@ -583,3 +617,132 @@ def test_a_port_in_use_stops_the_command_line_with_one_line(tmp_path):
         .splitlines()[-1]
         .startswith(f"collector: setting forward_port: cannot listen on {port}")
     )
+
+
+# --- the memory budget -----------------------------------------------------------------------
+
+
+class LeanSink(FakeSink):
+    """Counts records without keeping them, so the test itself holds no memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+
+    def send(self, key: str, values: list[bytes], done: Callable[[bool], None]) -> None:
+        with self.cond:
+            self.seen += len(values)
+        done(True)
+
+
+def gzip_entries(count: int, size: int) -> bytes:
+    """A gzip member of `count` events of about `size` bytes, built a piece at a time."""
+    out: list[bytes] = []
+    compressor = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    for start in range(0, count, 1000):
+        events = (
+            [1764210000, {"message": f"{n:08d}" + "x" * size}]
+            for n in range(start, min(count, start + 1000))
+        )
+        out.append(compressor.compress(packed(*events)))
+    out.append(compressor.flush())
+    return b"".join(out)
+
+
+def test_a_gzip_message_is_inflated_and_shipped_a_step_at_a_time(listen):
+    """48 MiB inflated from one message: it never sits in memory at once (it used to, whole,
+    and its entries and records besides)."""
+    sink = LeanSink()
+    server, _ = listen("--forward-max-frame-bytes", str(8 * 1024 * 1024), sink=sink)
+    count = 48 * 1024
+    body = gzip_entries(count, 1000)
+    client = Client(server.port)
+    tracemalloc.start()
+    try:
+        client.send("gz.big", body, {"compressed": "gzip", "chunk": "Z3o="})
+        assert client.receive(60) == {"ack": "Z3o="}
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sink.seen == count
+    assert peak < 16 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+    client.close()
+
+
+def test_reading_stops_while_the_memory_budget_is_exhausted(listen):
+    """Four clients with 4 MB each; records wait undelivered: what the listener holds stays
+    near --memory-limit (each connection alone would hold 8 MiB), then all is acknowledged."""
+    sink = FakeSink(hold=True)
+    limit = 2 * 1024 * 1024
+    server, _ = listen("--memory-limit", str(limit), sink=sink)
+    pauses = PAUSES.labels("forward")._value.get()
+    clients = [Client(server.port) for _ in range(4)]
+    big = {"message": "x" * 1000}
+
+    def send_all(i: int, client: Client) -> None:
+        # Its own socket object, so its own timeout beside the reads of the test's thread.
+        with client.sock.dup() as sock:
+            sock.settimeout(120)
+            for n in range(40):
+                sock.sendall(
+                    msgpack.packb(["bulk", [[1764210000, big]] * 100, {"chunk": f"{i}-{n}"}])
+                )
+
+    senders = [
+        threading.Thread(target=send_all, args=(i, c), daemon=True) for i, c in enumerate(clients)
+    ]
+    for t in senders:
+        t.start()
+    until(lambda: server.budget.exhausted() and all(not c.reading() for c in server.connections))
+    assert PAUSES.labels("forward")._value.get() > pauses
+    with sink.cond:
+        held = sum(len(orjson.dumps(r)) for _, batch in sink.batches for r in batch)
+    assert held <= limit + 4 * 1024 * 1024, held
+    assert server.budget.used <= limit + 4 * 1024 * 1024
+    acks: set[str] = set()
+    deadline = time.monotonic() + 60
+    while len(acks) < 160 and time.monotonic() < deadline:
+        sink.release()
+        for c in clients:
+            with contextlib.suppress(TimeoutError):
+                acks.add(c.receive(0.02)["ack"])
+    assert len(acks) == 160
+    assert sink.count() == 160 * 100
+    for t in senders:
+        t.join(10)
+    for c in clients:
+        c.close()
+    until(lambda: server.budget.used == 0)
+
+
+def test_half_received_messages_holding_the_budget_still_finish(listen):
+    """Three clients each send part of a 1.5 MB message past a 1 MiB budget, then the rest:
+    one is let finish, its records delivered free the budget, and so on."""
+    limit = 1024 * 1024
+    server, sink = listen("--memory-limit", str(limit))
+    clients = [Client(server.port) for _ in range(3)]
+    messages = [
+        msgpack.packb(
+            ["half", [[1764210000, {"message": f"{i}" + "y" * 1000}]] * 1500, {"chunk": f"h{i}"}]
+        )
+        for i in range(3)
+    ]
+    for c, m in zip(clients, messages, strict=True):
+        c.sock.sendall(m[:700_000])
+    until(lambda: server.budget.exhausted())
+
+    def send_rest(client: Client, message: bytes) -> None:
+        with client.sock.dup() as sock:
+            sock.settimeout(120)
+            sock.sendall(message[700_000:])
+
+    senders = [
+        threading.Thread(target=send_rest, args=(c, m), daemon=True)
+        for c, m in zip(clients, messages, strict=True)
+    ]
+    for t in senders:
+        t.start()
+    assert sorted(c.receive(30)["ack"] for c in clients) == ["h0", "h1", "h2"]
+    assert sink.count() == 3 * 1500
+    for c in clients:
+        c.close()

@@ -81,7 +81,8 @@ def test_forwarded_records_hold_only_declared_fields() -> None:
         [1764500001, {"log": "from docker\n", "container_name": "web"}],
         [1764500002, {"message": "y" * 5000}],
     ]
-    records = [orjson.loads(v) for v in encoder.encode("app.web", entries, "fwd")]
+    batches = encoder.encode("app.web", entries, "fwd")
+    records = [orjson.loads(v) for batch in batches for v in batch]
     seen = set().union(*(leaves(r) for r in records))
     assert seen <= DECLARED, seen - DECLARED
     assert {"fluent.tag", "fluent.record", "input.type", "tags"} <= seen
