@@ -14,10 +14,10 @@ from elastic_transport import TransportError
 from elasticsearch import ApiError
 
 from collector import jsonlog
-from collector.probes import Health, serve
 from collector.settings import SettingError
 from pipeline.config import Config, parse, shown
 from pipeline.indexer import Indexer, client
+from pipeline.readiness import Readiness, serve
 from pipeline.setup import install_dashboards, install_templates
 
 log = logging.getLogger("pipeline")
@@ -72,7 +72,7 @@ def run(config: Config) -> int:
     # Collections now come every 100,000 allocations, and what start-up built is left out.
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
-    health = Health()
+    health = Readiness()
     if config.metrics_port:
         try:
             serve(config.metrics_port, health)

@@ -1,0 +1,91 @@
+"""What keeps the indexer from committing, said once per change: in the log and in /readyz.
+
+A failure that repeats on every retry (Elasticsearch down, the dead-letter topic missing)
+is logged when it starts, when it changes and when it ends, with how many times it was
+seen, instead of once per retry; /readyz answers 503 with the same sentence in its body.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from collector.probes import Health
+
+log = logging.getLogger("pipeline")
+
+
+class Readiness(Health):
+    """Health with the reasons it is not ready: one sentence per source of trouble."""
+
+    def __init__(self, stall_after: float = 30.0) -> None:
+        super().__init__(stall_after)
+        self.problems: dict[str, str] = {}
+        self.repeats: dict[str, int] = {}
+
+    def problem(self, source: str, text: str) -> None:
+        """`source` fails with `text`: logged if that is new for the source, else counted."""
+        if self.problems.get(source) == text:
+            self.repeats[source] += 1
+            return
+        self.settled(source, "changed")
+        self.problems[source] = text
+        self.repeats[source] = 1
+        log.warning("%s", text)
+
+    def solved(self, source: str) -> None:
+        if source in self.problems:
+            self.settled(source, "over")
+            del self.problems[source]
+
+    def settled(self, source: str, how: str) -> None:
+        seen = self.repeats.get(source, 0)
+        if source in self.problems:
+            log.info("%s (%s after %d times): %s", source, how, seen, self.problems[source])
+
+    def reason(self) -> str | None:
+        """Why /readyz fails, None when ready."""
+        if not self.alive():
+            return "main loop stalled"
+        # A copy in one step: the main loop may change the dict meanwhile.
+        problems = list(self.problems.values())
+        if problems:
+            return "; ".join(problems)
+        if not self.ready:
+            return "starting"
+        return None
+
+
+def serve(port: int, health: Readiness, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                self.reply(200, generate_latest(), CONTENT_TYPE_LATEST)
+            elif self.path == "/healthz":
+                ok = health.alive()
+                self.reply(200 if ok else 503, b"ok\n" if ok else b"main loop stalled\n")
+            elif self.path == "/readyz":
+                why = health.reason()
+                if why is None:
+                    self.reply(200, b"ready\n")
+                else:
+                    self.reply(503, f"not ready: {why}\n".encode())
+            else:
+                self.reply(404, b"not found\n")
+
+        def reply(self, status: int, body: bytes, kind: str = "text/plain") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Probes every few seconds would drown the indexer's own log."""
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
