@@ -11,7 +11,14 @@ from pathlib import Path
 
 import orjson
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 from elasticsearch import Elasticsearch
 
 from tests.integration.collector_run import new_topic
@@ -116,3 +123,42 @@ def test_a_missing_dead_letter_topic_stops_commits_until_it_exists(
     assert (letter["partition"], letter["offset"]) == (0, 10)
     assert "record_cut" not in letter
     assert orjson.loads(letter["record"])["event"]["id"] == f"{prefix}-10"
+
+
+def test_a_topic_too_small_for_any_letter_holds_commits_until_its_limit_is_raised(
+    tmp_path: Path, kafka_bootstrap: str, elasticsearch_url: str, es: Elasticsearch, prefix: str
+) -> None:
+    topic = new_topic(kafka_bootstrap, partitions=1)
+    # Smaller than a letter's reason, index and address alone: cutting cannot help.
+    create(kafka_bootstrap, f"{topic}.dlq", **{"max.message.bytes": "100"})
+    records = [record(n, prefix) for n in range(50)]
+    records[20]["log"]["offset"] = "not a number"
+    produce(kafka_bootstrap, topic, records)
+    port = free_port()
+    pipeline = start_pipeline(
+        tmp_path, kafka_bootstrap, elasticsearch_url, topic, prefix, "--metrics-port", str(port)
+    )
+    try:
+        assert wait_for_count(es, prefix, 49, timeout=120) == 49
+        until(lambda: "takes no letter" in readyz(port)[1], 60, "/readyz says why")
+        assert committed(kafka_bootstrap, topic) <= 20
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        raised = ConfigResource(
+            ResourceType.TOPIC,
+            f"{topic}.dlq",
+            incremental_configs=[
+                ConfigEntry(
+                    "max.message.bytes",
+                    "100000",
+                    incremental_operation=AlterConfigOpType.SET,
+                )
+            ],
+        )
+        admin.incremental_alter_configs([raised])[raised].result(timeout=30)
+        (letter,) = dead_letters(kafka_bootstrap, topic, 1)
+        until(lambda: committed(kafka_bootstrap, topic) == 50, 60, "all 50 committed")
+        until(lambda: readyz(port)[0] == 200, 60, "ready again")
+    finally:
+        stop(pipeline)
+    assert "record_cut" not in letter
+    assert orjson.loads(letter["record"])["event"]["id"] == f"{prefix}-20"
