@@ -57,7 +57,8 @@ class Outcome(NamedTuple):
 
 
 class Unavailable(Exception):
-    """The whole request failed in a way worth retrying (down, busy, timed out)."""
+    """The whole request failed in a way worth retrying (down, busy, timed out, or refused
+    as a whole: credentials or rights wrong, which an operator can mend while we wait)."""
 
 
 class TooLarge(Exception):
@@ -75,7 +76,9 @@ def send(es: Elasticsearch, body: bytes, count: int) -> Outcome:
             raise Unavailable(f"Elasticsearch answered {exc.meta.status}: {exc}") from exc
         if exc.meta.status == 413:
             raise TooLarge(str(exc)) from exc
-        raise
+        # The records are not at fault when the whole request is refused: crashing would
+        # read them again anyway, and waiting says why in /readyz.
+        raise Unavailable(f"Elasticsearch refused the bulk request: {exc}") from exc
     except TransportError as exc:
         raise Unavailable(str(exc)) from exc
     finally:

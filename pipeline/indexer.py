@@ -57,6 +57,10 @@ LINES = operator.attrgetter("lines")
 PARTITION = operator.attrgetter("partition")
 MESSAGE = operator.attrgetter("message")
 ELASTICSEARCH = "elasticsearch"
+BUSY = "elasticsearch items"
+BUSY_REPORTED = 3
+"""Rounds of item retries in one bulk before it is reported: a round or two under load is
+ordinary, and reporting each would log twice per bulk."""
 
 
 class Partitions(dict[int, tuple[str, int]]):
@@ -230,7 +234,8 @@ class Indexer:
             return False
         values = map(Message.value, messages)
         try:
-            docs = list(map(document, values, repeat(self.index_name), repeat(ingested)))
+            times = map(Message.timestamp, messages)
+            docs = list(map(document, values, repeat(self.index_name), repeat(ingested), times))
         except Undecodable:
             return False
         partitions = map(self.partitions.__getitem__, map(Message.partition, messages))
@@ -252,7 +257,7 @@ class Indexer:
                 continue
             partition = partitions[message.partition()]
             try:
-                doc = document(message.value() or b"", name, ingested)
+                doc = document(message.value() or b"", name, ingested, message.timestamp())
             except Undecodable as exc:
                 self.unreadable.append((new_entry((message, partition, None)), str(exc)))
                 continue
@@ -302,6 +307,7 @@ class Indexer:
         todo, future = sent.batch, sent.reply
         refused = list(sent.unreadable)
         delay = 0.1
+        busy = 0
         most = len(todo)
         while todo:
             part, rest = todo[:most], todo[most:]
@@ -333,9 +339,17 @@ class Indexer:
             todo = self.owned(again + rest)
             if again:
                 METRICS.retries.inc(len(again))
+                busy += 1
+                if busy >= BUSY_REPORTED:
+                    self.health.problem(
+                        BUSY,
+                        "Elasticsearch keeps answering 429 or 5xx for some documents; "
+                        "not committing past them, retrying",
+                    )
                 if self.stopping:
                     return None
                 delay = self.wait(delay)
+        self.health.solved(BUSY)
         return refused
 
     def clear(self) -> None:

@@ -61,6 +61,9 @@ MAPPINGS: dict[str, Any] = {
                     "properties": {
                         "id": {"type": "keyword"},
                         "ingested": {"type": "date_nanos"},
+                        # A record's own @timestamp when it was not a date (any JSON value,
+                        # as text): @timestamp then holds the Kafka record's time.
+                        "original_timestamp": KEYWORD,
                     }
                 },
                 "log": {

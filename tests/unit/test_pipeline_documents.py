@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from collector.settings import SettingError
 from pipeline import bulk
 from pipeline.config import parse
-from pipeline.documents import IndexName, Undecodable, document
+from pipeline.documents import IndexName, Undecodable, document, valid_stamp
 from pipeline.indexer import client
 
 NAME = IndexName("logferry-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}")
@@ -149,12 +149,13 @@ def test_wrong_settings_name_the_setting(
 
 
 def test_ingested_is_added_whatever_the_shape_of_the_record() -> None:
+    at = {"@timestamp": "2026-11-27T00:00:00Z"}
     shapes = [
-        {"message": "no event"},
-        {"message": "empty event", "event": {}},
-        {"message": "has it", "event": {"id": "a", "ingested": "2020-01-01T00:00:00Z"}},
-        {"message": 'text with "event":{ inside', "event": {"id": "b"}},
-        {"message": "nested", "labels": {"event": {"x": 1}}, "event": {"id": "c"}},
+        {**at, "message": "no event"},
+        {**at, "message": "empty event", "event": {}},
+        {**at, "message": "has it", "event": {"id": "a", "ingested": "2020-01-01T00:00:00Z"}},
+        {**at, "message": 'text with "event":{ inside', "event": {"id": "b"}},
+        {**at, "message": "nested", "labels": {"event": {"x": 1}}, "event": {"id": "c"}},
     ]
     for shape in shapes:
         doc = document(orjson.dumps(shape), NAME, "2026-11-27T00:00:00Z")
@@ -174,9 +175,9 @@ def test_ingested_is_added_whatever_the_shape_of_the_record() -> None:
 @pytest.mark.parametrize(
     "value",
     [
-        b'{"event":{"id":"a"},\n"message":"x"}',
-        b'{"event":{"id":"a"},"message":"x"}\n',
-        b'{"event":{"id":"a"},\r\n"message":"x"}',
+        b'{"event":{"id":"a"},\n"message":"x","@timestamp":"2026-11-27T00:00:00Z"}',
+        b'{"event":{"id":"a"},"message":"x","@timestamp":"2026-11-27T00:00:00Z"}\n',
+        b'{"event":{"id":"a"},\r\n"message":"x","@timestamp":"2026-11-27T00:00:00Z"}',
     ],
 )
 def test_a_record_with_line_breaks_between_its_fields_is_one_line_of_the_bulk(
@@ -186,7 +187,11 @@ def test_a_record_with_line_breaks_between_its_fields_is_one_line_of_the_bulk(
     record sent as it came would be read by Elasticsearch as two broken lines."""
     action, source, end = document(value, NAME, "t").lines.split(b"\n")
     assert orjson.loads(action)["create"]["_id"] == "a"
-    assert orjson.loads(source) == {"event": {"id": "a", "ingested": "t"}, "message": "x"}
+    assert orjson.loads(source) == {
+        "event": {"id": "a", "ingested": "t"},
+        "message": "x",
+        "@timestamp": "2026-11-27T00:00:00Z",
+    }
     assert end == b""
 
 
@@ -239,10 +244,31 @@ PATTERNS = [
 ]
 
 
+def with_time_mended(record: dict[str, Any], ingested: str) -> None:
+    """What the pipeline makes of a record whose @timestamp is not a date (without a Kafka
+    time: then the time of indexing)."""
+    if "@timestamp" in record and valid_stamp(record["@timestamp"]):
+        return
+    if "@timestamp" in record:
+        stamp = record["@timestamp"]
+        event = record.get("event")
+        if type(event) is not dict:
+            event = record["event"] = {}
+        event["original_timestamp"] = stamp if type(stamp) is str else orjson.dumps(stamp).decode()
+    record["@timestamp"] = ingested
+    tags = record.get("tags")
+    if type(tags) is list:
+        tags.append("timestamp_invalid")
+    elif type(tags) is str:
+        record["tags"] = [tags, "timestamp_invalid"]
+    elif tags is None:
+        record["tags"] = ["timestamp_invalid"]
+
+
 def assert_document_is_the_record(value: bytes, name: IndexName) -> None:
     """The document of `value` is the record as orjson reads it, with `event.ingested`
-    added, on one line of the bulk body, named from the record as it came; or, where orjson
-    reads no JSON object, refused."""
+    added (and its time mended where it was none), on one line of the bulk body, named
+    from the record as it came; or, where orjson reads no JSON object, refused."""
     try:
         expected = orjson.loads(value)
     except orjson.JSONDecodeError:
@@ -259,6 +285,7 @@ def assert_document_is_the_record(value: bytes, name: IndexName) -> None:
             orjson.dumps(expected)
         return
     action, source, end = doc.lines.split(b"\n")
+    with_time_mended(expected, "T")
     index = name(expected)
     event = expected.get("event")
     if type(event) is not dict:
@@ -329,3 +356,90 @@ def test_records_that_look_usual_but_are_not_json_are_refused(value: bytes) -> N
     were another character."""
     with pytest.raises(Undecodable):
         document(value, NAME, "T")
+
+
+KAFKA_TIME = (1, 1_795_000_000_123)
+"""(TIMESTAMP_CREATE_TIME, ms): 2026-11-18T11:06:40.123Z."""
+
+
+@pytest.mark.parametrize(
+    ("stamp", "original"),
+    [
+        ("not . t.me", "not . t.me"),
+        ("2026-13-01T00:00:00Z", "2026-13-01T00:00:00Z"),
+        ("2026-02-30T00:00:00Z", "2026-02-30T00:00:00Z"),
+        ("1969-12-31T23:59:59Z", "1969-12-31T23:59:59Z"),
+        ("2026-11-27", "2026-11-27"),
+        (1_795_000_000, "1795000000"),
+        ({"a": 1}, '{"a":1}'),
+        (None, "null"),
+    ],
+)
+def test_a_time_that_is_not_a_date_becomes_the_kafka_records_and_is_kept(
+    stamp: Any, original: str
+) -> None:
+    record = {"@timestamp": stamp, "event": {"id": "a"}, "kubernetes": {"namespace": "shop"}}
+    doc = document(orjson.dumps(record), NAME, "2026-11-30T00:00:00Z", KAFKA_TIME)
+    assert doc.index == "logferry-shop-2026.11.18"
+    source = orjson.loads(doc.lines.split(b"\n")[1])
+    assert source["@timestamp"] == "2026-11-18T11:06:40.123Z"
+    assert source["tags"] == ["timestamp_invalid"]
+    assert source["event"] == {
+        "id": "a",
+        "original_timestamp": original,
+        "ingested": "2026-11-30T00:00:00Z",
+    }
+
+
+def test_a_record_without_time_gets_the_kafka_records_or_else_the_time_of_indexing() -> None:
+    value = b'{"event":{"id":"a"},"tags":["multiline"],"kubernetes":{"namespace":"web"}}'
+    lines = document(value, NAME, "2026-11-30T00:00:00Z", KAFKA_TIME).lines.split(b"\n")
+    source = orjson.loads(lines[1])
+    assert source["@timestamp"] == "2026-11-18T11:06:40.123Z"
+    assert source["tags"] == ["multiline", "timestamp_invalid"]
+    assert "original_timestamp" not in source["event"]
+    # A Kafka record without a time (TIMESTAMP_NOT_AVAILABLE).
+    doc = document(value, NAME, "2026-11-30T00:00:00Z", (0, -1))
+    assert doc.index == "logferry-web-2026.11.30"
+    assert orjson.loads(doc.lines.split(b"\n")[1])["@timestamp"] == "2026-11-30T00:00:00Z"
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2026-11-27T02:00:00Z",
+        "2026-11-27T02:00:00.123456789Z",
+        "2026-11-27T02:00:00.1+05:30",
+        "1970-01-02T00:00:00-01:00",
+        "2262-04-10T00:00:00Z",
+    ],
+)
+def test_times_elasticsearch_takes_are_kept_as_they_are(stamp: str) -> None:
+    assert valid_stamp(stamp)
+    record = {"@timestamp": stamp, "event": {"id": "a"}}
+    source = orjson.loads(
+        document(orjson.dumps(record), NAME, "T", KAFKA_TIME).lines.split(b"\n")[1]
+    )
+    assert source == {**record, "event": {"id": "a", "ingested": "T"}}
+
+
+@pytest.mark.parametrize(
+    ("namespace", "name"),
+    [
+        ("-leading-dash", "unknown"),
+        ("_x", "unknown"),
+        ("..", "unknown"),
+        ("n" * 300, "unknown"),
+        ("Fine:Name", "fine_name"),
+    ],
+)
+def test_fields_that_give_no_valid_index_name_fall_back_to_a_safe_one(
+    namespace: str, name: str
+) -> None:
+    pattern = IndexName("{kubernetes.namespace}")
+    assert pattern({"kubernetes": {"namespace": namespace}}) == name
+
+
+def test_a_pattern_whose_fallback_is_no_index_name_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="invalid names"):
+        IndexName("-{kubernetes.namespace}")
