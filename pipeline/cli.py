@@ -44,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     jsonlog.setup(config.log_level)
     # The Elasticsearch client logs every request at INFO: one line per bulk, several a second.
     logging.getLogger("elastic_transport.transport").setLevel(logging.WARNING)
+    # Their warnings repeat, once per retry, what the indexer reports once with a count.
+    logging.getLogger("elastic_transport.node_pool").setLevel(logging.ERROR)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     if config.command == "setup":
         return setup(config)
     return run(config)

@@ -116,7 +116,9 @@ class DeadLetters:
                 else:
                     why = f"refuses letters: {error.str()}"
                 self.health.problem(
-                    SOURCE, f"dead-letter topic {self.topic} {why}; not committing, retrying"
+                    SOURCE,
+                    f"dead-letter topic {self.topic} {why}; not committing, retrying",
+                    str(error.code()),
                 )
                 if self.stopping():
                     return False

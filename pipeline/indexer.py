@@ -27,7 +27,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from elasticsearch import Elasticsearch
 
-from pipeline import bulk
+from pipeline import bulk, preflight
 from pipeline.config import Config
 from pipeline.deadletter import DeadLetters, Letter
 from pipeline.documents import Document, IndexName, Undecodable, document, now
@@ -178,6 +178,7 @@ class Indexer:
 
     def run(self) -> int:
         c = self.config
+        self.preflight()
         self.consumer.subscribe(
             [c.topic], on_assign=self.on_assign, on_revoke=self.on_revoke, on_lost=self.on_revoke
         )
@@ -215,6 +216,21 @@ class Indexer:
         self.consumer.close()
         self.producer.flush(10)
         return 0
+
+    def preflight(self) -> None:
+        """Wait, before joining the group, until Elasticsearch answers with the templates."""
+        delay = 0.1
+        while not self.stopping:
+            trouble = preflight.problem(self.es, self.config.elasticsearch_url)
+            if trouble is None:
+                self.health.solved(ELASTICSEARCH)
+                return
+            self.health.problem(ELASTICSEARCH, f"{trouble.text}; waiting", trouble.kind)
+            deadline = time.monotonic() + delay * random.uniform(0.5, 1.0)
+            while time.monotonic() < deadline and not self.stopping:
+                self.health.beat = time.monotonic()
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, self.config.max_backoff)
 
     def pending(self) -> bool:
         return bool(self.batch or self.unreadable)
@@ -327,7 +343,7 @@ class Indexer:
                 continue
             except bulk.Unavailable as exc:
                 METRICS.retries.inc()
-                self.health.problem(ELASTICSEARCH, f"{exc}; not committing, retrying")
+                self.health.problem(ELASTICSEARCH, f"{exc}; not committing, retrying", exc.kind)
                 if self.stopping:
                     return None
                 delay = self.wait(delay)

@@ -8,6 +8,7 @@ seen, instead of once per retry; /readyz answers 503 with the same sentence in i
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -16,6 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from collector.probes import Health
 
 log = logging.getLogger("pipeline")
+ADDRESS = re.compile(r" (?:object )?at 0x[0-9a-f]+")
+"""Python's `<... object at 0x7f...>`: differs on every retry, and says nothing."""
 
 
 class Readiness(Health):
@@ -24,15 +27,20 @@ class Readiness(Health):
     def __init__(self, stall_after: float = 30.0) -> None:
         super().__init__(stall_after)
         self.problems: dict[str, str] = {}
+        self.kinds: dict[str, str] = {}
         self.repeats: dict[str, int] = {}
 
-    def problem(self, source: str, text: str) -> None:
-        """`source` fails with `text`: logged if that is new for the source, else counted."""
-        if self.problems.get(source) == text:
+    def problem(self, source: str, text: str, kind: str | None = None) -> None:
+        """`source` fails with `text`: logged if its `kind` (by default the text) is new for
+        the source, else counted. /readyz gives the latest text."""
+        text = ADDRESS.sub("", text)
+        kind = kind or text
+        self.problems[source] = text
+        if self.kinds.get(source) == kind:
             self.repeats[source] += 1
             return
         self.settled(source, "changed")
-        self.problems[source] = text
+        self.kinds[source] = kind
         self.repeats[source] = 1
         log.warning("%s", text)
 
@@ -40,11 +48,11 @@ class Readiness(Health):
         if source in self.problems:
             self.settled(source, "over")
             del self.problems[source]
+            del self.kinds[source]
 
     def settled(self, source: str, how: str) -> None:
-        seen = self.repeats.get(source, 0)
-        if source in self.problems:
-            log.info("%s (%s after %d times): %s", source, how, seen, self.problems[source])
+        if source in self.kinds:
+            log.info("%s: trouble %s, seen %d times", source, how, self.repeats[source])
 
     def reason(self) -> str | None:
         """Why /readyz fails, None when ready."""

@@ -41,6 +41,10 @@ class Proxy:
         self.gate = threading.Event()
         """Until set, a bulk request with a refused item is held: later bulks overtake it."""
         self.gate.set()
+        self.hidden: set[str] = set()
+        """Index templates answered as missing, as Elasticsearch answers for one that is:
+        deleting them on the shared server would disturb the tests running beside."""
+        self.hidden_asked = 0
 
     def bulk(
         self, method: str, path: str, body: bytes, headers: dict[str, str]
@@ -86,6 +90,12 @@ class Proxy:
             return exc.code, exc.read(), exc.headers.get("Content-Type", JSON)
 
 
+def missing_template(name: str) -> bytes:
+    reason = f"index template matching [{name}] not found"
+    error = {"type": "resource_not_found_exception", "reason": reason}
+    return orjson.dumps({"error": {"root_cause": [error], **error}, "status": 404})
+
+
 @contextmanager
 def proxy(target: str, refuse: Callable[[str, int], bool]) -> Iterator[tuple[str, Proxy]]:
     """The proxy's URL while the block runs, and the proxy (for its counts)."""
@@ -102,7 +112,11 @@ def proxy(target: str, refuse: Callable[[str, int], bool]) -> Iterator[tuple[str
                 for k, v in self.headers.items()
                 if k.lower() in ("content-type", "accept", "authorization")
             }
-            if method in ("POST", "PUT") and self.path.split("?")[0].endswith("/_bulk") and body:
+            name = self.path.split("?")[0].removeprefix("/_index_template/")
+            if method == "GET" and name in state.hidden:
+                state.hidden_asked += 1
+                status, reply, kind = 404, missing_template(name), JSON
+            elif method in ("POST", "PUT") and self.path.split("?")[0].endswith("/_bulk") and body:
                 status, reply, kind = state.bulk(method, self.path, body, headers)
             else:
                 status, reply, kind = state.forward(method, self.path, body, headers)
