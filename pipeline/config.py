@@ -59,6 +59,12 @@ OPTIONS = (
     Option("flush_interval", 1.0, "seconds a document waits at most before its bulk", some_seconds),
     Option("bulks_in_flight", 2, "bulk requests sent before the oldest is answered", positive_int),
     Option("max_backoff", 30.0, "longest wait between retries, seconds", some_seconds),
+    Option(
+        "stop_grace",
+        10.0,
+        "seconds a shutdown waits for dead letters still unacknowledged (then uncommitted)",
+        some_seconds,
+    ),
     Option("metrics_port", 2021, "port of /metrics, /healthz, /readyz (0: off)", port),
     Option("kibana", "", "setup: also import the dashboards into this Kibana URL", url),
     Option("log_level", "info", "debug, info, warning or error", env="LOGFERRY_LOG_LEVEL"),
@@ -82,6 +88,7 @@ class Config:
     flush_interval: float
     bulks_in_flight: int
     max_backoff: float
+    stop_grace: float
     metrics_port: int
     kibana: str
     log_level: str

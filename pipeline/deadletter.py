@@ -23,9 +23,6 @@ from pipeline.readiness import Readiness
 
 TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
 SOURCE = "dead-letter topic"
-STOPPING_GRACE = 10.0
-"""Seconds a shutdown waits for letters still unacknowledged before leaving them
-uncommitted."""
 
 
 class Letter:
@@ -84,6 +81,7 @@ class DeadLetters:
         idle: Callable[[], None],
         wait: Callable[[float], float],
         stopping: Callable[[], bool],
+        stop_grace: float,
     ) -> None:
         self.producer = producer
         self.topic = topic
@@ -92,6 +90,8 @@ class DeadLetters:
         """Keeps the consumer in its group while letters are unacknowledged."""
         self.wait = wait
         self.stopping = stopping
+        self.stop_grace = stop_grace
+        """Seconds a shutdown waits for letters still unacknowledged."""
 
     def deliver(self, letters: list[Letter]) -> bool:
         """True once every letter is acknowledged; False only when stopping first."""
@@ -134,7 +134,7 @@ class DeadLetters:
 
     def attempt(self, letters: list[Letter]) -> list[tuple[Letter, KafkaError]] | None:
         """Produce the letters and wait for every answer: the refused ones with their error;
-        None when stopping and they are still unanswered after STOPPING_GRACE."""
+        None when stopping and they are still unanswered after `stop_grace`."""
         failed: list[tuple[Letter, KafkaError]] = []
         for letter in letters:
             while True:
@@ -156,7 +156,7 @@ class DeadLetters:
         while self.producer.flush(0.5):
             self.idle()
             if self.stopping():
-                give_up = give_up or time.monotonic() + STOPPING_GRACE
+                give_up = give_up or time.monotonic() + self.stop_grace
                 if time.monotonic() > give_up:
                     return None
         return failed

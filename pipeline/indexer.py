@@ -122,6 +122,7 @@ class Indexer:
             idle=lambda: self.idle(0.0),
             wait=self.wait,
             stopping=lambda: self.stopping,
+            stop_grace=config.stop_grace,
         )
         self.ledger = Ledger()
         self.assigned: set[tuple[str, int]] = set()
