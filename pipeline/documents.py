@@ -20,10 +20,9 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 PLACEHOLDER = re.compile(r"\{([^{}:]+)(?::([^{}]*))?\}")
 UNSAFE = re.compile(r"[^a-z0-9_.+-]+")
 NOT_IN_INDEX_NAMES = re.compile(r'[\\/*?"<>| ,#:A-Z]')
-STAMP = re.compile(
-    r"(\d{4}-\d\d-\d\d)T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)"
-)
-"""RFC 3339 as Elasticsearch's date_nanos reads it; the date itself is checked apart."""
+SECOND = re.compile(r"(\d{4}-\d\d-\d\d)T([01]\d|2[0-3]):[0-5]\d:[0-5]\d")
+FRACTION_AND_ZONE = re.compile(r"(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)")
+"""RFC 3339 as Elasticsearch's date_nanos reads it: the second, then what follows it."""
 FIRST_DAY = date(1970, 1, 2)
 LAST_DAY = date(2262, 4, 10)
 """date_nanos holds 1970 to 2262; a day inside, whatever the zone offset."""
@@ -37,18 +36,29 @@ def valid_day(text: str) -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=4096)
-def known_day(text: str) -> bool:
-    """valid_day, remembered: a run meets few days."""
-    return valid_day(text)
+class Seconds(dict[str, bool]):
+    """`YYYY-MM-DDTHH:MM:SS` -> whether it is a valid second: asked once per second seen,
+    not per record (a record's full stamp is new every time; its second is not)."""
+
+    def __missing__(self, second: str) -> bool:
+        match = SECOND.fullmatch(second)
+        valid = match is not None and valid_day(match.group(1))
+        if len(self) >= 10_000:
+            self.clear()
+        self[second] = valid
+        return valid
+
+
+SECONDS = Seconds()
 
 
 def valid_stamp(stamp: Any) -> bool:
     """Whether `stamp` is a time Elasticsearch indexes: run once per record."""
-    if type(stamp) is not str:
-        return False
-    match = STAMP.fullmatch(stamp)
-    return match is not None and known_day(match.group(1))
+    return (
+        type(stamp) is str
+        and SECONDS[stamp[:19]]
+        and FRACTION_AND_ZONE.fullmatch(stamp, 19) is not None
+    )
 
 
 def valid_index(name: str) -> bool:
