@@ -48,19 +48,24 @@ class Letter:
         whole = orjson.dumps({**self.head, "record": self.record})
         if self.limit is None or len(whole) <= self.limit:
             return whole
+        # The most bytes of the record whose letter fits: JSON escapes make a byte of the
+        # record take one to six in the letter, so the count is searched for, in halves.
         raw = self.record.encode()
-        keep = len(raw) - (len(whole) - self.limit)
-        while True:
-            keep = max(0, keep)
-            # "ignore" drops only a character the cut split: the prefix is valid UTF-8.
-            text = raw[:keep].decode("utf-8", "ignore")
-            letter = orjson.dumps(
-                {**self.head, "record": text, "record_cut": True, "record_bytes": self.size}
-            )
-            if len(letter) <= self.limit or keep == 0:
-                return letter
-            # Escapes made the JSON longer than the bytes kept: take off the excess.
-            keep -= len(letter) - self.limit
+        fits, over = 0, len(raw)
+        while over - fits > 1:
+            middle = (fits + over) // 2
+            if len(self.cut(raw, middle)) <= self.limit:
+                fits = middle
+            else:
+                over = middle
+        return self.cut(raw, fits)
+
+    def cut(self, raw: bytes, keep: int) -> bytes:
+        # "ignore" drops only a character the cut split: the prefix is valid UTF-8.
+        text = raw[:keep].decode("utf-8", "ignore")
+        return orjson.dumps(
+            {**self.head, "record": text, "record_cut": True, "record_bytes": self.size}
+        )
 
     def shrink(self, refused: int) -> bool:
         """The topic refused `refused` bytes as too large: aim at half. False when the record
