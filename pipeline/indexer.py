@@ -213,6 +213,7 @@ class Indexer:
                 "stopped with work unfinished in partitions %s: left uncommitted, to be read again",
                 sorted(p for _, p in left),
             )
+        self.health.stopped()
         self.sender.shutdown()
         self.consumer.close()
         self.producer.flush(10)
@@ -226,11 +227,13 @@ class Indexer:
             if trouble is None:
                 self.health.solved(ELASTICSEARCH)
                 return
-            self.health.problem(ELASTICSEARCH, f"{trouble.text}; waiting", trouble.kind)
+            self.health.problem(ELASTICSEARCH, f"{trouble.text}; retrying", trouble.kind)
             deadline = time.monotonic() + delay * random.uniform(0.5, 1.0)
             while time.monotonic() < deadline and not self.stopping:
                 self.health.beat = time.monotonic()
-                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+                # Serves the producer's callbacks: what is wrong with Kafka (a wrong
+                # password) is said now too, not once Elasticsearch is mended.
+                self.producer.poll(min(0.2, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, self.config.max_backoff)
 
     def pending(self) -> bool:

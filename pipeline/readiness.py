@@ -50,6 +50,11 @@ class Readiness(Health):
             del self.problems[source]
             del self.kinds[source]
 
+    def stopped(self) -> None:
+        """At shutdown: how often each trouble still there was seen."""
+        for source in list(self.kinds):
+            self.settled(source, "still there at stop")
+
     def settled(self, source: str, how: str) -> None:
         if source in self.kinds:
             log.info("%s: trouble %s, seen %d times", source, how, self.repeats[source])
