@@ -60,7 +60,7 @@ ELASTICSEARCH = "elasticsearch"
 BUSY = "elasticsearch items"
 BUSY_REPORTED = 3
 """Rounds of item retries in one bulk before it is reported: a round or two under load is
-ordinary, and reporting each would log twice per bulk."""
+ordinary."""
 
 
 class Partitions(dict[int, tuple[str, int]]):
@@ -369,7 +369,10 @@ class Indexer:
                 if self.stopping:
                     return None
                 delay = self.wait(delay)
-        self.health.solved(BUSY)
+        if busy == 0:
+            # Over only when a bulk went through without a retry: under a steady share of
+            # refusals, the trouble is said once, not once per bulk.
+            self.health.solved(BUSY)
         return refused
 
     def clear(self) -> None:
