@@ -102,17 +102,23 @@ class DeadLetters:
         """True once every letter is acknowledged; False only when stopping first."""
         todo = letters
         delay = 0.1
+        alone = False
         while todo:
-            failed = self.attempt(todo)
+            failed = self.attempt(todo, alone)
             if failed is None:
                 return False
             again: list[Letter] = []
             blocked: list[tuple[Letter, KafkaError]] = []
             for letter, error in failed:
-                if error.code() in TOO_LARGE and letter.shrink(len(letter.body())):
+                if error.code() in TOO_LARGE and alone and letter.shrink(len(letter.body())):
+                    again.append(letter)
+                elif error.code() in TOO_LARGE and not alone:
+                    # Letters sent together share a record batch, which the topic's limit
+                    # bounds as a whole: judge each one on its own before cutting it.
                     again.append(letter)
                 else:
                     blocked.append((letter, error))
+            alone = alone or any(error.code() in TOO_LARGE for _, error in failed)
             if blocked:
                 letter, error = blocked[0]
                 METRICS.dead_letter_failures.inc(len(blocked))
@@ -137,10 +143,19 @@ class DeadLetters:
         METRICS.dead_letters_cut.inc(sum(letter.limit is not None for letter in letters))
         return True
 
-    def attempt(self, letters: list[Letter]) -> list[tuple[Letter, KafkaError]] | None:
-        """Produce the letters and wait for every answer: the refused ones with their error;
-        None when stopping and they are still unanswered after `stop_grace`."""
-        failed: list[tuple[Letter, KafkaError]] = []
+    def attempt(self, letters: list[Letter], alone: bool) -> list[tuple[Letter, KafkaError]] | None:
+        """Produce the letters (`alone`: each in a request of its own) and wait for every
+        answer: the refused ones with their error; None when stopping and they are still
+        unanswered after `stop_grace`."""
+        if alone:
+            failed: list[tuple[Letter, KafkaError]] = []
+            for letter in letters:
+                answer = self.attempt([letter], False)
+                if answer is None:
+                    return None
+                failed += answer
+            return failed
+        failed = []
         for letter in letters:
             while True:
                 try:

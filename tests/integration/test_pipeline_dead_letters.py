@@ -162,3 +162,25 @@ def test_a_topic_too_small_for_any_letter_holds_commits_until_its_limit_is_raise
         stop(pipeline)
     assert "record_cut" not in letter
     assert orjson.loads(letter["record"])["event"]["id"] == f"{prefix}-20"
+
+
+def test_letters_that_fit_one_by_one_are_not_cut_for_sharing_a_request(
+    tmp_path: Path, kafka_bootstrap: str, elasticsearch_url: str, es: Elasticsearch, prefix: str
+) -> None:
+    topic = new_topic(kafka_bootstrap, partitions=1)
+    # Each letter is about 1.5 kB; ten of them in one record batch are five times the limit.
+    create(kafka_bootstrap, f"{topic}.dlq", **{"max.message.bytes": "3000"})
+    records = [record(n, prefix) for n in range(30)]
+    for n in range(10, 20):
+        records[n]["log"]["offset"] = "not a number"
+        records[n]["message"] = "x" * 600
+    produce(kafka_bootstrap, topic, records)
+    pipeline = start_pipeline(tmp_path, kafka_bootstrap, elasticsearch_url, topic, prefix)
+    try:
+        assert wait_for_count(es, prefix, 20, timeout=120) == 20
+        letters = dead_letters(kafka_bootstrap, topic, 10)
+        until(lambda: committed(kafka_bootstrap, topic) == 30, 60, "all 30 committed")
+    finally:
+        stop(pipeline)
+    assert sorted(letter["offset"] for letter in letters) == list(range(10, 20))
+    assert [letter for letter in letters if "record_cut" in letter] == []
