@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import date
 from typing import Any
 
 import orjson
@@ -42,6 +44,8 @@ def test_index_patterns_with_any_number_of_fields(pattern: str, name: str) -> No
 
 def test_records_without_namespace_or_time_still_get_an_index() -> None:
     assert NAME({"message": "x"}) == "logferry-unknown-unknown"
+    for stamp in ("2026-W48-1T00:00:00Z", "20261127T000000Z", "not . t.me", "٢٠٢٦-11-27"):
+        assert NAME({"@timestamp": stamp}) == "logferry-unknown-unknown"
 
 
 def test_remembered_names_follow_the_values_of_every_record() -> None:
@@ -443,3 +447,31 @@ def test_fields_that_give_no_valid_index_name_fall_back_to_a_safe_one(
 def test_a_pattern_whose_fallback_is_no_index_name_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="invalid names"):
         IndexName("-{kubernetes.namespace}")
+
+
+RFC3339 = re.compile(
+    r"(\d{4}-\d\d-\d\d)T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)",
+    re.ASCII,
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.sampled_from(["2026-11-27T02:00:05", "2026-02-30T00:00:00", "1969-12-31T23:59:59", "x"]),
+    st.text(alphabet="0123456789.Z+-:z٣ ", max_size=12),
+)
+@example("2026-11-27T02:00:05", "")
+@example("2026-11-27T02:00:05", ".Z")
+@example("2026-11-27T02:00:05", ".٣Z")
+@example("2026-11-27T02:00:05", ".٣+01:00")
+@example("2026-11-27T02:00:05", ".1234567890Z")
+def test_the_stamp_check_is_rfc_3339_within_date_nanos(second: str, rest: str) -> None:
+    """valid_stamp reads the usual form without a regex: it must agree with one."""
+    stamp = second + rest
+    match = RFC3339.fullmatch(stamp)
+    in_range = match is not None and "1970-01-02" <= match.group(1) <= "2262-04-10"
+    try:
+        real_day = match is not None and bool(date.fromisoformat(match.group(1)))
+    except ValueError:
+        real_day = False
+    assert valid_stamp(stamp) == (in_range and real_day)
