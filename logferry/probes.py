@@ -32,6 +32,12 @@ class Health:
     def why_not_alive(self) -> str:
         return self.failure or "main loop stalled"
 
+    def reason(self) -> str | None:
+        """Why /readyz fails, None when ready."""
+        if not self.alive():
+            return self.why_not_alive()
+        return None if self.ready else "starting"
+
 
 def serve(port: int, health: Health, host: str = "0.0.0.0") -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
@@ -44,8 +50,11 @@ def serve(port: int, health: Health, host: str = "0.0.0.0") -> ThreadingHTTPServ
                 else:
                     self.reply(503, f"{health.why_not_alive()}\n".encode())
             elif self.path == "/readyz":
-                ok = health.ready and health.alive()
-                self.reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+                why = health.reason()
+                if why is None:
+                    self.reply(200, b"ready\n")
+                else:
+                    self.reply(503, f"not ready: {why}\n".encode())
             else:
                 self.reply(404, b"not found\n")
 
@@ -60,7 +69,7 @@ def serve(port: int, health: Health, host: str = "0.0.0.0") -> ThreadingHTTPServ
             """Probes every few seconds would drown the collector's own log."""
 
     # Read at each scrape, so an alert sees what the readiness probe sees.
-    READY.set_function(lambda: 1.0 if health.ready and health.alive() else 0.0)
+    READY.set_function(lambda: 1.0 if health.reason() is None else 0.0)
     server = ThreadingHTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server

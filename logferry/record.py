@@ -52,7 +52,8 @@ FIELDS: tuple[Field, ...] = (
     keyword("stream", "`stdout` or `stderr`", "runtime"),
     keyword(
         "tags",
-        "`parse_error`, `truncated`, `multiline`, `metadata_missing`, `invalid_utf8`, ...",
+        "`parse_error`, `truncated`, `multiline`, `metadata_missing`, `invalid_utf8`, "
+        "`timestamp_invalid`, ...",
         "collector",
     ),
     keyword(
@@ -65,6 +66,13 @@ FIELDS: tuple[Field, ...] = (
         "event.ingested",
         {"type": "date_nanos"},
         "when the pipeline indexed the record",
+        "pipeline",
+    ),
+    Field(
+        "event.original_timestamp",
+        KEYWORD,
+        "a record's own `@timestamp` when it was missing or not a date (as text); "
+        "`@timestamp` then holds the Kafka record's time and `tags` has `timestamp_invalid`",
         "pipeline",
     ),
     Field("log.file.path", KEYWORD, "the file the record's first line was read from", "path"),

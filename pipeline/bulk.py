@@ -57,7 +57,13 @@ class Outcome(NamedTuple):
 
 
 class Unavailable(Exception):
-    """The whole request failed in a way worth retrying (down, busy, timed out)."""
+    """The whole request failed in a way worth retrying (down, busy, timed out, or refused
+    as a whole: credentials or rights wrong, which an operator can mend while we wait)."""
+
+    def __init__(self, text: str, kind: str) -> None:
+        super().__init__(text)
+        self.kind = kind
+        """The failure without its details, which differ from one retry to the next."""
 
 
 class TooLarge(Exception):
@@ -69,15 +75,20 @@ def send(es: Elasticsearch, body: bytes, count: int) -> Outcome:
     try:
         reply = es.bulk(operations=body, filter_path=FILTER)
     except (ConnectionError, ConnectionTimeout) as exc:
-        raise Unavailable(f"cannot reach Elasticsearch: {exc}") from exc
+        raise Unavailable(f"cannot reach Elasticsearch: {exc}", "unreachable") from exc
     except ApiError as exc:
         if exc.meta.status == 429 or exc.meta.status >= 500:
-            raise Unavailable(f"Elasticsearch answered {exc.meta.status}: {exc}") from exc
+            status = exc.meta.status
+            raise Unavailable(f"Elasticsearch answered {status}: {exc}", str(status)) from exc
         if exc.meta.status == 413:
             raise TooLarge(str(exc)) from exc
-        raise
+        # The records are not at fault when the whole request is refused: crashing would
+        # read them again anyway, and waiting says why in /readyz.
+        raise Unavailable(
+            f"Elasticsearch refused the bulk request: {exc}", str(exc.meta.status)
+        ) from exc
     except TransportError as exc:
-        raise Unavailable(str(exc)) from exc
+        raise Unavailable(str(exc), type(exc).__name__) from exc
     METRICS.bulk_seconds.observe(time.perf_counter() - started)
     if not reply.get("errors"):
         METRICS.indexed.inc(count)

@@ -14,10 +14,11 @@ from elastic_transport import TransportError
 from elasticsearch import ApiError
 
 from logferry import jsonlog
-from logferry.probes import Health, serve
+from logferry.probes import serve
 from logferry.settings import SettingError, version
 from pipeline.config import Config, parse, shown
 from pipeline.indexer import Indexer, client
+from pipeline.readiness import Readiness
 from pipeline.retention import retain
 from pipeline.setup import install_dashboards, install_templates
 
@@ -49,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     jsonlog.setup(config.log_level)
     # The Elasticsearch client logs every request at INFO: one line per bulk, several a second.
     logging.getLogger("elastic_transport.transport").setLevel(logging.WARNING)
+    # Their warnings repeat, once per retry, what the indexer reports once with a count.
+    logging.getLogger("elastic_transport.node_pool").setLevel(logging.ERROR)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     if config.command == "setup":
         return setup(config)
     if config.command == "retention":
@@ -97,7 +101,7 @@ def run(config: Config) -> int:
     # Collections now come every 100,000 allocations, and what start-up built is left out.
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
-    health = Health()
+    health = Readiness()
     if config.metrics_port:
         try:
             serve(config.metrics_port, health)

@@ -116,6 +116,11 @@ OPTIONS = (
         "apply", False, "retention: delete (without it, only say what would go)", boolean,
         switch=True, commands=RETENTION,
     ),
+    Option(
+        "stop_grace", 10.0,
+        "how long a shutdown waits for dead letters still unacknowledged (then uncommitted)",
+        some_seconds, commands=RUN,
+    ),
     Option("log_level", "info", "debug, info, warning or error", env="LOGFERRY_LOG_LEVEL"),
 )  # fmt: skip
 
@@ -138,6 +143,7 @@ class Config:
     flush_interval: float
     bulks_in_flight: int
     max_backoff: float
+    stop_grace: float
     metrics_port: int
     kibana: str
     keep_days: int

@@ -1,18 +1,81 @@
-"""Kafka records -> bulk lines: the target index, `_id` = `event.id`, `event.ingested` added."""
+"""Kafka records -> bulk lines: the target index, `_id` = `event.id`, `event.ingested` added.
+
+A record whose `@timestamp` is missing or not a date Elasticsearch takes is indexed at the
+Kafka record's time instead, tagged `timestamp_invalid`, its own value kept in
+`event.original_timestamp`: rather than refused, or named into an index from a stray text.
+"""
 
 from __future__ import annotations
 
 import functools
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, NamedTuple, TypedDict
 
 import msgspec
 import orjson
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 
 PLACEHOLDER = re.compile(r"\{([^{}:]+)(?::([^{}]*))?\}")
 UNSAFE = re.compile(r"[^a-z0-9_.+-]+")
+NOT_IN_INDEX_NAMES = re.compile(r'[\\/*?"<>| ,#:A-Z]')
+SECOND = re.compile(r"(\d{4}-\d\d-\d\d)T([01]\d|2[0-3]):[0-5]\d:[0-5]\d", re.ASCII)
+FRACTION_AND_ZONE = re.compile(r"(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)", re.ASCII)
+"""RFC 3339 as Elasticsearch's date_nanos reads it: the second, then what follows it
+(ASCII digits only: `\\d` alone takes any script's)."""
+DAY = re.compile(r"\d{4}-\d\d-\d\d", re.ASCII)
+FIRST_DAY = date(1970, 1, 2)
+LAST_DAY = date(2262, 4, 10)
+"""date_nanos holds 1970 to 2262; a day inside, whatever the zone offset."""
+TIMESTAMP_INVALID = "timestamp_invalid"
+
+
+def valid_day(text: str) -> bool:
+    """`YYYY-MM-DD`, a real day that date_nanos holds (fromisoformat alone also takes
+    `2026-W48-1` and `20261127`)."""
+    if DAY.fullmatch(text) is None:
+        return False
+    try:
+        return FIRST_DAY <= date.fromisoformat(text) <= LAST_DAY
+    except ValueError:
+        return False
+
+
+SECONDS: dict[str, bool] = {}
+"""`YYYY-MM-DDTHH:MM:SS` -> whether it is a valid second: asked once per second seen, not
+per record (a record's full stamp is new every time; its second is not)."""
+
+
+def learn_second(second: str) -> bool:
+    match = SECOND.fullmatch(second)
+    valid = match is not None and valid_day(match.group(1))
+    if len(SECONDS) >= 10_000:
+        SECONDS.clear()
+    SECONDS[second] = valid
+    return valid
+
+
+def valid_stamp(stamp: Any) -> bool:
+    """Whether `stamp` is a time Elasticsearch indexes: run once per record."""
+    if type(stamp) is not str or not (SECONDS.get(stamp[:19]) or learn_second(stamp[:19])):
+        return False
+    # The collector's form, `...:SS.fffffffffZ`, is read without a regex: per record, the
+    # regex cost more than the rest of the check.
+    if stamp[-1] == "Z" and stamp.isascii():
+        size = len(stamp)
+        return size == 20 or (stamp[19] == "." and 21 < size <= 30 and stamp[20:-1].isdigit())
+    return FRACTION_AND_ZONE.fullmatch(stamp, 19) is not None
+
+
+def valid_index(name: str) -> bool:
+    """Elasticsearch's rules for an index name."""
+    return (
+        0 < len(name.encode()) <= 255
+        and name not in (".", "..")
+        and not name.startswith(("-", "_", "+"))
+        and NOT_IN_INDEX_NAMES.search(name) is None
+    )
 
 
 class IndexName:
@@ -31,7 +94,12 @@ class IndexName:
             raise ValueError(f"index names are lower case: {pattern!r}")
         getters: list[Getter] = []
         raws: list[RawGetter] = []
-        leaves: list[tuple[list[str], Any]] = [(["event", "id"], Any), (["event", "ingested"], Any)]
+        leaves: list[tuple[list[str], Any]] = [
+            (["event", "id"], Any),
+            (["event", "ingested"], Any),
+            # Checked on every record: a document is written again when it is not a date.
+            (["@timestamp"], str | None),
+        ]
         literals: list[str] = []
         end = 0
         for match in PLACEHOLDER.finditer(pattern):
@@ -50,6 +118,10 @@ class IndexName:
             leaves.append((field.split("."), str | None))
             end = match.end()
         literals.append(pattern[end:])
+        self.fallback = "unknown".join(literals)
+        """The name when the fields give no valid one: the pattern, every field unknown."""
+        if not valid_index(self.fallback):
+            raise ValueError(f"index pattern {pattern!r} gives invalid names: {self.fallback!r}")
         self.made = filled("%s".join(part.replace("%", "%%") for part in literals), getters)
         self.key = raw_key(raws)
         self.known: dict[tuple[Any, ...], tuple[str, bytes]] = {}
@@ -70,6 +142,8 @@ class IndexName:
 
     def make(self, doc: dict[str, Any], key: tuple[Any, ...]) -> tuple[str, bytes]:
         index = self.made(doc)
+        if not valid_index(index):
+            index = self.fallback
         named = (index, orjson.dumps(index))
         # Only text and absent values are remembered: 1, 1.0 and True are one dict key, and
         # not one name; objects and lists are not keys at all.
@@ -186,12 +260,14 @@ def day_getter(form: str) -> Getter:
         stamp = doc.get("@timestamp")
         if type(stamp) is not str or len(stamp) < 10:
             return "unknown"
-        date = stamp[:10]
-        text = days.get(date)
+        day = stamp[:10]
+        text = days.get(day)
         if text is None:
-            text = form.replace("%Y", date[0:4]).replace("%m", date[5:7]).replace("%d", date[8:10])
+            if not valid_day(day):
+                return "unknown"
+            text = form.replace("%Y", day[0:4]).replace("%m", day[5:7]).replace("%d", day[8:10])
             if len(days) < 10_000:
-                days[date] = text
+                days[day] = text
         return text
 
     return get
@@ -218,8 +294,17 @@ class Undecodable(ValueError):
     """A Kafka record that is not a JSON object: it goes to the dead-letter topic."""
 
 
-def document(value: bytes | None, index_name: IndexName, ingested: str) -> Document:
-    """A Kafka record's value (None for a record without one) -> its bulk lines."""
+def document(
+    value: bytes | None,
+    index_name: IndexName,
+    ingested: str,
+    kafka_time: tuple[int, int] | None = None,
+) -> Document:
+    """A Kafka record's value (None for a record without one) -> its bulk lines.
+
+    `kafka_time` is the record's (timestamp type, milliseconds), as Message.timestamp()
+    gives it: the document's time when its own `@timestamp` is not one.
+    """
     doc = fields_of(value, index_name)
     # The collector writes compact JSON with one `"event":{"id":…`: there the field is
     # spliced in, which is much cheaper than encoding the whole record again.
@@ -227,6 +312,7 @@ def document(value: bytes | None, index_name: IndexName, ingested: str) -> Docum
         doc is not None
         and (event := doc.get("event"))
         and "ingested" not in event
+        and valid_stamp(doc.get("@timestamp"))
         and (at := value.find(EVENT)) >= 0
         and value.startswith(b":{", at + len(EVENT))
         and value.rfind(EVENT) == at
@@ -237,11 +323,20 @@ def document(value: bytes | None, index_name: IndexName, ingested: str) -> Docum
         index, quoted = index_name.named(doc)
     else:
         doc = parsed(value)
-        # Named from the record as it came, as above: `{event}` is in the name before
-        # `ingested` is in the event.
-        index, quoted = index_name.named(doc)
         event = doc.get("event")
         if type(event) is not dict:
+            event = None
+        stamp = doc.get("@timestamp", MISSING)
+        if not valid_stamp(stamp):
+            doc["@timestamp"] = stamp_of(kafka_time, ingested)
+            tag(doc, TIMESTAMP_INVALID)
+            if stamp is not MISSING:
+                event = doc["event"] = event or {}
+                event["original_timestamp"] = stamp if type(stamp) is str else orjson_text(stamp)
+        # Named from the record as it came, but for a time that was none, as above:
+        # `{event}` is in the name before `ingested` is in the event.
+        index, quoted = index_name.named(doc)
+        if event is None:
             event = doc["event"] = {}
         event["ingested"] = ingested
         try:
@@ -256,6 +351,34 @@ def document(value: bytes | None, index_name: IndexName, ingested: str) -> Docum
     return new_document(
         (index, doc_id, b"".join((CREATE, quoted, ID, orjson.dumps(doc_id), END, *source)))
     )
+
+
+MISSING: Any = object()
+
+
+def stamp_of(kafka_time: tuple[int, int] | None, ingested: str) -> str:
+    """The Kafka record's time in RFC 3339, or the time of indexing when it has none."""
+    if kafka_time is None or kafka_time[0] == TIMESTAMP_NOT_AVAILABLE or kafka_time[1] < 0:
+        return ingested
+    seconds, millis = divmod(kafka_time[1], 1000)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis:03d}Z"
+
+
+def tag(doc: dict[str, Any], name: str) -> None:
+    tags = doc.get("tags")
+    if type(tags) is list:
+        tags.append(name)
+    elif type(tags) is str:
+        doc["tags"] = [tags, name]
+    elif tags is None:
+        doc["tags"] = [name]
+
+
+def orjson_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return repr(value)
 
 
 def fields_of(value: bytes | None, index_name: IndexName) -> dict[str, Any] | None:

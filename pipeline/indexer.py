@@ -1,11 +1,14 @@
 """The consumer-group loop: Kafka records -> bulk requests -> offsets committed.
 
-Offsets of a batch are committed only after every record in it is indexed, refused as a
-duplicate, or written to the dead-letter topic and acknowledged there. While
-Elasticsearch is unreachable the partitions are paused (the consumer stays in its group)
-and the batch is retried with capped, jittered backoff. A partition taken away by a
-rebalance is dropped from the batch uncommitted: its new owner reads it again, and
-`create` with `_id` = `event.id` refuses what was already indexed.
+An offset is committed only when every record of its partition up to it is indexed,
+refused as a duplicate, or written to the dead-letter topic and acknowledged there
+(pipeline.offsets keeps that account, whatever order bulks finish in). While
+Elasticsearch or the dead-letter topic refuses, the partitions are paused (the consumer
+stays in its group) and the work is retried with capped, jittered backoff; /readyz says
+why. A shutdown leaves a bulk it cannot finish uncommitted, and every later one of its
+partitions too. A partition taken away by a rebalance is dropped from the batch
+uncommitted: its new owner reads it again, and `create` with `_id` = `event.id` refuses
+what was already indexed.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from elasticsearch import Elasticsearch
 
-from logferry.probes import Health
-from pipeline import bulk
+from pipeline import bulk, preflight
 from pipeline.config import Config
+from pipeline.deadletter import DeadLetters, Letter
 from pipeline.documents import Document, IndexName, Undecodable, document, now
 from pipeline.metrics import METRICS
+from pipeline.offsets import Ledger, Partition, Ticket
+from pipeline.readiness import Readiness
 
 log = logging.getLogger("pipeline.indexer")
 
@@ -49,6 +54,13 @@ costs more per record than the rest of the batching."""
 
 
 LINES = operator.attrgetter("lines")
+PARTITION = operator.attrgetter("partition")
+MESSAGE = operator.attrgetter("message")
+ELASTICSEARCH = "elasticsearch"
+BUSY = "elasticsearch items"
+BUSY_REPORTED = 3
+"""Rounds of item retries in one bulk before it is reported: a round or two under load is
+ordinary."""
 
 
 class Partitions(dict[int, tuple[str, int]]):
@@ -69,13 +81,15 @@ class Sent(NamedTuple):
     unreadable: list[tuple[Entry, str]]
     """Records that are not documents, with the reason: bound for the dead-letter topic."""
     reply: Future[bulk.Outcome] | None
+    ticket: Ticket
+    """Its place in the commit order of each partition it read from."""
 
 
 class Indexer:
-    def __init__(self, config: Config, es: Elasticsearch, health: Health | None = None) -> None:
+    def __init__(self, config: Config, es: Elasticsearch, health: Readiness | None = None) -> None:
         self.config = config
         self.es = es
-        self.health = health or Health()
+        self.health = health or Readiness()
         self.index_name = IndexName(config.index)
         self.partitions = Partitions(config.topic)
         kafka = {
@@ -101,6 +115,16 @@ class Indexer:
         self.producer = Producer(
             {**kafka, "acks": "all", "enable.idempotence": True, "error_cb": self.on_error}
         )
+        self.letters = DeadLetters(
+            self.producer,
+            config.dead_letter_topic,
+            self.health,
+            idle=lambda: self.idle(0.0),
+            wait=self.wait,
+            stopping=lambda: self.stopping,
+            stop_grace=config.stop_grace,
+        )
+        self.ledger = Ledger()
         self.assigned: set[tuple[str, int]] = set()
         self.batch: list[Entry] = []
         self.lines: list[bytes] = []
@@ -128,6 +152,7 @@ class Indexer:
     def on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = {(p.topic, p.partition) for p in partitions}
         self.assigned -= gone
+        self.ledger.forget(gone)
         kept = [e for e in self.batch if e.partition not in gone]
         if len(kept) != len(self.batch):
             log.info(
@@ -154,6 +179,7 @@ class Indexer:
 
     def run(self) -> int:
         c = self.config
+        self.preflight()
         self.consumer.subscribe(
             [c.topic], on_assign=self.on_assign, on_revoke=self.on_revoke, on_lost=self.on_revoke
         )
@@ -181,10 +207,34 @@ class Indexer:
         self.flush()
         while self.in_flight:
             self.settle()
+        left = self.ledger.unfinished()
+        if left:
+            log.warning(
+                "stopped with work unfinished in partitions %s: left uncommitted, to be read again",
+                sorted(p for _, p in left),
+            )
+        self.health.stopped()
         self.sender.shutdown()
         self.consumer.close()
         self.producer.flush(10)
         return 0
+
+    def preflight(self) -> None:
+        """Wait, before joining the group, until Elasticsearch answers with the templates."""
+        delay = 0.1
+        while not self.stopping:
+            trouble = preflight.problem(self.es, self.config.elasticsearch_url)
+            if trouble is None:
+                self.health.solved(ELASTICSEARCH)
+                return
+            self.health.problem(ELASTICSEARCH, f"{trouble.text}; retrying", trouble.kind)
+            deadline = time.monotonic() + delay * random.uniform(0.5, 1.0)
+            while time.monotonic() < deadline and not self.stopping:
+                self.health.beat = time.monotonic()
+                # Serves the producer's callbacks: what is wrong with Kafka (a wrong
+                # password) is said now too, not once Elasticsearch is mended.
+                self.producer.poll(min(0.2, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, self.config.max_backoff)
 
     def pending(self) -> bool:
         return bool(self.batch or self.unreadable)
@@ -204,7 +254,8 @@ class Indexer:
             return False
         values = map(Message.value, messages)
         try:
-            docs = list(map(document, values, repeat(self.index_name), repeat(ingested)))
+            times = map(Message.timestamp, messages)
+            docs = list(map(document, values, repeat(self.index_name), repeat(ingested), times))
         except Undecodable:
             return False
         partitions = map(self.partitions.__getitem__, map(Message.partition, messages))
@@ -226,7 +277,7 @@ class Indexer:
                 continue
             partition = partitions[message.partition()]
             try:
-                doc = document(message.value() or b"", name, ingested)
+                doc = document(message.value() or b"", name, ingested, message.timestamp())
             except Undecodable as exc:
                 self.unreadable.append((new_entry((message, partition, None)), str(exc)))
                 continue
@@ -245,17 +296,38 @@ class Indexer:
             self.settle()
         batch, body, unreadable = self.batch, b"".join(self.lines), self.unreadable
         self.clear()
+        # Offsets grow within a partition: the last of each partition's entries wins.
+        offsets = map(Message.offset, map(MESSAGE, batch))
+        ends = dict(zip(map(PARTITION, batch), offsets, strict=True))
+        for e, _ in unreadable:
+            ends[e.partition] = max(ends.get(e.partition, -1), e.message.offset())
+        ticket = self.ledger.open({p: offset + 1 for p, offset in ends.items()})
         future = self.sender.submit(bulk.send, self.es, body, len(batch)) if batch else None
-        self.in_flight.append(Sent(batch, unreadable, future))
+        self.in_flight.append(Sent(batch, unreadable, future, ticket))
 
     def settle(self) -> None:
         """Wait for the oldest bulk in flight; retry, dead-letter and commit what it held."""
         if not self.in_flight:
             return
-        batch, unreadable, future = self.in_flight.popleft()
-        todo = batch
-        refused = list(unreadable)
+        sent = self.in_flight.popleft()
+        refused = self.index(sent)
+        if refused is not None:
+            refused = [(e, r) for e, r in refused if e.partition in self.assigned]
+            if refused and not self.dead_letter(refused):
+                refused = None
+        self.resume()
+        if refused is None:
+            METRICS.uncommitted_at_stop.inc()
+            return
+        self.commit(self.ledger.finish(sent.ticket))
+
+    def index(self, sent: Sent) -> list[tuple[Entry, str]] | None:
+        """Index the bulk's documents, retrying what Elasticsearch could not take yet.
+        Returns the entries to dead-letter, with the reason; None when stopping first."""
+        todo, future = sent.batch, sent.reply
+        refused = list(sent.unreadable)
         delay = 0.1
+        busy = 0
         most = len(todo)
         while todo:
             part, rest = todo[:most], todo[most:]
@@ -274,27 +346,34 @@ class Indexer:
                     most = max(1, len(part) // 2)
                 continue
             except bulk.Unavailable as exc:
-                if self.stopping:
-                    log.warning("stopping with Elasticsearch unavailable: batch left uncommitted")
-                    return
-                log.warning("%s; retrying in %.1f s", exc, delay)
                 METRICS.retries.inc()
-                self.health.ready = False
+                self.health.problem(ELASTICSEARCH, f"{exc}; not committing, retrying", exc.kind)
+                if self.stopping:
+                    return None
                 delay = self.wait(delay)
                 todo = self.owned(todo)
                 continue
-            self.health.ready = True
+            self.health.solved(ELASTICSEARCH)
             refused += [(part[i], reason) for i, reason in outcome.refused]
             again = [part[i] for i in outcome.retry]
             todo = self.owned(again + rest)
             if again:
                 METRICS.retries.inc(len(again))
+                busy += 1
+                if busy >= BUSY_REPORTED:
+                    self.health.problem(
+                        BUSY,
+                        "Elasticsearch keeps answering 429 or 5xx for some documents; "
+                        "not committing past them, retrying",
+                    )
+                if self.stopping:
+                    return None
                 delay = self.wait(delay)
-        refused = [(e, r) for e, r in refused if e.partition in self.assigned]
-        if refused:
-            self.dead_letter(refused)
-        self.resume()
-        self.commit(batch, unreadable)
+        if busy == 0:
+            # Over only when a bulk went through without a retry: under a steady share of
+            # refusals, the trouble is said once, not once per bulk.
+            self.health.solved(BUSY)
+        return refused
 
     def clear(self) -> None:
         self.batch = []
@@ -307,63 +386,40 @@ class Indexer:
 
     def wait(self, delay: float) -> float:
         """Back off, staying in the group: paused partitions, but polled for rebalances."""
+        self.idle(delay * random.uniform(0.5, 1.0))
+        return min(delay * 2, self.config.max_backoff)
+
+    def idle(self, seconds: float) -> None:
+        """Poll the paused consumer for `seconds` (at least once): rebalances are served and
+        the group does not take this member for dead."""
         if not self.paused and self.assigned:
             self.consumer.pause([TopicPartition(t, p) for t, p in self.assigned])
             self.paused = True
-        deadline = time.monotonic() + delay * random.uniform(0.5, 1.0)
-        while time.monotonic() < deadline and not self.stopping:
+        deadline = time.monotonic() + seconds
+        while True:
             self.health.beat = time.monotonic()
             left = max(0.0, min(0.2, deadline - time.monotonic()))
             self.carried += self.consumer.consume(CONSUME_BATCH, left)
-        return min(delay * 2, self.config.max_backoff)
+            if time.monotonic() >= deadline or self.stopping:
+                return
 
     def resume(self) -> None:
         if self.paused:
             self.consumer.resume([TopicPartition(t, p) for t, p in self.assigned])
             self.paused = False
 
-    def dead_letter(self, refused: list[tuple[Entry, str]]) -> None:
-        failures: list[KafkaError] = []
-
-        def delivered(error: KafkaError | None, _message: Message) -> None:
-            if error is not None:
-                failures.append(error)
-
-        for entry, reason in refused:
-            m = entry.message
-            letter = {
-                "error": reason,
-                "index": entry.doc.index if entry.doc else None,
-                "topic": m.topic(),
-                "partition": m.partition(),
-                "offset": m.offset(),
-                "record": (m.value() or b"").decode("utf-8", "replace"),
-            }
-            self.producer.produce(
-                self.config.dead_letter_topic, orjson.dumps(letter), m.key(), on_delivery=delivered
-            )
-        delay = 0.1
-        while self.producer.flush(30) or failures:
-            if self.stopping and failures:
-                raise KafkaException(failures[0])
-            log.warning("dead-letter topic not acknowledged yet (%s); retrying", failures[:1])
-            failures.clear()
-            delay = self.wait(delay)
-        METRICS.dead_lettered.inc(len(refused))
+    def dead_letter(self, refused: list[tuple[Entry, str]]) -> bool:
+        """True once every letter is acknowledged by the dead-letter topic."""
+        letters = [Letter(e.message, e.doc.index if e.doc else None, r) for e, r in refused]
+        if not self.letters.deliver(letters):
+            return False
         log.info("%d documents dead-lettered, first: %s", len(refused), refused[0][1])
+        return True
 
-    def commit(self, batch: list[Entry], unreadable: list[tuple[Entry, str]]) -> None:
-        ends: dict[tuple[str, int], int] = {}
-        # Offsets grow within a partition, so its last entry in the batch holds its end.
-        for e in reversed(batch):
-            if e.partition not in ends and e.partition in self.assigned:
-                ends[e.partition] = e.message.offset() + 1
-        for e, _ in unreadable:
-            if e.partition in self.assigned:
-                ends[e.partition] = max(ends.get(e.partition, 0), e.message.offset() + 1)
-        if not ends:
+    def commit(self, ends: dict[Partition, int]) -> None:
+        offsets = [TopicPartition(t, p, o) for (t, p), o in ends.items() if (t, p) in self.assigned]
+        if not offsets:
             return
-        offsets = [TopicPartition(t, p, o) for (t, p), o in ends.items()]
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:

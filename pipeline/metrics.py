@@ -17,6 +17,18 @@ class Metrics:
         self.dead_lettered = Counter(
             "logferry_pipeline_documents_dead_lettered", "Documents sent to the dead-letter topic"
         )
+        self.dead_letters_cut = Counter(
+            "logferry_pipeline_dead_letters_cut",
+            "Letters whose record text was cut to fit the dead-letter topic's message limit",
+        )
+        self.dead_letter_failures = Counter(
+            "logferry_pipeline_dead_letter_failures",
+            "Letters the dead-letter topic refused, to be sent again (nothing committed meanwhile)",
+        )
+        self.uncommitted_at_stop = Counter(
+            "logferry_pipeline_bulks_uncommitted_at_stop",
+            "Bulks a shutdown left unfinished: their records are read again by the next owner",
+        )
         self.retries = Counter("logferry_pipeline_retries", "Bulk requests or items retried")
         self.bulk_seconds = Histogram(
             "logferry_pipeline_bulk_seconds",

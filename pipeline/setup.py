@@ -24,6 +24,25 @@ def installed_fingerprint(get: Callable[[], Any], kind: str) -> str | None:
     return meta.get("logferry_fingerprint")
 
 
+def index_template_fingerprint(name: str) -> str:
+    return fingerprint({"index": INDEX_TEMPLATES[name], "components": COMPONENTS})
+
+
+def template_states(es: Elasticsearch) -> tuple[list[str], list[str]]:
+    """logferry's index templates missing from Elasticsearch, and those installed by
+    another version of `setup`."""
+    missing, outdated = [], []
+    for name in INDEX_TEMPLATES:
+        have = installed_fingerprint(
+            lambda name=name: es.indices.get_index_template(name=name), "index_templates"
+        )
+        if have is None:
+            missing.append(name)
+        elif have != index_template_fingerprint(name):
+            outdated.append(name)
+    return missing, outdated
+
+
 def install_templates(es: Elasticsearch, say: Callable[[str], None] = print) -> list[str]:
     """Put what differs from what is installed; returns the names changed. Idempotent."""
     changed = []
@@ -41,7 +60,7 @@ def install_templates(es: Elasticsearch, say: Callable[[str], None] = print) -> 
         say(f"component template {name}: {'created' if have is None else 'updated'}")
         changed.append(name)
     for name, body in INDEX_TEMPLATES.items():
-        mark = fingerprint({"index": body, "components": COMPONENTS})
+        mark = index_template_fingerprint(name)
         have = installed_fingerprint(
             lambda name=name: es.indices.get_index_template(name=name), "index_templates"
         )

@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ import pytest
 
 from harness.flow import Flow
 from harness.nodewriter import Rotation, Spec, default_node
+from tests.integration.es_proxy import proxy
 from tests.servers import Outage
 
 pytestmark = pytest.mark.e2e
@@ -228,4 +230,46 @@ def test_collector_stopped_a_minute_catches_up(flows: Flows, size: Size) -> None
     outcome = flow.check(timeout=240 + 2 * size.seconds)
     assert after[0] > before[0], "no Docker rotation while the collector was stopped"
     assert after[1] > before[1], "no kubelet rotation while the collector was stopped"
+    flow.assert_exactly_once(outcome)
+
+
+@sizes(Size(12, 1000, 30), Size(24, 2500, 180))
+def test_elasticsearch_answers_429_for_some_items_and_pipelines_are_stopped_mid_retry(
+    flows: Flows, size: Size, elasticsearch_url: str
+) -> None:
+    """Elasticsearch answering 429 for one document in twenty (each up to three times),
+    while a pipeline is stopped with SIGTERM and another joins: a bulk still retrying at
+    the signal is left uncommitted, and so is everything after it in its partitions.
+
+    The 429s come from the small proxy in front of the real Elasticsearch
+    (tests/integration/es_proxy.py): a real node refuses items only under load a test
+    cannot produce on cue."""
+    s = seed()
+
+    def busy(doc_id: str, before: int) -> bool:
+        return before < 3 and zlib.crc32(f"{s}-{doc_id}".encode()) % 20 == 0
+
+    with proxy(elasticsearch_url, busy) as (url, state):
+        flow = flows(
+            f"429 for some items, pipelines stopped mid-retry [seed {s}]",
+            default_node(size.containers, s),
+            rate=size.rate,
+            seed=s,
+        )
+        flow.es_url = url
+        flow.start(pipelines=2, duration=size.seconds)
+        begin = time.monotonic()
+        rounds = 1 if size.seconds < 60 else 4
+        step = size.seconds / (rounds + 1)
+        for n in range(rounds):
+            wait_until(begin + step * (n + 0.5))
+            stopping = flow.pipelines[0]
+            stopping.send_signal(signal.SIGTERM)
+            assert stopping.wait(60) == 0
+            flow.pipelines.remove(stopping)
+            flow.dead.append(stopping)
+            wait_until(begin + step * (n + 1))
+            flow.start_pipeline()
+        outcome = flow.check(timeout=240 + 2 * size.seconds)
+    assert sum(state.refused.values()) > 0
     flow.assert_exactly_once(outcome)

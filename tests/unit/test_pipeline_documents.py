@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import date
 from typing import Any
 
 import orjson
@@ -11,7 +13,7 @@ from hypothesis import strategies as st
 from logferry.settings import SettingError
 from pipeline import bulk
 from pipeline.config import parse
-from pipeline.documents import IndexName, Undecodable, document
+from pipeline.documents import IndexName, Undecodable, document, valid_stamp
 from pipeline.indexer import client
 
 NAME = IndexName("logferry-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}")
@@ -42,6 +44,8 @@ def test_index_patterns_with_any_number_of_fields(pattern: str, name: str) -> No
 
 def test_records_without_namespace_or_time_still_get_an_index() -> None:
     assert NAME({"message": "x"}) == "logferry-unknown-unknown"
+    for stamp in ("2026-W48-1T00:00:00Z", "20261127T000000Z", "not . t.me", "٢٠٢٦-11-27"):
+        assert NAME({"@timestamp": stamp}) == "logferry-unknown-unknown"
 
 
 def test_remembered_names_follow_the_values_of_every_record() -> None:
@@ -161,12 +165,13 @@ def test_wrong_settings_name_the_setting(
 
 
 def test_ingested_is_added_whatever_the_shape_of_the_record() -> None:
+    at = {"@timestamp": "2026-11-27T00:00:00Z"}
     shapes = [
-        {"message": "no event"},
-        {"message": "empty event", "event": {}},
-        {"message": "has it", "event": {"id": "a", "ingested": "2020-01-01T00:00:00Z"}},
-        {"message": 'text with "event":{ inside', "event": {"id": "b"}},
-        {"message": "nested", "labels": {"event": {"x": 1}}, "event": {"id": "c"}},
+        {**at, "message": "no event"},
+        {**at, "message": "empty event", "event": {}},
+        {**at, "message": "has it", "event": {"id": "a", "ingested": "2020-01-01T00:00:00Z"}},
+        {**at, "message": 'text with "event":{ inside', "event": {"id": "b"}},
+        {**at, "message": "nested", "labels": {"event": {"x": 1}}, "event": {"id": "c"}},
     ]
     for shape in shapes:
         doc = document(orjson.dumps(shape), NAME, "2026-11-27T00:00:00Z")
@@ -186,9 +191,9 @@ def test_ingested_is_added_whatever_the_shape_of_the_record() -> None:
 @pytest.mark.parametrize(
     "value",
     [
-        b'{"event":{"id":"a"},\n"message":"x"}',
-        b'{"event":{"id":"a"},"message":"x"}\n',
-        b'{"event":{"id":"a"},\r\n"message":"x"}',
+        b'{"event":{"id":"a"},\n"message":"x","@timestamp":"2026-11-27T00:00:00Z"}',
+        b'{"event":{"id":"a"},"message":"x","@timestamp":"2026-11-27T00:00:00Z"}\n',
+        b'{"event":{"id":"a"},\r\n"message":"x","@timestamp":"2026-11-27T00:00:00Z"}',
     ],
 )
 def test_a_record_with_line_breaks_between_its_fields_is_one_line_of_the_bulk(
@@ -198,7 +203,11 @@ def test_a_record_with_line_breaks_between_its_fields_is_one_line_of_the_bulk(
     record sent as it came would be read by Elasticsearch as two broken lines."""
     action, source, end = document(value, NAME, "t").lines.split(b"\n")
     assert orjson.loads(action)["create"]["_id"] == "a"
-    assert orjson.loads(source) == {"event": {"id": "a", "ingested": "t"}, "message": "x"}
+    assert orjson.loads(source) == {
+        "event": {"id": "a", "ingested": "t"},
+        "message": "x",
+        "@timestamp": "2026-11-27T00:00:00Z",
+    }
     assert end == b""
 
 
@@ -251,10 +260,31 @@ PATTERNS = [
 ]
 
 
+def with_time_mended(record: dict[str, Any], ingested: str) -> None:
+    """What the pipeline makes of a record whose @timestamp is not a date (without a Kafka
+    time: then the time of indexing)."""
+    if "@timestamp" in record and valid_stamp(record["@timestamp"]):
+        return
+    if "@timestamp" in record:
+        stamp = record["@timestamp"]
+        event = record.get("event")
+        if type(event) is not dict:
+            event = record["event"] = {}
+        event["original_timestamp"] = stamp if type(stamp) is str else orjson.dumps(stamp).decode()
+    record["@timestamp"] = ingested
+    tags = record.get("tags")
+    if type(tags) is list:
+        tags.append("timestamp_invalid")
+    elif type(tags) is str:
+        record["tags"] = [tags, "timestamp_invalid"]
+    elif tags is None:
+        record["tags"] = ["timestamp_invalid"]
+
+
 def assert_document_is_the_record(value: bytes, name: IndexName) -> None:
     """The document of `value` is the record as orjson reads it, with `event.ingested`
-    added, on one line of the bulk body, named from the record as it came; or, where orjson
-    reads no JSON object, refused."""
+    added (and its time mended where it was none), on one line of the bulk body, named
+    from the record as it came; or, where orjson reads no JSON object, refused."""
     try:
         expected = orjson.loads(value)
     except orjson.JSONDecodeError:
@@ -271,6 +301,7 @@ def assert_document_is_the_record(value: bytes, name: IndexName) -> None:
             orjson.dumps(expected)
         return
     action, source, end = doc.lines.split(b"\n")
+    with_time_mended(expected, "T")
     index = name(expected)
     event = expected.get("event")
     if type(event) is not dict:
@@ -341,3 +372,118 @@ def test_records_that_look_usual_but_are_not_json_are_refused(value: bytes) -> N
     were another character."""
     with pytest.raises(Undecodable):
         document(value, NAME, "T")
+
+
+KAFKA_TIME = (1, 1_795_000_000_123)
+"""(TIMESTAMP_CREATE_TIME, ms): 2026-11-18T11:06:40.123Z."""
+
+
+@pytest.mark.parametrize(
+    ("stamp", "original"),
+    [
+        ("not . t.me", "not . t.me"),
+        ("2026-13-01T00:00:00Z", "2026-13-01T00:00:00Z"),
+        ("2026-02-30T00:00:00Z", "2026-02-30T00:00:00Z"),
+        ("1969-12-31T23:59:59Z", "1969-12-31T23:59:59Z"),
+        ("2026-11-27", "2026-11-27"),
+        (1_795_000_000, "1795000000"),
+        ({"a": 1}, '{"a":1}'),
+        (None, "null"),
+    ],
+)
+def test_a_time_that_is_not_a_date_becomes_the_kafka_records_and_is_kept(
+    stamp: Any, original: str
+) -> None:
+    record = {"@timestamp": stamp, "event": {"id": "a"}, "kubernetes": {"namespace": "shop"}}
+    doc = document(orjson.dumps(record), NAME, "2026-11-30T00:00:00Z", KAFKA_TIME)
+    assert doc.index == "logferry-shop-2026.11.18"
+    source = orjson.loads(doc.lines.split(b"\n")[1])
+    assert source["@timestamp"] == "2026-11-18T11:06:40.123Z"
+    assert source["tags"] == ["timestamp_invalid"]
+    assert source["event"] == {
+        "id": "a",
+        "original_timestamp": original,
+        "ingested": "2026-11-30T00:00:00Z",
+    }
+
+
+def test_a_record_without_time_gets_the_kafka_records_or_else_the_time_of_indexing() -> None:
+    value = b'{"event":{"id":"a"},"tags":["multiline"],"kubernetes":{"namespace":"web"}}'
+    lines = document(value, NAME, "2026-11-30T00:00:00Z", KAFKA_TIME).lines.split(b"\n")
+    source = orjson.loads(lines[1])
+    assert source["@timestamp"] == "2026-11-18T11:06:40.123Z"
+    assert source["tags"] == ["multiline", "timestamp_invalid"]
+    assert "original_timestamp" not in source["event"]
+    # A Kafka record without a time (TIMESTAMP_NOT_AVAILABLE).
+    doc = document(value, NAME, "2026-11-30T00:00:00Z", (0, -1))
+    assert doc.index == "logferry-web-2026.11.30"
+    assert orjson.loads(doc.lines.split(b"\n")[1])["@timestamp"] == "2026-11-30T00:00:00Z"
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2026-11-27T02:00:00Z",
+        "2026-11-27T02:00:00.123456789Z",
+        "2026-11-27T02:00:00.1+05:30",
+        "1970-01-02T00:00:00-01:00",
+        "2262-04-10T00:00:00Z",
+    ],
+)
+def test_times_elasticsearch_takes_are_kept_as_they_are(stamp: str) -> None:
+    assert valid_stamp(stamp)
+    record = {"@timestamp": stamp, "event": {"id": "a"}}
+    source = orjson.loads(
+        document(orjson.dumps(record), NAME, "T", KAFKA_TIME).lines.split(b"\n")[1]
+    )
+    assert source == {**record, "event": {"id": "a", "ingested": "T"}}
+
+
+@pytest.mark.parametrize(
+    ("namespace", "name"),
+    [
+        ("-leading-dash", "unknown"),
+        ("_x", "unknown"),
+        ("..", "unknown"),
+        ("n" * 300, "unknown"),
+        ("Fine:Name", "fine_name"),
+    ],
+)
+def test_fields_that_give_no_valid_index_name_fall_back_to_a_safe_one(
+    namespace: str, name: str
+) -> None:
+    pattern = IndexName("{kubernetes.namespace}")
+    assert pattern({"kubernetes": {"namespace": namespace}}) == name
+
+
+def test_a_pattern_whose_fallback_is_no_index_name_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="invalid names"):
+        IndexName("-{kubernetes.namespace}")
+
+
+RFC3339 = re.compile(
+    r"(\d{4}-\d\d-\d\d)T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)",
+    re.ASCII,
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.sampled_from(["2026-11-27T02:00:05", "2026-02-30T00:00:00", "1969-12-31T23:59:59", "x"]),
+    st.text(alphabet="0123456789.Z+-:z٣ ", max_size=12),
+)
+@example("2026-11-27T02:00:05", "")
+@example("2026-11-27T02:00:05", ".Z")
+@example("2026-11-27T02:00:05", ".٣Z")
+@example("2026-11-27T02:00:05", ".٣+01:00")
+@example("2026-11-27T02:00:05", ".1234567890Z")
+def test_the_stamp_check_is_rfc_3339_within_date_nanos(second: str, rest: str) -> None:
+    """valid_stamp reads the usual form without a regex: it must agree with one."""
+    stamp = second + rest
+    match = RFC3339.fullmatch(stamp)
+    in_range = match is not None and "1970-01-02" <= match.group(1) <= "2262-04-10"
+    try:
+        real_day = match is not None and bool(date.fromisoformat(match.group(1)))
+    except ValueError:
+        real_day = False
+    assert valid_stamp(stamp) == (in_range and real_day)
