@@ -11,6 +11,7 @@ LOCAL := deploy/local
 install: $(VENV)/.installed
 	@$(LOCAL)/kafka.sh fetch
 	@$(LOCAL)/elasticsearch.sh fetch
+	@$(LOCAL)/docker.sh fetch
 	@PYTHON=$(PY) deploy/tools/fetch-validators.sh
 
 # Reinstall only when the dependency list changes, so a second `make install` is quick.
@@ -44,13 +45,15 @@ lint: $(VENV)/.installed
 services-up:
 	@$(LOCAL)/kafka.sh start
 	@$(LOCAL)/elasticsearch.sh start
+	@$(LOCAL)/docker.sh start
 
 services-down:
 	@$(LOCAL)/kafka.sh stop
 	@$(LOCAL)/elasticsearch.sh stop
+	@$(LOCAL)/docker.sh stop
 
 services-status:
-	@$(LOCAL)/kafka.sh status; $(LOCAL)/elasticsearch.sh status
+	@$(LOCAL)/kafka.sh status; $(LOCAL)/elasticsearch.sh status; $(LOCAL)/docker.sh status
 
 # With a Docker engine: the compose stack with Kibana; without: local servers and processes.
 demo: $(VENV)/.installed

@@ -1,4 +1,5 @@
-"""Fixtures every test with servers uses: the servers, templates, index prefixes, outages.
+"""Fixtures every test with servers uses: the servers, templates, index prefixes, outages,
+and the local Docker engine with its Debian base image.
 
 The outage fixtures stop and start the local servers of deploy/local through their scripts,
 with this process's environment: LOGFERRY_SERVICES_DIR, KAFKA_PORT, ES_PORT... select which
@@ -26,6 +27,7 @@ def kafka_bootstrap() -> Iterator[str]:
         servers.kafka_reachable,
         servers.kafka_container,
         "kafka.sh",
+        servers.KAFKA_IMAGE,
     ) as address:
         yield address
 
@@ -39,6 +41,7 @@ def elasticsearch_url() -> Iterator[str]:
         servers.elasticsearch_reachable,
         servers.elasticsearch_container,
         "elasticsearch.sh",
+        servers.ELASTICSEARCH_IMAGE,
     ) as address:
         yield address
 
@@ -58,6 +61,19 @@ def prefix(es: Elasticsearch) -> Iterator[str]:
     name = f"logferry-t{uuid.uuid4().hex[:8]}"
     yield name
     es.indices.delete(index=f"{name}-*", allow_no_indices=True, ignore_unavailable=True)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[servers.Engine]:
+    """A real Docker engine (deploy/local/docker.sh), started for the session if it was not up."""
+    with servers.local_engine() as engine:
+        yield engine
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_engine: servers.Engine) -> str:
+    """A Debian bookworm image with python3 in that engine, built from Debian packages."""
+    return servers.docker_script("base")["LOGFERRY_BASE_IMAGE"]
 
 
 @pytest.fixture
