@@ -12,6 +12,7 @@ install: $(VENV)/.installed
 	@$(LOCAL)/kafka.sh fetch
 	@$(LOCAL)/elasticsearch.sh fetch
 	@$(LOCAL)/docker.sh fetch
+	@$(LOCAL)/podman.sh fetch
 	@PYTHON=$(PY) deploy/tools/fetch-validators.sh
 
 # Reinstall only when the dependency list changes, so a second `make install` is quick.

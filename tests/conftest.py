@@ -1,5 +1,5 @@
 """Fixtures every test with servers uses: the servers, templates, index prefixes, outages,
-and the local Docker engine with its Debian base image.
+and the local Docker engine and podman with their Debian base image.
 
 The outage fixtures stop and start the local servers of deploy/local through their scripts,
 with this process's environment: LOGFERRY_SERVICES_DIR, KAFKA_PORT, ES_PORT... select which
@@ -73,7 +73,13 @@ def docker_engine() -> Iterator[servers.Engine]:
 @pytest.fixture(scope="session")
 def base_image(docker_engine: servers.Engine) -> str:
     """A Debian bookworm image with python3 in that engine, built from Debian packages."""
-    return servers.docker_script("base")["LOGFERRY_BASE_IMAGE"]
+    return servers.local_script("docker.sh", "base")["LOGFERRY_BASE_IMAGE"]
+
+
+@pytest.fixture(scope="session")
+def podman_base_image() -> str:
+    """The same Debian base in podman's storage (deploy/local/podman.sh), for CRI-format logs."""
+    return servers.local_script("podman.sh", "base")["LOGFERRY_BASE_IMAGE"]
 
 
 @pytest.fixture

@@ -174,21 +174,30 @@ class Engine:
         return docker.DockerClient(base_url=self.host, timeout=120)
 
 
-def docker_script(command: str) -> dict[str, str]:
-    """Run deploy/local/docker.sh <command>; its NAME=value lines, or skip (fail in CI)."""
-    done = subprocess.run([LOCAL / "docker.sh", command], capture_output=True, text=True)
+def local_script(script: str, command: str) -> dict[str, str]:
+    """Run deploy/local/<script> <command>; its NAME=value lines, or skip (fail in CI)."""
+    done = subprocess.run([LOCAL / script, command], capture_output=True, text=True)
     if done.returncode != 0:
         unavailable(
-            f"deploy/local/docker.sh {command} failed (exit {done.returncode}):\n{done.stderr}"
+            f"deploy/local/{script} {command} failed (exit {done.returncode}):\n{done.stderr}"
         )
     return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+
+
+def podman(*args: str, timeout: float = 120) -> str:
+    """`podman ARGS` with the storage and settings of deploy/local/podman.sh; its stdout."""
+    done = subprocess.run(
+        [LOCAL / "podman.sh", "run", *args], capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, f"podman {' '.join(args)}: {done.stderr}"
+    return done.stdout
 
 
 @contextmanager
 def local_engine() -> Iterator[Engine]:
     """Start the local engine for the session; stop it after, unless it was already up."""
     was_up = subprocess.run([LOCAL / "docker.sh", "status"], capture_output=True).returncode == 0
-    host = docker_script("start")["DOCKER_HOST"]
+    host = local_script("docker.sh", "start")["DOCKER_HOST"]
     try:
         import docker
 

@@ -15,6 +15,8 @@
 #                                   built by mmdebstrap from Debian packages (no registry needed),
 #                                   cached as $STATE/docker/base-bookworm.tar, loaded with
 #                                   `docker import`; prints LOGFERRY_BASE_IMAGE=<name>
+#   deploy/local/docker.sh base-tar only build (or find) that tarball; prints
+#                                   LOGFERRY_BASE_TAR=<path> (deploy/local/podman.sh imports it)
 #   deploy/local/docker.sh reset    stop and delete the data root (keeps the base tarball)
 #
 # stdout carries only the NAME=value line, so this works:
@@ -238,6 +240,7 @@ case "${1:-}" in
     stop) cmd_stop ;;
     status) cmd_status ;;
     base) cmd_base ;;
+    base-tar) lock; build_base_tar; echo "LOGFERRY_BASE_TAR=$BASE_TAR" ;;
     reset) cmd_reset ;;
-    *) echo "usage: $0 {fetch|start|stop|status|base|reset}" >&2; exit 2 ;;
+    *) echo "usage: $0 {fetch|start|stop|status|base|base-tar|reset}" >&2; exit 2 ;;
 esac

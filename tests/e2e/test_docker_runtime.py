@@ -10,28 +10,22 @@ the container's real name and image and the Kubernetes labels of its config.v2.j
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
 import subprocess
-import sys
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
+from tests.e2e import runtime_logs
+from tests.e2e.runtime_logs import ENV, REPO, WORKLOAD
 from tests.servers import Engine
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-WORKLOAD = Path(__file__).with_name("container_workload.py")
 ROTATED = re.compile(r"-json\.log\.\d+$")
 
 
@@ -46,10 +40,6 @@ class Ran:
     pod: str
     container: str
     truth: Path
-
-    def expected(self) -> Counter[tuple[str, str]]:
-        lines = self.truth.read_text(encoding="utf-8").splitlines()
-        return Counter((r["stream"], r["message"]) for r in map(json.loads, lines))
 
 
 def run_workload(
@@ -90,39 +80,6 @@ def run_workload(
     )
 
 
-def collector(tmp: Path, docker_root: Path, out: Path, namespace: str, *flags: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "collector",
-        "--docker-root",
-        str(docker_root),
-        "--log-root",
-        str(tmp / "no-log-root"),
-        "--state-dir",
-        str(tmp / f"state-{out.stem}"),
-        "--sink",
-        f"file:{out}",
-        "--kubernetes",
-        "off",
-        "--metrics-port",
-        "0",
-        "--scan-interval",
-        "0.2",
-        "--multiline",
-        f"{namespace}/*/*=python",
-        *flags,
-    ]
-
-
-def ours(out: Path, ids: set[str]) -> list[dict[str, Any]]:
-    """The records of these containers (the engine may hold other tests' containers)."""
-    if not out.exists():
-        return []
-    records = [orjson.loads(line) for line in out.read_bytes().splitlines() if line.endswith(b"}")]
-    return [r for r in records if r.get("container", {}).get("id") in ids]
-
-
 def check(records: list[dict[str, Any]], ran: list[Ran]) -> None:
     by_id = {r.id: r for r in ran}
     for record in records:
@@ -138,14 +95,7 @@ def check(records: list[dict[str, Any]], ran: list[Ran]) -> None:
         got = Counter(
             (r["stream"], r["message"]) for r in records if r["container"]["id"] == want.id
         )
-        expected = want.expected()
-        lost, extra = expected - got, got - expected
-        differences = lost + extra
-        assert not differences, (
-            f"{want.name}: {sum(lost.values())} lost, {sum(extra.values())} extra; "
-            f"first lost: {[repr(k)[:300] for k in list(lost)[:3]]}; "
-            f"first extra: {[repr(k)[:300] for k in list(extra)[:3]]}"
-        )
+        runtime_logs.assert_same(want.name, got, runtime_logs.truth(want.truth))
 
 
 def test_every_record_a_real_engine_wrote_arrives_once_with_its_container_names(
@@ -155,11 +105,10 @@ def test_every_record_a_real_engine_wrote_arrives_once_with_its_container_names(
     root = docker_engine.data_root / "containers"
     namespace = f"rt{uuid.uuid4().hex[:8]}"
     out = tmp_path / "followed.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    log = open(tmp_path / "collector.log", "ab")  # noqa: SIM115 -- closed in finally
-    follower = subprocess.Popen(
-        collector(tmp_path, root, out, namespace), cwd=REPO, env=env, stderr=log
-    )
+    log = tmp_path / "collector.log"
+    command = runtime_logs.collector(tmp_path, out, namespace, root, tmp_path / "no-log-root")
+    with open(log, "ab") as stderr:
+        follower = subprocess.Popen(command, cwd=REPO, env=ENV, stderr=stderr)
     containers: list[Any] = []
     try:
         app, app_ran = run_workload(
@@ -184,31 +133,25 @@ def test_every_record_a_real_engine_wrote_arrives_once_with_its_container_names(
         assert len(rotated) >= 3, "max-size 64k should have rotated the app's log several times"
 
         ids = {r.id for r in ran}
-        expected = sum(sum(r.expected().values()) for r in ran)
-        deadline = time.monotonic() + 180
-        while len(ours(out, ids)) < expected and time.monotonic() < deadline:
-            assert follower.poll() is None, (tmp_path / "collector.log").read_text()[-3000:]
-            time.sleep(0.2)
-        follower.send_signal(signal.SIGTERM)
-        assert follower.wait(60) == 0
-        check(ours(out, ids), ran)
 
-        # The same files read afresh once the containers are gone quiet: rotated files too.
+        def keep(record: dict[str, Any]) -> bool:
+            """Ours: the engine may hold other tests' containers."""
+            return record.get("container", {}).get("id") in ids
+
+        expected = sum(sum(runtime_logs.truth(r.truth).values()) for r in ran)
+        check(runtime_logs.follow_to_the_end(follower, out, keep, expected, log), ran)
+
+        # The same files read afresh once the containers are quiet: rotated files too.
         again = tmp_path / "once.jsonl"
-        done = subprocess.run(
-            [*collector(tmp_path, root, again, namespace), "--once"],
-            cwd=REPO,
-            env=env,
-            stderr=log,
-            timeout=300,
+        runtime_logs.once(
+            runtime_logs.collector(tmp_path, again, namespace, root, tmp_path / "no-log-root"),
+            log,
         )
-        assert done.returncode == 0
-        check(ours(again, ids), ran)
+        check(runtime_logs.records(again, keep), ran)
     finally:
         if follower.poll() is None:
             follower.kill()
             follower.wait()
-        log.close()
         for started in containers:
             started.remove(force=True)
         client.close()
