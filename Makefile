@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 LOCAL := deploy/local
 
 .PHONY: install test test-long unit integration e2e lint services-up services-down services-status \
-	bench bench-latency demo demo-local demo-compose demo-compose-down clean
+	images bench bench-latency demo demo-local demo-compose demo-compose-down clean
 
 install: $(VENV)/.installed
 	@$(LOCAL)/kafka.sh fetch
@@ -55,6 +55,11 @@ services-down:
 
 services-status:
 	@$(LOCAL)/kafka.sh status; $(LOCAL)/elasticsearch.sh status; $(LOCAL)/docker.sh status
+
+# The collector and pipeline images on the local engine of deploy/local/docker.sh, from a Debian
+# base instead of the official python image (no registry needed); prints names and sizes.
+images: $(VENV)/.installed
+	@PYTHON=$(PY) $(LOCAL)/images.sh build
 
 # With a Docker engine: the compose stack with Kibana; without: local servers and processes.
 demo: $(VENV)/.installed

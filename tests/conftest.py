@@ -77,6 +77,13 @@ def base_image(docker_engine: servers.Engine) -> str:
 
 
 @pytest.fixture(scope="session")
+def logferry_images(docker_engine: servers.Engine) -> dict[str, str]:
+    """Our images built by deploy/local/images.sh on the Debian base: {"collector": name, ...}."""
+    lines = servers.local_script("images.sh", "build")
+    return {name: lines[f"LOGFERRY_{name.upper()}_IMAGE"] for name in ("collector", "pipeline")}
+
+
+@pytest.fixture(scope="session")
 def podman_base_image() -> str:
     """The same Debian base in podman's storage (deploy/local/podman.sh), for CRI-format logs."""
     return servers.local_script("podman.sh", "base")["LOGFERRY_BASE_IMAGE"]
