@@ -49,12 +49,21 @@ wheelhouse() {
     fi
     log "downloading the project's dependencies as wheels into $wh"
     rm -rf "$wh"; mkdir -p "$wh"
-    if ! "$PYTHON" -m pip wheel -q --wheel-dir "$wh" "setuptools>=77" "$REPO_ROOT" \
+    # The dependencies of pyproject.toml and its build backend, not the project itself: a
+    # build here would leave build/ in the checkout, and the images build their own wheel.
+    "$PYTHON" - "$REPO_ROOT/pyproject.toml" >"$D/requirements.txt" <<'PY'
+import sys
+import tomllib
+
+with open(sys.argv[1], "rb") as f:
+    project = tomllib.load(f)
+print("\n".join(project["build-system"]["requires"] + project["project"]["dependencies"]))
+PY
+    if ! "$PYTHON" -m pip wheel -q --wheel-dir "$wh" -r "$D/requirements.txt" \
             >"$D/wheelhouse.log" 2>&1; then
         log "pip wheel failed; last lines of $D/wheelhouse.log:"; tail -n 30 "$D/wheelhouse.log" >&2
         exit 1
     fi
-    rm -f "$wh"/logferry-*.whl   # the images build their own from the sources
     echo "$sum" >"$wh/.pyproject.sha256"
     docker_ image rm "$PYTHON_BASE" >/dev/null 2>&1 || true
 }
