@@ -138,8 +138,9 @@ cmd_start() {
     rm -f "$PIDFILE" "$SOCKET"
     mkdir -p "$DATA_ROOT" "$EXEC_ROOT"
     # No systemd and no firewall rights here: no iptables, no default bridge (containers get
-    # --network none or a user-defined network), cgroups driven directly; the ulimit keeps
-    # containers from inheriting the host's huge nofile, which slows some runtimes to a crawl.
+    # --network none, host or a user-defined network), cgroups driven directly; containers'
+    # nofile limit kept within the hard limit these machines give (20000), since runc may not
+    # raise it (EPERM at container start otherwise).
     # setsid: the daemon outlives the caller's session; fd 9 (our lock) is not inherited.
     # shellcheck disable=SC2086
     (cd "$D" && exec setsid nohup "$DOCKERD" \
