@@ -40,11 +40,12 @@ CLI=$(command -v docker || echo /usr/bin/docker)
 "$CLI" version >/dev/null 2>&1 || CLI=/usr/bin/docker
 docker_() { DOCKER_BUILDKIT=0 "$CLI" "$@"; }
 
-# The wheelhouse follows pyproject.toml: rebuilt (with the python base) when it changes.
+# The wheelhouse and the python base follow pyproject.toml and python-base.Dockerfile: both
+# are made again when either changes.
 wheelhouse() {
     local wh="$D/wheelhouse" sum
-    sum=$(sha256sum "$REPO_ROOT/pyproject.toml" | cut -d' ' -f1)
-    if [[ -f "$wh/.pyproject.sha256" && "$(cat "$wh/.pyproject.sha256")" == "$sum" ]]; then
+    sum=$(cat "$REPO_ROOT/pyproject.toml" "$SCRIPT_DIR/docker/python-base.Dockerfile" | sha256sum | cut -d' ' -f1)
+    if [[ -f "$wh/.sources.sha256" && "$(cat "$wh/.sources.sha256")" == "$sum" ]]; then
         return 0
     fi
     log "downloading the project's dependencies as wheels into $wh"
@@ -64,7 +65,7 @@ PY
         log "pip wheel failed; last lines of $D/wheelhouse.log:"; tail -n 30 "$D/wheelhouse.log" >&2
         exit 1
     fi
-    echo "$sum" >"$wh/.pyproject.sha256"
+    echo "$sum" >"$wh/.sources.sha256"
     docker_ image rm "$PYTHON_BASE" >/dev/null 2>&1 || true
 }
 

@@ -4,6 +4,8 @@
 # project's dependencies made on the host: pip inside the build then needs no index.
 ARG BASE=logferry/base:bookworm
 FROM ${BASE}
+# The packages of the base's own Debian release, as mmdebstrap chose them: no pins.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       python3-venv python3-pip python-is-python3 \
