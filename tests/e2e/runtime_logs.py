@@ -1,4 +1,5 @@
-"""What the tests of real runtimes share: the collector they run, the truth they compare with."""
+"""What the tests of real runtimes share: the workload containers, the collector they run, the
+truth they compare with."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,4 +91,55 @@ def assert_same(name: str, got: Counter[tuple[str, str]], want: Counter[tuple[st
         f"{name}: {sum(lost.values())} lost, {sum(extra.values())} extra; "
         f"first lost: {[repr(k)[:300] for k in list(lost)[:3]]}; "
         f"first extra: {[repr(k)[:300] for k in list(extra)[:3]]}"
+    )
+
+
+@dataclass(frozen=True)
+class Ran:
+    """A container that ran the workload, and what its config.v2.json should tell."""
+
+    id: str
+    name: str
+    image: str
+    namespace: str
+    pod: str
+    container: str
+    truth: Path
+
+
+def run_workload(
+    client: Any,
+    image: str,
+    tmp: Path,
+    namespace: str,
+    pod: str,
+    container: str,
+    lines: int,
+    log_options: dict[str, str],
+) -> tuple[Any, Ran]:
+    import docker
+
+    truth_dir = tmp / "truth"
+    truth_dir.mkdir(exist_ok=True)
+    name = f"{namespace}-{pod}-{container}"
+    started = client.containers.run(
+        image,
+        ["python3", "/workload.py", f"/truth/{name}.jsonl", str(lines)],
+        name=name,
+        detach=True,
+        network_mode="none",
+        labels={
+            "io.kubernetes.pod.namespace": namespace,
+            "io.kubernetes.pod.name": pod,
+            "io.kubernetes.container.name": container,
+            "org.example.team": "logs <>&",
+        },
+        volumes={
+            str(WORKLOAD): {"bind": "/workload.py", "mode": "ro"},
+            str(truth_dir): {"bind": "/truth", "mode": "rw"},
+        },
+        log_config=docker.types.LogConfig(type="json-file", config=log_options),
+    )
+    return started, Ran(
+        started.id, name, image, namespace, pod, container, truth_dir / f"{name}.jsonl"
     )

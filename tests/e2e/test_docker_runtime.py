@@ -14,70 +14,18 @@ import re
 import subprocess
 import uuid
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e import runtime_logs
-from tests.e2e.runtime_logs import ENV, REPO, WORKLOAD
+from tests.e2e.runtime_logs import ENV, REPO, Ran, run_workload
 from tests.servers import Engine
 
 pytestmark = pytest.mark.e2e
 
 ROTATED = re.compile(r"-json\.log\.\d+$")
-
-
-@dataclass(frozen=True)
-class Ran:
-    """A container that ran the workload, and what its config.v2.json should tell."""
-
-    id: str
-    name: str
-    image: str
-    namespace: str
-    pod: str
-    container: str
-    truth: Path
-
-
-def run_workload(
-    client: Any,
-    image: str,
-    tmp: Path,
-    namespace: str,
-    pod: str,
-    container: str,
-    lines: int,
-    log_options: dict[str, str],
-) -> tuple[Any, Ran]:
-    import docker
-
-    truth_dir = tmp / "truth"
-    truth_dir.mkdir(exist_ok=True)
-    name = f"{namespace}-{pod}-{container}"
-    started = client.containers.run(
-        image,
-        ["python3", "/workload.py", f"/truth/{name}.jsonl", str(lines)],
-        name=name,
-        detach=True,
-        network_mode="none",
-        labels={
-            "io.kubernetes.pod.namespace": namespace,
-            "io.kubernetes.pod.name": pod,
-            "io.kubernetes.container.name": container,
-            "org.example.team": "logs <>&",
-        },
-        volumes={
-            str(WORKLOAD): {"bind": "/workload.py", "mode": "ro"},
-            str(truth_dir): {"bind": "/truth", "mode": "rw"},
-        },
-        log_config=docker.types.LogConfig(type="json-file", config=log_options),
-    )
-    return started, Ran(
-        started.id, name, image, namespace, pod, container, truth_dir / f"{name}.jsonl"
-    )
 
 
 def check(records: list[dict[str, Any]], ran: list[Ran]) -> None:

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer
 from elasticsearch import Elasticsearch
 
 from tests.e2e import runtime_logs
-from tests.e2e.test_docker_runtime import run_workload
+from tests.e2e.runtime_logs import run_workload
 from tests.integration.collector_run import new_topic
 from tests.integration.pipeline_run import produce, record, wait_for_count
 from tests.servers import Engine
