@@ -162,10 +162,19 @@ cmd_start() {
     esac
 }
 
+# dockerd leaves the bind mount of its host network namespace (netns/default) behind when it
+# stops: unmounted here, or `rm -rf .state` (make clean, reset) would trip over it.
+release_mounts() {
+    local _device mount _rest
+    while read -r _device mount _rest; do
+        if [[ "$mount" == "$EXEC_ROOT/"* ]]; then umount "$mount" 2>/dev/null || true; fi
+    done </proc/mounts
+}
+
 cmd_stop() {
     lock
     local pid i
-    if ! pid=$(pid_alive); then rm -f "$PIDFILE"; return 0; fi
+    if ! pid=$(pid_alive); then rm -f "$PIDFILE"; release_mounts; return 0; fi
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 600; i++)); do
         kill -0 "$pid" 2>/dev/null || break
@@ -177,6 +186,7 @@ cmd_stop() {
         for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     fi
     rm -f "$PIDFILE"
+    release_mounts
     log "dockerd stopped"
 }
 
