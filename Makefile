@@ -6,11 +6,13 @@ PY := $(VENV)/bin/python
 LOCAL := deploy/local
 
 .PHONY: install test test-long unit integration e2e lint services-up services-down services-status \
-	bench bench-latency demo demo-local demo-compose demo-compose-down clean
+	images bench bench-latency demo demo-local demo-compose demo-compose-down clean
 
 install: $(VENV)/.installed
 	@$(LOCAL)/kafka.sh fetch
 	@$(LOCAL)/elasticsearch.sh fetch
+	@$(LOCAL)/docker.sh fetch
+	@$(LOCAL)/podman.sh fetch
 	@PYTHON=$(PY) deploy/tools/fetch-validators.sh
 
 # Reinstall only when the dependency list changes, so a second `make install` is quick.
@@ -44,13 +46,20 @@ lint: $(VENV)/.installed
 services-up:
 	@$(LOCAL)/kafka.sh start
 	@$(LOCAL)/elasticsearch.sh start
+	@$(LOCAL)/docker.sh start
 
 services-down:
 	@$(LOCAL)/kafka.sh stop
 	@$(LOCAL)/elasticsearch.sh stop
+	@$(LOCAL)/docker.sh stop
 
 services-status:
-	@$(LOCAL)/kafka.sh status; $(LOCAL)/elasticsearch.sh status
+	@$(LOCAL)/kafka.sh status; $(LOCAL)/elasticsearch.sh status; $(LOCAL)/docker.sh status
+
+# The collector and pipeline images on the local engine of deploy/local/docker.sh, from a Debian
+# base instead of the official python image (no registry needed); prints names and sizes.
+images: $(VENV)/.installed
+	@PYTHON=$(PY) $(LOCAL)/images.sh build
 
 # With a Docker engine: the compose stack with Kibana; without: local servers and processes.
 demo: $(VENV)/.installed

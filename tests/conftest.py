@@ -1,4 +1,5 @@
-"""Fixtures every test with servers uses: the servers, templates, index prefixes, outages.
+"""Fixtures every test with servers uses: the servers, templates, index prefixes, outages,
+and the local Docker engine and podman with their Debian base image.
 
 The outage fixtures stop and start the local servers of deploy/local through their scripts,
 with this process's environment: LOGFERRY_SERVICES_DIR, KAFKA_PORT, ES_PORT... select which
@@ -26,6 +27,7 @@ def kafka_bootstrap() -> Iterator[str]:
         servers.kafka_reachable,
         servers.kafka_container,
         "kafka.sh",
+        servers.KAFKA_IMAGE,
     ) as address:
         yield address
 
@@ -39,6 +41,7 @@ def elasticsearch_url() -> Iterator[str]:
         servers.elasticsearch_reachable,
         servers.elasticsearch_container,
         "elasticsearch.sh",
+        servers.ELASTICSEARCH_IMAGE,
     ) as address:
         yield address
 
@@ -58,6 +61,32 @@ def prefix(es: Elasticsearch) -> Iterator[str]:
     name = f"logferry-t{uuid.uuid4().hex[:8]}"
     yield name
     es.indices.delete(index=f"{name}-*", allow_no_indices=True, ignore_unavailable=True)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[servers.Engine]:
+    """A real Docker engine (deploy/local/docker.sh), started for the session if it was not up."""
+    with servers.local_engine() as engine:
+        yield engine
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_engine: servers.Engine) -> str:
+    """A Debian bookworm image with python3 in that engine, built from Debian packages."""
+    return servers.local_script("docker.sh", "base")["LOGFERRY_BASE_IMAGE"]
+
+
+@pytest.fixture(scope="session")
+def logferry_images(docker_engine: servers.Engine) -> dict[str, str]:
+    """Our images built by deploy/local/images.sh on the Debian base: {"collector": name, ...}."""
+    lines = servers.local_script("images.sh", "build")
+    return {name: lines[f"LOGFERRY_{name.upper()}_IMAGE"] for name in ("collector", "pipeline")}
+
+
+@pytest.fixture(scope="session")
+def podman_base_image() -> str:
+    """The same Debian base in podman's storage (deploy/local/podman.sh), for CRI-format logs."""
+    return servers.local_script("podman.sh", "base")["LOGFERRY_BASE_IMAGE"]
 
 
 @pytest.fixture

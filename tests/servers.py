@@ -1,8 +1,10 @@
-"""Finding the real Kafka and Elasticsearch that integration and e2e tests talk to.
+"""Finding the real Kafka, Elasticsearch and Docker engine that integration and e2e tests use.
 
 Order (ARCHITECTURE.md, testing ground rules): addresses given in the environment, else
-testcontainers when a Docker engine answers, else the local servers from deploy/local,
-else skip with the reason -- except under CI=true, where a missing server fails the run.
+testcontainers when a Docker engine answers and already holds the server's image (no image
+registry is reachable on every machine, so a pull is never the plan), else the local servers
+from deploy/local, else skip with the reason -- except under CI=true, where a missing server
+fails the run. The Docker engine itself comes from deploy/local/docker.sh.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,12 +38,13 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def docker_answers() -> bool:
+def image_at_hand(image: str) -> bool:
+    """True when the engine of DOCKER_HOST answers and holds `image` without pulling it."""
     try:
         import docker
 
         client = docker.from_env(timeout=3)
-        client.ping()
+        client.images.get(image)
     except Exception:
         return False
     return True
@@ -101,6 +106,7 @@ def find_server(
     reachable: Callable[[str], str | None],
     container: Callable[[], Iterator[str]],
     script: str,
+    image: str,
 ) -> Iterator[str]:
     given = os.environ.get(variable)
     if given:
@@ -109,14 +115,14 @@ def find_server(
             unavailable(f"{name} at {variable}={given} does not answer: {why}")
         yield given
         return
-    if docker_answers():
+    if image_at_hand(image):
         with contextmanager(container)() as address:
             yield address
         return
     with local_server(script, variable) as address:
         if address is None:
             unavailable(
-                f"no {name}: {variable} is unset, no Docker engine answers and "
+                f"no {name}: {variable} is unset, no Docker engine holds {image} and "
                 f"there is no Java to run deploy/local/{script} (run `make install`)"
             )
         why = reachable(address)
@@ -151,6 +157,57 @@ def local_instance(script: str, variable: str, address: str) -> Path:
             f"can do; {address} is not the one it runs (LOGFERRY_SERVICES_DIR and ports select it)"
         )
     return path
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The Docker engine of deploy/local/docker.sh: its API and the folder it writes logs to."""
+
+    host: str
+    """The DOCKER_HOST value of its socket."""
+    data_root: Path
+    """--data-root: json-file logs are in containers/<id>/<id>-json.log below it."""
+
+    def client(self) -> Any:
+        import docker
+
+        return docker.DockerClient(base_url=self.host, timeout=120)
+
+
+def local_script(script: str, command: str) -> dict[str, str]:
+    """Run deploy/local/<script> <command>; its NAME=value lines, or skip (fail in CI)."""
+    done = subprocess.run([LOCAL / script, command], capture_output=True, text=True)
+    if done.returncode != 0:
+        unavailable(
+            f"deploy/local/{script} {command} failed (exit {done.returncode}):\n{done.stderr}"
+        )
+    return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+
+
+def podman(*args: str, timeout: float = 120) -> str:
+    """`podman ARGS` with the storage and settings of deploy/local/podman.sh; its stdout."""
+    done = subprocess.run(
+        [LOCAL / "podman.sh", "run", *args], capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, f"podman {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+@contextmanager
+def local_engine() -> Iterator[Engine]:
+    """Start the local engine for the session; stop it after, unless it was already up."""
+    was_up = subprocess.run([LOCAL / "docker.sh", "status"], capture_output=True).returncode == 0
+    host = local_script("docker.sh", "start")["DOCKER_HOST"]
+    try:
+        import docker
+
+        client = docker.DockerClient(base_url=host, timeout=30)
+        root = Path(client.info()["DockerRootDir"])
+        client.close()
+        yield Engine(host, root)
+    finally:
+        if not was_up:
+            subprocess.run([LOCAL / "docker.sh", "stop"], capture_output=True)
 
 
 class Outage:
