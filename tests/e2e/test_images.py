@@ -22,10 +22,10 @@ import pytest
 from confluent_kafka import Consumer
 from elasticsearch import Elasticsearch
 
+from harness.collector_run import new_topic
+from harness.pipeline_run import produce, record, wait_for_count
 from tests.e2e import runtime_logs
 from tests.e2e.runtime_logs import run_workload
-from tests.integration.collector_run import new_topic
-from tests.integration.pipeline_run import produce, record, wait_for_count
 from tests.servers import Engine
 
 pytestmark = pytest.mark.e2e
