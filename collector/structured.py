@@ -48,6 +48,10 @@ MODES = ("auto", "json", "logfmt", "none")
 LEVEL_KEYS = ("level", "severity", "lvl", "loglevel", "log.level", "levelname", "log_level")
 """Keys naming a parsed log's level, in this order; also tried capitalised and upper case."""
 
+_LEVEL_SPELLINGS = tuple(
+    dict.fromkeys(k for key in LEVEL_KEYS for k in (key, key.capitalize(), key.upper()))
+)
+
 MESSAGE_KEYS = ("message", "msg")
 
 TOO_LARGE = "too_large"
@@ -149,7 +153,12 @@ def _over_bounds(text: str, value: dict[str, Any], limits: Limits) -> str | None
     """
     if text.count("{") + text.count("[") > limits.max_depth and _deeper(value, limits.max_depth):
         return TOO_DEEP
-    if text.count(":") > limits.max_fields and _keys(value, limits.max_fields) > limits.max_fields:
+    # Each key takes 5 characters at least (`,"":0`): short texts are not even counted.
+    if (
+        len(text) > 5 * limits.max_fields
+        and text.count(":") > limits.max_fields
+        and _keys(value, limits.max_fields) > limits.max_fields
+    ):
         return TOO_MANY_FIELDS
     return None
 
@@ -188,12 +197,11 @@ def _gained(text: str, fields: dict[str, Any]) -> Parsed:
 
 
 def _level(fields: dict[str, Any]) -> str | None:
-    for key in LEVEL_KEYS:
-        for spelling in (key, key.capitalize(), key.upper()):
-            if spelling in fields:
-                level = normalise(fields[spelling])
-                if level is not None:
-                    return level
+    for key in _LEVEL_SPELLINGS:
+        if key in fields:
+            level = normalise(fields[key])
+            if level is not None:
+                return level
     nested = fields.get("log")
     if type(nested) is dict and "level" in nested:
         return normalise(nested["level"])

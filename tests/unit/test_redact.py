@@ -226,3 +226,26 @@ def test_user_rules_reach_field_values_the_raw_text_would_hide() -> None:
     p = parse('{"t":"tok_abc"}')
     assert redactor.apply('{"t":"tok_abc"}', None, p.fields)[2] == ("token",)
     assert p.fields == {"t": "[REDACTED:token]"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "password " + "a-" * 500_000,
+        "password " + '"a.' * 300_000,
+        "'password' " + "'a" * 500_000,
+        '\\"password\\" ' + '\\"a' * 300_000,
+        'password="' + "\\a" * 500_000,
+        "bearer " + "a" * 1_000_000,
+        "-----BEGIN PRIVATE KEY-----" * 40_000,
+        "aws_secret_access_key" * 50_000,
+        "AKIA" * 250_000,
+    ],
+    ids=["dotted", "quoted", "single", "escaped", "unclosed", "bearer", "begin", "aws", "akia"],
+)
+def test_a_megabyte_of_near_misses_is_searched_in_linear_time(text: str) -> None:
+    # The whole record is searched: a rule that backtracks quadratically over such a run
+    # holds the collector for an hour (the 'dotted' case did before the key's `\b[\w.-]*`
+    # prefix went); here each takes milliseconds, and the suite's timeout is the bound.
+    redacted, _ = BUILTIN.text(text)
+    assert len(redacted) <= len(text)

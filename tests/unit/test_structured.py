@@ -237,3 +237,13 @@ def test_parsed_fields_encode_again() -> None:
     got = parse(text)
     assert orjson.loads(orjson.dumps(got.fields)) == got.fields
     assert got.message == "ü 日本 🚀"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a=b " * 250_000 + '"', 'a="' + "x\\" * 500_000, "a" * 1_000_000, "a=" * 500_000],
+)
+def test_a_megabyte_that_is_nearly_logfmt_is_refused_in_linear_time(text: str) -> None:
+    got = parse(text, "logfmt", Limits(max_chars=2_000_000, max_fields=1_000_000))
+    assert got.fields is None
+    assert got.reason == INVALID_LOGFMT
