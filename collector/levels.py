@@ -55,7 +55,7 @@ _WORDS: dict[str, str] = {
 }
 """Level words, lower-cased. `dpanic` (zap) panics only in development: an error in production."""
 
-_LETTERS = {"t": "trace", "d": "debug", "i": "info", "w": "warn", "e": "error", "f": "fatal"}
+_ONE_LETTER = {"t": "trace", "d": "debug", "i": "info", "w": "warn", "e": "error", "f": "fatal"}
 """One-letter levels: trusted only in a field named as a level."""
 
 _SYSLOG = ("fatal", "fatal", "fatal", "error", "warn", "info", "info", "debug")
@@ -74,8 +74,9 @@ _NUMBER_TEXT = {str(n): level for n, level in _NUMBERS.items()}
 
 _KLOG = {"I": "info", "W": "warn", "E": "error", "F": "fatal"}
 _DIGITS = frozenset("0123456789")
-_STARTS = frozenset("0123456789[<" + "abcdefghijklmnopqrstuvwxyz" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-"""First characters a level-bearing line can have; anything else is ruled out at once."""
+_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_INITIALS = frozenset(w[0] for w in _WORDS) | frozenset(w[0].upper() for w in _WORDS)
+"""First letters of level words: a line starting with another letter has no level word."""
 
 LOGFMT_WINDOW = 200
 """How far into a line `level=` is looked for (logrus and slog put it second, after time=)."""
@@ -85,7 +86,7 @@ def normalise(value: object) -> str | None:
     """The level a parsed field's value names, or None."""
     if isinstance(value, str):
         word = value.strip().lower()
-        return _WORDS.get(word) or _LETTERS.get(word) or _NUMBER_TEXT.get(word)
+        return _WORDS.get(word) or _ONE_LETTER.get(word) or _NUMBER_TEXT.get(word)
     # bool is an int: `"level": true` names no level.
     if type(value) is int:
         return _NUMBERS.get(value)
@@ -94,23 +95,34 @@ def normalise(value: object) -> str | None:
 
 def detect(text: str) -> str | None:
     """The level plain text announces in its first words, or None."""
-    if not text or text[0] not in _STARTS:
-        return None
-    first = text[0]
-    if first in _KLOG and _klog(text):
-        return _KLOG[first]
+    first = text[:1]
+    if first in _DIGITS:
+        # Only a date or a time leads to a level: access logs (an address first) stop here.
+        return _after_stamp(text) if _dated(text) else None
+    if first in _LETTERS:
+        if first in _KLOG and _klog(text):
+            return _KLOG[first]
+        level = _first_word(text) if first in _INITIALS else None
+        return level if level is not None else _logfmt(text)
+    if first == "[":
+        return _after_stamp(text) if _dated(text[1:]) else _first_word(text)
     if first == "<" and text[1:2] in _DIGITS:
         return _syslog(text)
-    tokens = text[:96].split(None, 5)
-    level = _after_stamp(tokens) if first in _DIGITS or text[:2] in _BRACKET_DIGIT else None
-    if level is None and first not in _DIGITS:
-        level = word_level(tokens[0])
-    if level is None:
-        level = _logfmt(text)
-    return level
+    if first == "<" or first == "(":
+        return _first_word(text)
+    return None
 
 
-_BRACKET_DIGIT = frozenset("[" + d for d in "0123456789")
+def _dated(text: str) -> bool:
+    """Starts with a date (`2026-11-30`, `2026/11/30`) or a time (`10:00:00`)."""
+    if text[4:5] in ("-", "/"):
+        return text[:4].isdigit()
+    return text[2:3] == ":" and text[:2].isdigit()
+
+
+def _first_word(text: str) -> str | None:
+    end = text.find(" ", 0, 24)
+    return word_level(text[:end] if end > 0 else text[:24])
 
 
 def word_level(token: str) -> str | None:
@@ -153,30 +165,32 @@ def _syslog(text: str) -> str | None:
     return _SYSLOG[int(digits) % 8] if int(digits) < 192 else None
 
 
-def _after_stamp(tokens: list[str]) -> str | None:
+def _after_stamp(text: str) -> str | None:
     """A level word after a leading timestamp (and at most one bracketed thread name).
 
     `2026-11-30 10:00:00,123 ERROR app: ...` (Python), `2026-11-30T10:00:00.123Z  INFO 1 ---`
     (Spring Boot), `10:00:00.123 [main] WARN c.e.A - ...` (logback), `2026/11/30 10:00:00
     [error] 7#7: ...` (nginx), `[2026-11-30 10:00:00] ERROR ...`.
     """
-    rest = [t for t in tokens[:4] if not _stamp_like(t)]
-    if not rest or len(rest) == len(tokens[:4]):
+    tokens = text[:96].split(None, 5)
+    at = 1
+    # The timestamp's other pieces: a time, a zone.
+    while at < 4 and at < len(tokens):
+        token = tokens[at]
+        if not (
+            token[0] in _DIGITS
+            or (token[0] in "[+-" and token[1:2] in _DIGITS)
+            or token in ("Z", "UTC", "GMT")
+        ):
+            break
+        at += 1
+    if at >= len(tokens):
         return None
-    level = word_level(rest[0])
-    if level is None and len(rest) > 1 and rest[0][0] == "[" and rest[0][-1] == "]":
-        level = word_level(rest[1])
+    word = tokens[at]
+    level = word_level(word)
+    if level is None and word[0] == "[" and word[-1] == "]" and at + 1 < len(tokens):
+        level = word_level(tokens[at + 1])
     return level
-
-
-def _stamp_like(token: str) -> bool:
-    """A piece of a timestamp: starts with a digit (or `[` and a digit), or is a zone."""
-    first = token[0]
-    if first in _DIGITS:
-        return True
-    if first in "[+-" and len(token) > 1:
-        return token[1] in _DIGITS
-    return token in ("Z", "UTC", "GMT")
 
 
 def _logfmt(text: str) -> str | None:
