@@ -161,15 +161,17 @@ class Redactor:
                 hits.append(self.rules[i].name)
         return text, tuple(hits)
 
-    def _no_keyword(self, text: str) -> bool:
+    def _no_keyword(self, text: str | bytes) -> bool:
         # str.lower() is slow on non-ASCII text; the keywords are ASCII, so lowering the
         # UTF-8 bytes (ASCII letters only) finds the same ones at a third of the cost.
-        if text.isascii():
+        keywords: tuple[str, ...] | tuple[bytes, ...] = self.bytes_keywords
+        if type(text) is bytes:
             lowered: str | bytes = text.lower()
-            keywords: tuple[str, ...] | tuple[bytes, ...] = self.keywords
+        elif text.isascii():
+            lowered = text.lower()
+            keywords = self.keywords
         else:
             lowered = text.encode("utf-8", "surrogatepass").lower()
-            keywords = self.bytes_keywords
         # A plain loop: all() over a generator costs a fifth more, on every record.
         for keyword in keywords:  # noqa: SIM110
             if keyword in lowered:
@@ -185,10 +187,16 @@ class Redactor:
             if not rule.keywords or any(kw in lowered for kw in rule.keywords)
         ]
 
-    def clean(self, raw: str, parsed: bool = False) -> bool:
+    def clean(self, raw: str | bytes, parsed: bool = False) -> bool:
         """Whether nothing in `raw` (nor, when `parsed`, any key or string value parsed
-        from it) can match."""
-        if self.always or (parsed and "\\u" in raw):
+        from it) can match.
+
+        `raw` may also be bytes of whole lines as the runtime wrote them (Docker's JSON
+        escaping never touches the keywords' letters): when they are clean, no record made
+        of those lines alone needs `apply`, so the collector's fast path can stay on. A
+        record joined from 16 KiB pieces may have a keyword cut in two: check its text.
+        """
+        if self.always or (parsed and ("\\u" in raw if type(raw) is str else b"\\u" in raw)):
             return False
         return self._no_keyword(raw)
 

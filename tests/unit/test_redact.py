@@ -249,3 +249,19 @@ def test_a_megabyte_of_near_misses_is_searched_in_linear_time(text: str) -> None
     # prefix went); here each takes milliseconds, and the suite's timeout is the bound.
     redacted, _ = BUILTIN.text(text)
     assert len(redacted) <= len(text)
+
+
+def test_whole_lines_as_the_runtime_wrote_them_can_be_checked_at_once() -> None:
+    lines = [
+        b'{"log":"GET /a 200 \\u003cb\\u003e\\n","stream":"stdout","time":"2026-11-30T10:00:00Z"}',
+        b"2026-11-30T10:00:00.1Z stderr F plain text \xc3\xbc",
+    ]
+    assert BUILTIN.clean(b"\n".join(lines))
+    leaky = b'{"log":"{\\"PassWord\\":\\"x\\"}\\n","stream":"stdout","time":"2026-11-30T10:00:00Z"}'
+    assert not BUILTIN.clean(b"\n".join([*lines, leaky]))
+    # an escape that may spell a keyword once the line's own JSON is parsed
+    escaped = b'{"log":"{\\"a\\":\\"\\\\u0070assword=x\\"}\\n","stream":"stdout"}'
+    assert BUILTIN.clean(escaped)
+    assert not BUILTIN.clean(escaped, parsed=True)
+    # user rules have no keywords: nothing is clean
+    assert not Redactor(rules([user_rule("x=abc")])).clean(b"zzz")
