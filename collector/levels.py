@@ -8,10 +8,11 @@ Kibana colours and the "Errors" search trust it):
   pino/bunyan's 10..60 and syslog's 0..7 severities. Python's numeric levels (10 = debug)
   clash with pino's (10 = trace) and are not guessed: JSON loggers for Python write the name.
 - `detect(text)`: plain text, from its first words only: a level word (`ERROR ...`,
-  `[warn] ...`, `Error: ...`), a level word after a timestamp (Java, Python, Go, nginx
-  layouts), a klog/glog prefix (`E1130 10:00:00.123456 ...`), a syslog `<PRI>`, or a
-  logfmt `level=` among the first 200 characters. A word in lower or mixed case counts only
-  when bracketed or followed by `:`, so prose such as "Debug mode on" or "error rates fell"
+  `[warn] ...`, `Error: ...`), a level word after a leading date or time (Java, Python,
+  Go, nginx layouts; a line led by other digits, such as an address, has none), a
+  klog/glog prefix (`E1130 10:00:00.123456 ...`), a syslog `<PRI>`, or a logfmt `level=`
+  among the first 200 characters. A word in lower or mixed case counts only when
+  bracketed or followed by `:`, so prose such as "Debug mode on" or "error rates fell"
   gives no level.
 
 Unknown stays None. The stream is never used: programs write anything to stderr.
@@ -121,13 +122,12 @@ def _dated(text: str) -> bool:
 
 
 def _first_word(text: str) -> str | None:
-    end = text.find(" ", 0, 24)
-    return word_level(text[:end] if end > 0 else text[:24])
+    words = text[:24].split(None, 1)
+    return _word_level(words[0]) if words else None
 
 
-def word_level(token: str) -> str | None:
+def _word_level(token: str) -> str | None:
     """`ERROR`, `[warn]`, `Error:`, `INFO:root:...` -> the level; `Debug`, `error` -> None."""
-    marked = False
     if token[0] in "[(<":
         close = token.find("]" if token[0] == "[" else ")" if token[0] == "(" else ">")
         if close < 0:
@@ -187,9 +187,9 @@ def _after_stamp(text: str) -> str | None:
     if at >= len(tokens):
         return None
     word = tokens[at]
-    level = word_level(word)
+    level = _word_level(word)
     if level is None and word[0] == "[" and word[-1] == "]" and at + 1 < len(tokens):
-        level = word_level(tokens[at + 1])
+        level = _word_level(tokens[at + 1])
     return level
 
 

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from collector.levels import detect, normalise
+from collector.levels import LEVELS, detect, normalise
 
 MODES = ("auto", "json", "logfmt", "none")
 
@@ -100,10 +100,7 @@ class Parsed(NamedTuple):
     """Why a parse that was tried was refused (one of REASONS), else None."""
 
 
-_TEXT = {
-    level: Parsed(None, None, None, level, None)
-    for level in (None, "trace", "debug", "info", "warn", "error", "fatal")
-}
+_TEXT = {level: Parsed(None, None, None, level, None) for level in (None, *LEVELS)}
 """Results for text that stays text, made once: most records are such."""
 
 _SPACE = " \t\r\n"

@@ -77,6 +77,8 @@ def test_normalise_parsed_values(value: object, level: str | None) -> None:
         ("FATAL out of memory", "fatal"),
         ("CRITICAL: db down", "fatal"),
         ("PANIC: nil map", "fatal"),
+        ("ERROR\tdisk full", "error"),
+        ("WARN", "warn"),
         # after a timestamp
         ("2026-11-30 10:00:00,123 ERROR app.views: request 7 failed", "error"),
         ("2026-11-30 10:00:00.123 INFO [http-nio-8080-exec-1] c.e.Svc - ok", "info"),
