@@ -79,9 +79,10 @@ class Limits:
         for name in ("max_chars", "max_depth", "max_fields"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        # The depth walk recurses; a bound far past any real log keeps it far from Python's.
-        if self.max_depth > 100:
-            raise ValueError(f"max_depth must be at most 100, got {self.max_depth}")
+        # Elasticsearch refuses deeper objects (flattened's depth_limit and
+        # index.mapping.depth.limit are 20): deeper would go to the dead-letter topic.
+        if self.max_depth > 20:
+            raise ValueError(f"max_depth must be at most 20, got {self.max_depth}")
 
 
 DEFAULT_LIMITS = Limits()
