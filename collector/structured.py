@@ -88,6 +88,14 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
+def mode(text: str) -> str:
+    """A parser mode from a setting or a pod annotation; ValueError naming the choices."""
+    value = text.strip().lower()
+    if value not in MODES:
+        raise ValueError(f"must be one of {', '.join(MODES)}, got {text!r}")
+    return value
+
+
 class Parsed(NamedTuple):
     fields: dict[str, Any] | None
     """What goes under `json`, or None when the text stays text."""

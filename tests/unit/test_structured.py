@@ -12,6 +12,7 @@ from collector.structured import (
     TOO_MANY_FIELDS,
     Limits,
     Parsed,
+    mode,
     parse,
 )
 
@@ -247,3 +248,17 @@ def test_a_megabyte_that_is_nearly_logfmt_is_refused_in_linear_time(text: str) -
     got = parse(text, "logfmt", Limits(max_chars=2_000_000, max_fields=1_000_000))
     assert got.fields is None
     assert got.reason == INVALID_LOGFMT
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("auto", "auto"), (" JSON ", "json"), ("logfmt", "logfmt"), ("none", "none")],
+)
+def test_mode_from_a_setting_or_an_annotation(text: str, expected: str) -> None:
+    assert mode(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "yaml", "json,logfmt"])
+def test_unknown_mode_names_the_choices(text: str) -> None:
+    with pytest.raises(ValueError, match="must be one of auto, json, logfmt, none"):
+        mode(text)
