@@ -4,8 +4,10 @@
 
 Times, in CPU microseconds per line (process time, so a busy machine inflates it less than
 wall time), each of `structured.parse` (mode auto), `levels.detect`, `Redactor.text` (the
-built-in rules) and `Redactor.apply` (on what parse gave), and for scale the cost of
-encoding a record-sized dict with orjson, the encode stage's own per-record work.
+built-in rules), `Redactor.apply` (on what parse gave) and `Redactor.clean` on whole 64 KiB
+reads of the same lines as Docker writes them (the check that lets a read skip redaction),
+and for scale the cost of encoding a record-sized dict with orjson, the encode stage's own
+per-record work.
 
 Lines are never repeated (every round makes new ones): access and Java/Python lines and
 non-ASCII text from bench/nodewriter.py's content, JSON lines as zap, pino, logrus and
@@ -34,7 +36,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.nodewriter import WORDS, Content
+from bench.nodewriter import WORDS, Content, docker_json
 from collector.levels import detect
 from collector.redact import Redactor, rules
 from collector.structured import parse
@@ -178,6 +180,26 @@ def cpu_us(fn: Callable[[Any], object], items: list[Any]) -> float:
     return (time.process_time_ns() - start) / 1000 / len(items)
 
 
+READ = 64 * 1024
+"""Bytes the collector reads from a file at once."""
+
+
+def read_us(redactor: Redactor, batch: list[str]) -> float:
+    """`Redactor.clean` on whole reads of Docker json-file lines, per line."""
+    reads: list[bytes] = []
+    lines: list[bytes] = []
+    size = 0
+    for text in batch:
+        line = docker_json(text, "stdout", "2026-11-30T10:00:00.123456789Z")
+        lines.append(line)
+        size += len(line)
+        if size >= READ:
+            reads.append(b"".join(lines))
+            lines, size = [], 0
+    reads.append(b"".join(lines))
+    return cpu_us(redactor.clean, reads) * len(reads) / len(batch)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lines", type=int, default=20000, help="lines per kind and round")
@@ -209,6 +231,7 @@ def main() -> None:
         "detect": lambda batch: cpu_us(detect, batch),
         "redact.text": lambda batch: cpu_us(redactor.text, batch),
         "redact.apply": lambda batch: cpu_us(apply, [(t, parse(t)) for t in batch]),
+        "clean(read)": lambda batch: read_us(redactor, batch),
         "encode (scale)": lambda batch: cpu_us(encode, batch),
     }
     kinds = [*(k for k, _ in MIX), "mix"]
