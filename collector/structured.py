@@ -10,7 +10,7 @@ Modes (node default `auto`, per pod by annotation):
 - `json`: the same parse, tried on every line; a line that is not an object has a reason.
 - `logfmt`: `key=value key="quoted value"` pairs, and nothing else (strict: prose with one
   `a=b` in it is not logfmt). Values stay strings: logfmt has no types.
-- `none`: no parsing.
+- `none`: no parsing (the level is still read from the text).
 
 What the record gains:
 - `fields` go under `json.*`, nested as the application wrote them. Keys are kept as they
