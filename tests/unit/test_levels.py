@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import pytest
+
+from collector.levels import LEVELS, detect, normalise
+
+
+@pytest.mark.parametrize(
+    ("value", "level"),
+    [
+        ("info", "info"),
+        ("INFO", "info"),
+        (" Info ", "info"),
+        ("WARNING", "warn"),
+        ("warn", "warn"),
+        ("Err", "error"),
+        ("ERROR", "error"),
+        ("severe", "error"),
+        ("CRITICAL", "fatal"),
+        ("crit", "fatal"),
+        ("panic", "fatal"),
+        ("emerg", "fatal"),
+        ("notice", "info"),
+        ("verbose", "trace"),
+        ("dbg", "debug"),
+        ("E", "error"),
+        ("w", "warn"),
+        # pino / bunyan
+        (10, "trace"),
+        (20, "debug"),
+        (30, "info"),
+        (40, "warn"),
+        (50, "error"),
+        (60, "fatal"),
+        ("30", "info"),
+        # syslog severities
+        (0, "fatal"),
+        (3, "error"),
+        (4, "warn"),
+        (5, "info"),
+        (6, "info"),
+        (7, "debug"),
+        # nothing known
+        (35, None),
+        (8, None),
+        (-1, None),
+        (30.0, None),
+        (True, None),
+        (False, None),
+        (None, None),
+        ("", None),
+        ("loud", None),
+        ("x", None),
+        ({"level": "info"}, None),
+        (["error"], None),
+    ],
+)
+def test_normalise_parsed_values(value: object, level: str | None) -> None:
+    assert normalise(value) == level
+
+
+@pytest.mark.parametrize(
+    ("text", "level"),
+    [
+        # a leading level word
+        ("ERROR could not connect", "error"),
+        ("WARN disk at 91%", "warn"),
+        ("[WARN] disk at 91%", "warn"),
+        ("[error] boom", "error"),
+        ("<error> boom", "error"),
+        ("Error: file not found", "error"),
+        ("warning: deprecated flag", "warn"),
+        ("INFO:root:started", "info"),
+        ("WARNING:urllib3:retrying", "warn"),
+        ("DBG cache miss", "debug"),
+        ("INF server started", "info"),
+        ("FATAL out of memory", "fatal"),
+        ("CRITICAL: db down", "fatal"),
+        ("PANIC: nil map", "fatal"),
+        ("ERROR\tdisk full", "error"),
+        ("WARN", "warn"),
+        # after a timestamp
+        ("2026-11-30 10:00:00,123 ERROR app.views: request 7 failed", "error"),
+        ("2026-11-30 10:00:00.123 INFO [http-nio-8080-exec-1] c.e.Svc - ok", "info"),
+        ("2026-11-30T10:00:00.123Z  WARN 1 --- [main] c.e.App : slow", "warn"),
+        ("10:00:00.123 [main] DEBUG c.e.A - x", "debug"),
+        ("2026/11/30 10:00:00 [error] 7#7: *1 open() failed", "error"),
+        ("2026/11/30 10:00:00 ERROR msg from slog", "error"),
+        ("[2026-11-30 10:00:00] ERROR something", "error"),
+        ("2026-11-30 10:00:00 +0000 [warn] x", "warn"),
+        # klog / glog
+        ("E1130 10:00:00.123456       1 reflector.go:138] failed to list", "error"),
+        ("I1130 10:00:00.123456       1 main.go:10] starting", "info"),
+        ("W1130 10:00:00.123456 1 x.go:1] slow", "warn"),
+        ("F1130 10:00:00.123456 1 x.go:1] dead", "fatal"),
+        # logfmt
+        ('time="2026-11-30T10:00:00Z" level=warning msg="disk"', "warn"),
+        ("level=error msg=x", "error"),
+        ('ts=1 level="info" msg=x', "info"),
+        # syslog priority
+        ("<11>Nov 30 10:00:00 host app: x", "error"),
+        ("<14>Nov 30 10:00:00 host app: x", "info"),
+        # nothing to say
+        ("", None),
+        ("   ERROR indented", None),
+        ("Debug mode enabled", None),
+        ("error rates fell by half", None),
+        ("information is power", None),
+        ("Errors: 0", None),
+        ("ERRORS 0", None),
+        ("E", None),
+        ("E1130", None),
+        ("Eleven monkeys 10:00", None),
+        ('10.1.2.3 - - [30/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 500 12', None),
+        ('10.1.2.3 - ERROR [30/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 500 12', None),
+        ("42 user: hello", None),
+        ("java.lang.IllegalStateException: boom", None),
+        ("\tat com.example.Foo.bar(Foo.java:10)", None),
+        ('{"level":"error"}', None),
+        ("mylevel=error", None),
+        ("<999>x", None),
+        ("<x>", None),
+        ("[unclosed", None),
+        ("2026-11-30 10:00:00", None),
+        ("日本語 ERROR", None),
+    ],
+)
+def test_detect_in_plain_text(text: str, level: str | None) -> None:
+    assert detect(text) == level
+
+
+def test_every_result_is_one_of_the_six() -> None:
+    produced = {normalise(v) for v in ("trace", "debug", "info", "warn", "error", "fatal")}
+    assert produced == set(LEVELS)

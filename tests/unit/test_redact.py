@@ -1,0 +1,267 @@
+from __future__ import annotations
+
+import pytest
+
+from collector.redact import BUILTIN_RULES, Redactor, rules, user_rule
+from collector.structured import parse
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+PEM_BODY = "MIIEpAIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun"
+
+BUILTIN = Redactor(rules())
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted", "hits"),
+    [
+        # bearer tokens
+        (f"Authorization: Bearer {JWT}", "Authorization: Bearer [REDACTED:bearer]", ("bearer",)),
+        (f"auth=bearer\t{JWT} ok", "auth=bearer\t[REDACTED:bearer] ok", ("bearer",)),
+        (
+            f'{{"authorization":"Bearer {JWT}"}}',
+            '{"authorization":"Bearer [REDACTED:bearer]"}',
+            ("bearer",),
+        ),
+        # password= values
+        (
+            "login user=bob password=hunter2 ok",
+            "login user=bob password=[REDACTED:password] ok",
+            ("password",),
+        ),
+        ("DB_PASSWORD=s3cr3t!", "DB_PASSWORD=[REDACTED:password]", ("password",)),
+        ("url?user=a&passwd=x&y=1", "url?user=a&passwd=[REDACTED:password]&y=1", ("password",)),
+        ('password="two words"', 'password="[REDACTED:password]"', ("password",)),
+        ('msg="a password=\\"x y\\""', 'msg="a password=\\"[REDACTED:password]\\""', ("password",)),
+        # "password": values
+        (
+            '{"user":"bob","password":"hunter2"}',
+            '{"user":"bob","password":"[REDACTED:password]"}',
+            ("password",),
+        ),
+        ('{"Password" : "a\\"b"}', '{"Password" : "[REDACTED:password]"}', ("password",)),
+        ('{"new_password":123456}', '{"new_password":[REDACTED:password]}', ("password",)),
+        (
+            '{"msg":"{\\"password\\":\\"x\\"}"}',
+            '{"msg":"{\\"password\\":\\"[REDACTED:password]\\"}"}',
+            ("password",),
+        ),
+        ("{'password': 'hunter2'}", "{'password': '[REDACTED:password]'}", ("password",)),
+        # AWS keys
+        (
+            "using AKIAIOSFODNN7EXAMPLE now",
+            "using [REDACTED:aws_access_key] now",
+            ("aws_access_key",),
+        ),
+        ('"key":"ASIAY34FZKBOKMUTVV7A"', '"key":"[REDACTED:aws_access_key]"', ("aws_access_key",)),
+        (
+            "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "aws_secret_access_key = [REDACTED:aws_secret_key]",
+            ("aws_secret_key",),
+        ),
+        # private key blocks, also as escaped JSON and cut short
+        (
+            f"key: -----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY}\n-----END RSA PRIVATE KEY----- done",
+            "key: [REDACTED:private_key] done",
+            ("private_key",),
+        ),
+        (
+            f'{{"k":"-----BEGIN PRIVATE KEY-----\\n{PEM_BODY}\\n-----END PRIVATE KEY-----\\n"}}',
+            '{"k":"[REDACTED:private_key]\\n"}',
+            ("private_key",),
+        ),
+        (
+            f"-----BEGIN OPENSSH PRIVATE KEY-----\n{PEM_BODY}",
+            "[REDACTED:private_key]",
+            ("private_key",),
+        ),
+        # several rules in one text
+        (
+            f"password=x Bearer {JWT} AKIAIOSFODNN7EXAMPLE",
+            "password=[REDACTED:password] Bearer [REDACTED:bearer] [REDACTED:aws_access_key]",
+            ("bearer", "password", "aws_access_key"),
+        ),
+        # false positives that must stay
+        ("the bearer of bad news", "the bearer of bad news", ()),
+        ("uses Bearer authentication", "uses Bearer authentication", ()),
+        ("password reset email sent", "password reset email sent", ()),
+        ("password= (empty)", "password= (empty)", ()),
+        ("wrong password: try again", "wrong password: try again", ()),
+        ('{"password_reset":true}', '{"password_reset":true}', ()),
+        ("AKIA is a prefix", "AKIA is a prefix", ()),
+        ("akiaiosfodnn7example", "akiaiosfodnn7example", ()),
+        ("XAKIAIOSFODNN7EXAMPLE", "XAKIAIOSFODNN7EXAMPLE", ()),
+        ("trip to Asia and Eurasia", "trip to Asia and Eurasia", ()),
+        (
+            "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----",
+            "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----",
+            (),
+        ),
+        ("-----BEGIN CERTIFICATE-----", "-----BEGIN CERTIFICATE-----", ()),
+        ("the private key was rotated", "the private key was rotated", ()),
+        ("secret santa", "secret santa", ()),
+        ("GET /index.html 200", "GET /index.html 200", ()),
+        ("", "", ()),
+        # already redacted text is left alone and not counted again
+        ("password=[REDACTED:password]", "password=[REDACTED:password]", ()),
+        ('{"password":"[REDACTED:password]"}', '{"password":"[REDACTED:password]"}', ()),
+        ("Bearer [REDACTED:bearer]", "Bearer [REDACTED:bearer]", ()),
+    ],
+)
+def test_builtin_rules(text: str, redacted: str, hits: tuple[str, ...]) -> None:
+    assert BUILTIN.text(text) == (redacted, hits)
+
+
+def test_redacting_twice_changes_nothing_more() -> None:
+    text = f'password=a "password":"b" Bearer {JWT} AKIAIOSFODNN7EXAMPLE'
+    once, _ = BUILTIN.text(text)
+    assert BUILTIN.text(once) == (once, ())
+
+
+@pytest.mark.parametrize(
+    ("spec", "text", "redacted"),
+    [
+        (r"email=[\w.+-]+@[\w-]+\.[\w.]+", "mail bob@example.com now", "mail [REDACTED:email] now"),
+        (
+            r"card=\b\d{4}(?:[ -]?\d{4}){3}\b",
+            "card 4111 1111 1111 1111 ok",
+            "card [REDACTED:card] ok",
+        ),
+        (r"session=sid=(?P<secret>\w+)", "sid=abc123; path=/", "sid=[REDACTED:session]; path=/"),
+        (r"iban=(?i)\bDE\d{20}\b", "to de89370400440532013000.", "to [REDACTED:iban]."),
+        (r"email=[\w.+-]+@[\w-]+\.[\w.]+", "no address here", "no address here"),
+    ],
+)
+def test_user_rules(spec: str, text: str, redacted: str) -> None:
+    redactor = Redactor(rules([user_rule(spec)], builtin=False))
+    name = spec.partition("=")[0]
+    assert redactor.text(text) == (redacted, (name,) if redacted != text else ())
+
+
+def test_user_rule_named_as_a_builtin_replaces_it() -> None:
+    stricter = user_rule(r"password=password=(?P<secret>\S{8,})")
+    redactor = Redactor(rules([stricter]))
+    assert [r.name for r in redactor.rules].count("password") == 1
+    assert redactor.text("password=short")[0] == "password=short"
+    assert redactor.text("password=longenough")[0] == "password=[REDACTED:password]"
+
+
+def test_builtins_can_be_turned_off() -> None:
+    assert Redactor(rules(builtin=False)).text("password=x") == ("password=x", ())
+    assert len(rules()) == len(BUILTIN_RULES)
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ("nameonly", "NAME=REGEX"),
+        ("=abc", "NAME=REGEX"),
+        ("bad name=abc", "NAME=REGEX"),
+        ("x=", "NAME=REGEX"),
+        ("x=(unclosed", "rule x: not a regular expression"),
+        ("x=a*", "rule x: the regex matches the empty string"),
+    ],
+)
+def test_user_rule_errors_name_the_problem(spec: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem.replace("(", r"\(")):
+        user_rule(spec)
+
+
+def test_parsed_fields_by_value_and_by_key() -> None:
+    text = (
+        '{"msg":"login for bob","password":"hunter2","db":{"passwd":1234,"host":"h"},'
+        f'"headers":{{"authorization":"Bearer {JWT}"}},"keys":["AKIAIOSFODNN7EXAMPLE","x"],'
+        '"passwords":["a","b"],"password_policy":{"min":8},"password_set":true,'
+        '"aws_secret_access_key":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY","n":null}'
+    )
+    p = parse(text)
+    message, original, hits = BUILTIN.apply(p.message or text, p.original, p.fields)
+    assert message == "login for bob"
+    assert p.fields == {
+        "password": "[REDACTED:password]",
+        "db": {"passwd": "[REDACTED:password]", "host": "h"},
+        "headers": {"authorization": "Bearer [REDACTED:bearer]"},
+        "keys": ["[REDACTED:aws_access_key]", "x"],
+        "passwords": ["[REDACTED:password]", "[REDACTED:password]"],
+        "password_policy": {"min": 8},
+        "password_set": True,
+        "aws_secret_access_key": "[REDACTED:aws_secret_key]",
+        "n": None,
+    }
+    assert original is not None
+    assert "hunter2" not in original
+    assert JWT not in original
+    assert "AKIAIOSFODNN7EXAMPLE" not in original
+    assert "wJalrXUtnFEMI" not in original
+    assert set(hits) == {"password", "bearer", "aws_access_key", "aws_secret_key"}
+    assert len(hits) == len(set(hits))
+
+
+def test_message_taken_from_a_parsed_field_is_redacted() -> None:
+    p = parse('{"msg":"retry with password=hunter2","level":"warn"}')
+    message, original, hits = BUILTIN.apply(p.message or "", p.original, p.fields)
+    assert message == "retry with password=[REDACTED:password]"
+    assert original == '{"msg":"retry with password=[REDACTED:password]","level":"warn"}'
+    assert hits == ("password",)
+
+
+def test_a_keyword_spelled_with_unicode_escapes_is_still_found_in_fields() -> None:
+    text = '{"note":"\\u0070assword=hunter2"}'
+    p = parse(text)
+    _, _, hits = BUILTIN.apply(text, None, p.fields)
+    assert p.fields == {"note": "password=[REDACTED:password]"}
+    assert hits == ("password",)
+
+
+def test_nothing_to_hide_returns_everything_unchanged() -> None:
+    p = parse('{"msg":"order placed","user":"bob","n":[1,{"a":"b"}]}')
+    fields = {"user": "bob", "n": [1, {"a": "b"}]}
+    assert BUILTIN.apply(p.message or "", p.original, p.fields) == ("order placed", p.original, ())
+    assert p.fields == fields
+    assert BUILTIN.apply("plain text line") == ("plain text line", None, ())
+
+
+def test_user_rules_reach_field_values_the_raw_text_would_hide() -> None:
+    # anchored: matches the parsed value, never the JSON text around it
+    redactor = Redactor(rules([user_rule(r"token=^tok_\w+$")]))
+    p = parse('{"t":"tok_abc"}')
+    assert redactor.apply('{"t":"tok_abc"}', None, p.fields)[2] == ("token",)
+    assert p.fields == {"t": "[REDACTED:token]"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "password " + "a-" * 500_000,
+        "password " + '"a.' * 300_000,
+        "'password' " + "'a" * 500_000,
+        '\\"password\\" ' + '\\"a' * 300_000,
+        'password="' + "\\a" * 500_000,
+        "bearer " + "a" * 1_000_000,
+        "-----BEGIN PRIVATE KEY-----" * 40_000,
+        "aws_secret_access_key" * 50_000,
+        "AKIA" * 250_000,
+    ],
+    ids=["dotted", "quoted", "single", "escaped", "unclosed", "bearer", "begin", "aws", "akia"],
+)
+def test_a_megabyte_of_near_misses_is_searched_in_linear_time(text: str) -> None:
+    # The whole record is searched: a rule that backtracks quadratically over such a run
+    # holds the collector for an hour (the 'dotted' case did before the key's `\b[\w.-]*`
+    # prefix went); here each takes milliseconds, and the suite's timeout is the bound.
+    redacted, _ = BUILTIN.text(text)
+    assert len(redacted) <= len(text)
+
+
+def test_whole_lines_as_the_runtime_wrote_them_can_be_checked_at_once() -> None:
+    lines = [
+        b'{"log":"GET /a 200 \\u003cb\\u003e\\n","stream":"stdout","time":"2026-11-30T10:00:00Z"}',
+        b"2026-11-30T10:00:00.1Z stderr F plain text \xc3\xbc",
+    ]
+    assert BUILTIN.clean(b"\n".join(lines))
+    leaky = b'{"log":"{\\"PassWord\\":\\"x\\"}\\n","stream":"stdout","time":"2026-11-30T10:00:00Z"}'
+    assert not BUILTIN.clean(b"\n".join([*lines, leaky]))
+    # an escape that may spell a keyword once the line's own JSON is parsed
+    escaped = b'{"log":"{\\"a\\":\\"\\\\u0070assword=x\\"}\\n","stream":"stdout"}'
+    assert BUILTIN.clean(escaped)
+    assert not BUILTIN.clean(escaped, parsed=True)
+    # user rules have no keywords: nothing is clean
+    assert not Redactor(rules([user_rule("x=abc")])).clean(b"zzz")
