@@ -13,13 +13,12 @@ import fnmatch
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from collector.checkpoint import Checkpoints
 from collector.config import Config
-from collector.decode import DECODERS, Line, detect
+from collector.decode import DECODERS, Decoder, detect
 from collector.discover import Discovery, Found
 from collector.encode import Encoder
 from collector.fastpath import FAST_PATHS, FastPaths
@@ -49,7 +48,7 @@ class File:
     mtime: float
     seen: bool = True
     encoder: Encoder | None = None
-    decode: Callable[[bytes], Line] | None = None
+    decode: Decoder | None = None
     fast: FastPaths | None = None
     acked: int = 0
     """End of the bytes whose records the sink acknowledged: what the checkpoint holds."""
@@ -283,7 +282,9 @@ class Agent:
                     self.release(file)
             if group.joiner.holding():
                 out: list[Record] = []
-                group.joiner.expire(now, out)
+                gone = not any(f.seen for f in group.files)
+                behind = any(f.tail.unread() for f in group.files)
+                group.joiner.expire(now, out, gone=gone, behind=behind)
                 if out:
                     self.send(group, self.encode(out))
             if not group.files and not group.joiner.holding() and group.in_flight == 0:
@@ -302,11 +303,18 @@ class Agent:
         # template's holes take a time, a stream and two offsets: under 128 bytes.
         limit = min(self.config.max_record_bytes, self.message_limit - len(template) - 128)
         values = None
-        if fast is not None and not joiner.pieces:
+        if chunk.rest is not None:
+            # One line longer than the tail keeps: its head and its last bytes.
+            assert file.decode is not None
+            out: list[Record] = []
+            joiner.push(file, chunk.offset, file.decode(chunk.data, chunk.rest), out)
+            values = self.encode(out)
+            METRICS.lines_read.inc()
+        elif fast is not None and not joiner.pieces:
             values = fast.chunk(chunk.data, chunk.offset, template, limit)
-        if values is not None:
-            METRICS.lines_read.inc(len(values))
-        else:
+            if values is not None:
+                METRICS.lines_read.inc(len(values))
+        if values is None:
             values = self.by_line(file, chunk, fast, limit)
         METRICS.bytes_read.inc(chunk.end - chunk.offset)
         self.send(file.group, values)
@@ -340,9 +348,9 @@ class Agent:
         return values
 
     def encode(self, records: list[Record]) -> list[bytes]:
-        errors = sum(1 for r in records if "parse_error" in r.tags)
-        if errors:
-            METRICS.parse_errors.inc(errors)
+        for r in records:
+            if r.tags:
+                count_tags(r.tags)
         values = [r.source.encoder.encode(r) for r in records]
         limit = self.message_limit
         for n, value in enumerate(values):
@@ -357,8 +365,10 @@ class Agent:
         fast path never needs this. Removing k characters removes at least k bytes, so a
         few rounds suffice even for text that escapes to more bytes than it has characters.
         """
-        METRICS.truncated.inc()
-        tags = record.tags if "truncated" in record.tags else (*record.tags, "truncated")
+        tags = record.tags
+        if "truncated" not in tags:
+            METRICS.truncated.inc()
+            tags = (*tags, "truncated")
         text = record.text
         while True:
             text = text[: max(0, len(text) - over - 64)]
@@ -424,7 +434,7 @@ class Agent:
             if f.encoder is None:
                 if f.tail.identify():
                     return False
-            elif f.tail.behind() > len(f.tail.pending):
+            elif f.tail.unread():
                 return False
         return all(g.in_flight == 0 for g in self.groups.values())
 
@@ -487,6 +497,15 @@ class Agent:
         for file in self.files.values():
             file.tail.close()
         return 0
+
+
+def count_tags(tags: tuple[str, ...]) -> None:
+    if "parse_error" in tags:
+        METRICS.parse_errors.inc()
+    if "truncated" in tags:
+        METRICS.truncated.inc()
+    if "invalid_utf8" in tags:
+        METRICS.invalid_utf8.inc()
 
 
 def preferred(paths: list[Found]) -> Found:

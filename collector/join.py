@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from collector.decode import INVALID_UTF8, Line, mend
+from collector.decode import EMPTY, INVALID_UTF8, REPLACED, Line, mend
+from collector.metrics import METRICS
 from collector.multiline import MultilineRule
 
 
@@ -27,11 +28,27 @@ class Record(NamedTuple):
 PARSE_ERROR = ("parse_error",)
 
 
+def tags_of(multiline: bool, truncated: bool, invalid: bool) -> tuple[str, ...]:
+    """Tags in one order, whichever path made the record."""
+    tags: tuple[str, ...] = ("multiline",) if multiline else ()
+    if truncated:
+        tags += ("truncated",)
+    if invalid:
+        tags += ("invalid_utf8",)
+    return tags
+
+
+def cut_bytes(text: str) -> int:
+    """The bytes a cut-off piece of text held (pieces being mended count their escapes)."""
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
 class Held:
     """A record under construction on one stream."""
 
     __slots__ = (
         "first",
+        "invalid",
         "lines",
         "mend",
         "offset",
@@ -55,15 +72,31 @@ class Held:
         self.since = since
         self.mend = False
         """A piece held bytes that were not UTF-8 on their own (a character cut in two)."""
+        self.invalid = False
+        """Text that was not UTF-8 was replaced (tag invalid_utf8)."""
 
 
 class Joiner:
+    """Runtime pieces and multi-line groups of one container.
+
+    A runtime piece is held until its last piece comes, however long that takes: the
+    runtimes always write it (a last piece gets its newline even when the stream ends), so a
+    timeout could only cut a record the runtime is still writing, for instance when the
+    file rotated between two pieces and the new file is found a scan later. Pieces are let
+    go without their end only at the end of a run (`force`) or once the container's files
+    are gone. Multi-line groups end at a line that does not continue them or at the
+    timeout, which counts only while the agent is not behind on the container's files: a
+    reader that fell behind does not cut the traces it has yet to read.
+    """
+
     def __init__(self, rule: MultilineRule | None, max_record: int, timeout: float) -> None:
         self.rule = rule
         self.max_record = max_record
         self.timeout = timeout
         self.now = 0.0
         """Set by the agent once per chunk: the clock for flush timeouts, read once not per line."""
+        self.behind = 0.0
+        """When the agent was last behind on the container's files: timeouts start after."""
         self.pieces: dict[str, Held] = {}
         """Runtime-split lines waiting for their last piece."""
         self.groups: dict[str, Held] = {}
@@ -71,46 +104,58 @@ class Joiner:
 
     def push(self, source: Any, offset: int, line: Line, out: list[Record]) -> None:
         stream = line.stream
-        held = self.pieces.get(stream)
         error = line.error
-        if error is not None and (error is not INVALID_UTF8 or (held is None and not line.partial)):
-            text = mend(line.text)[0] if error is INVALID_UTF8 else line.text
-            out.append(Record(source, offset, line.time, stream, text, PARSE_ERROR))
+        if error is not None and error is not INVALID_UTF8 and error is not REPLACED:
+            if error is EMPTY:
+                METRICS.empty_lines.inc()
+                return
+            text, tags = line.text, PARSE_ERROR
+            if line.cut or len(text) > self.max_record:
+                text, tags = self.cut(text), ("parse_error", "truncated")
+            out.append(Record(source, offset, line.time, stream, text, tags))
             return
+        held = self.pieces.get(stream)
         if held is None:
             if line.partial:
                 held = self.pieces[stream] = Held(source, offset, line.time, "", self.now)
                 held.lines.clear()
-                held.mend = error is not None
+                held.mend = error is INVALID_UTF8
+                held.invalid = error is REPLACED
                 self.append(held, line.text, "")
+                held.truncated |= line.cut
                 return
-            text = line.text
-            time = line.time
-            truncated = False
+            text, time, truncated = line.text, line.time, line.cut
+            invalid = error is REPLACED
+            if error is INVALID_UTF8:
+                text, invalid = mend(text, truncated)
         else:
-            held.mend |= error is not None
+            held.mend |= error is INVALID_UTF8
+            held.invalid |= error is REPLACED
             self.append(held, line.text, "")
+            held.truncated |= line.cut
             if line.partial:
                 return
             del self.pieces[stream]
             source, offset, time = held.source, held.offset, held.time
-            text, truncated = "".join(held.lines), held.truncated
-            if held.mend:
-                text, still_bad = mend(text, truncated)
-                if still_bad:
-                    tags = ("parse_error", "truncated") if truncated else PARSE_ERROR
-                    out.append(Record(source, offset, time, stream, text[: self.max_record], tags))
-                    return
-        if len(text) > self.max_record:
-            text = text[: self.max_record]
-            truncated = True
-        if self.rule is None:
-            tags = ("truncated",) if truncated else ()
-            out.append(Record(source, offset, time, stream, text, tags))
-            return
-        self.group(source, offset, time, stream, text, truncated, out)
+            text, truncated, invalid = self.complete(held)
+        self.emit(source, offset, time, stream, text, truncated, invalid, out)
 
-    def group(
+    def complete(self, held: Held) -> tuple[str, bool, bool]:
+        """A runtime-split line's text, whether it was cut, and whether it was not UTF-8."""
+        text = "".join(held.lines)
+        invalid = held.invalid
+        if held.mend:
+            text, bad = mend(text, held.truncated)
+            invalid |= bad
+        return text, held.truncated, invalid
+
+    def cut(self, text: str) -> str:
+        if len(text) <= self.max_record:
+            return text
+        METRICS.truncated_bytes.inc(cut_bytes(text[self.max_record :]))
+        return text[: self.max_record]
+
+    def emit(
         self,
         source: Any,
         offset: int,
@@ -118,23 +163,34 @@ class Joiner:
         stream: str,
         text: str,
         truncated: bool,
+        invalid: bool,
         out: list[Record],
     ) -> None:
+        if len(text) > self.max_record:
+            text = self.cut(text)
+            truncated = True
+        if self.rule is None:
+            out.append(
+                Record(source, offset, time, stream, text, tags_of(False, truncated, invalid))
+            )
+            return
         held = self.groups.get(stream)
         if held is not None:
-            assert self.rule is not None
             if self.rule.continues(held.first, held.previous, text):
                 self.append(held, text, "\n")
                 held.previous = text
                 held.truncated |= truncated
+                held.invalid |= invalid
                 held.since = self.now
                 return
             out.append(self.finish(held, stream))
         held = self.groups[stream] = Held(source, offset, time, text, self.now)
         held.truncated = truncated
+        held.invalid = invalid
 
     def append(self, held: Held, text: str, separator: str) -> None:
         if held.truncated:
+            METRICS.truncated_bytes.inc(cut_bytes(text))
             return
         # Pieces with a cut character hold it as one escape per byte until they are decoded
         # whole: up to 4 bytes a character are allowed for, and the cut made after decoding.
@@ -142,8 +198,10 @@ class Joiner:
         room = limit - held.size - len(separator)
         if room < 0 or (room == 0 and text):
             held.truncated = True
+            METRICS.truncated_bytes.inc(cut_bytes(text))
             return
         if len(text) > room:
+            METRICS.truncated_bytes.inc(cut_bytes(text[room:]))
             text = text[:room]
             held.truncated = True
         if separator:
@@ -152,36 +210,41 @@ class Joiner:
         held.size += len(separator) + len(text)
 
     def finish(self, held: Held, stream: str) -> Record:
-        tags: tuple[str, ...] = ()
-        if len(held.lines) > 1:
-            tags = ("multiline",)
-        if held.truncated:
-            tags += ("truncated",)
+        tags = tags_of(len(held.lines) > 1, held.truncated, held.invalid)
         return Record(held.source, held.offset, held.time, stream, "".join(held.lines), tags)
 
-    def expire(self, now: float, out: list[Record], force: bool = False) -> None:
-        """Let go of records that waited longer than the timeout (all of them with `force`)."""
-        for stream, held in list(self.pieces.items()):
-            if force or now - held.since >= self.timeout:
-                del self.pieces[stream]
-                text = "".join(held.lines)
-                tags: tuple[str, ...] = ("truncated",) if held.truncated else ()
-                if held.mend:
-                    text, still_bad = mend(text, held.truncated)
-                    if still_bad:
-                        tags = (*tags, "parse_error")
-                    if len(text) > self.max_record:
-                        text = text[: self.max_record]
-                        tags = tags if "truncated" in tags else (*tags, "truncated")
-                if self.rule is None or "parse_error" in tags:
-                    out.append(Record(held.source, held.offset, held.time, stream, text, tags))
-                else:
+    def expire(
+        self,
+        now: float,
+        out: list[Record],
+        force: bool = False,
+        gone: bool = False,
+        behind: bool = False,
+    ) -> None:
+        """Let go of multi-line records that waited the timeout; of runtime pieces only with
+        `force` (the run ends) or once the container is `gone` (none of its files reachable)
+        and they waited as long. While the agent is `behind` (bytes of the container not
+        read yet, where the next line may well be), no time counts."""
+        if behind:
+            self.behind = now
+        if not (force or self.groups or gone):
+            return
+        start = self.behind
+
+        def waited(held: Held) -> bool:
+            return force or (not behind and now - max(held.since, start) >= self.timeout)
+
+        if force or gone:
+            for stream, held in list(self.pieces.items()):
+                if waited(held):
+                    del self.pieces[stream]
+                    text, truncated, invalid = self.complete(held)
                     self.now = now
-                    self.group(
-                        held.source, held.offset, held.time, stream, text, held.truncated, out
+                    self.emit(
+                        held.source, held.offset, held.time, stream, text, truncated, invalid, out
                     )
         for stream, held in list(self.groups.items()):
-            if force or now - held.since >= self.timeout:
+            if waited(held):
                 del self.groups[stream]
                 out.append(self.finish(held, stream))
 
