@@ -18,7 +18,10 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
+from collector.decode import Line
+from collector.join import Joiner, Record
 from collector.metrics import METRICS  # noqa: F401  (registers the counters)
+from collector.multiline import rule_for
 from tests.unit.logfiles import ListSink, agent, append, docker_container, drain
 
 CID = "b" * 64
@@ -289,3 +292,52 @@ def test_a_piece_at_the_end_of_a_rotated_file_is_joined_with_the_new_file(
     assert sink.messages() == ["before", first + second, "after"]
     assert sink.records[1]["@timestamp"] == T1
     assert sink.records[1]["log"] == {"file": {"path": str(rotated)}, "offset": len(before)}
+
+
+def piece(text: str, partial: bool, stream: str = "stdout") -> Line:
+    return Line(T1, stream, partial, text)
+
+
+def test_the_join_timeout_never_lets_a_runtime_piece_go_alone() -> None:
+    """Seen on main: a piece that waited the timeout was shipped, and the piece that ended
+    it a moment later became a second record."""
+    joiner = Joiner(None, 2**20, timeout=1.0)
+    out: list[Record] = []
+    joiner.now = 0.0
+    joiner.push("old", 0, piece("first half ", True), out)
+    joiner.expire(3600.0, out)
+    assert out == []
+    joiner.now = 3600.0
+    joiner.push("new", 0, piece("second half", False), out)
+    assert [(r.source, r.offset, r.text) for r in out] == [("old", 0, "first half second half")]
+
+
+def test_a_piece_whose_container_is_gone_is_let_go_after_the_timeout() -> None:
+    joiner = Joiner(None, 2**20, timeout=1.0)
+    out: list[Record] = []
+    joiner.push("f", 0, piece("never ended", True), out)
+    joiner.expire(0.5, out, gone=True)
+    assert out == []
+    joiner.expire(1.5, out, gone=True)
+    assert [(r.text, r.tags) for r in out] == [("never ended", ())]
+    assert not joiner.holding()
+
+
+def test_the_multiline_timeout_does_not_count_while_the_agent_is_behind() -> None:
+    """A trace's next line may be in the bytes not read yet: waiting for the reader is not
+    the application pausing. Seen on main: the trace was cut in two."""
+    joiner = Joiner(rule_for("java"), 2**20, timeout=1.0)
+    out: list[Record] = []
+    joiner.push("f", 0, piece("java.lang.IllegalStateException: boom", False), out)
+    joiner.expire(5.0, out, behind=True)
+    joiner.expire(5.5, out)
+    assert out == []
+    joiner.now = 5.6
+    joiner.push("f", 40, piece("\tat com.shop.Cart.add(Cart.java:12)", False), out)
+    joiner.expire(6.7, out)
+    assert [(r.text, r.tags) for r in out] == [
+        (
+            "java.lang.IllegalStateException: boom\n\tat com.shop.Cart.add(Cart.java:12)",
+            ("multiline",),
+        )
+    ]
