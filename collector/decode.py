@@ -171,7 +171,10 @@ def decode_docker_cut(head: bytes, rest: bytes) -> Line:
         partial = not ends_line(body)
     else:
         partial = not ends_line(rest[:end])
-    text, replaced = json_prefix(body)
+    read = json_prefix(body)
+    if read is None:
+        return malformed(head, "invalid JSON")._replace(cut=True)
+    text, replaced = read
     if not partial and text.endswith("\n"):
         text = text[:-1]
     if "\x00" in text:
@@ -187,9 +190,10 @@ def ends_line(escaped: bytes) -> bool:
     return (len(before) - len(before.rstrip(b"\\"))) % 2 == 0
 
 
-def json_prefix(body: bytes) -> tuple[str, bool]:
+def json_prefix(body: bytes) -> tuple[str, bool] | None:
     """The text of JSON string content cut anywhere (inside an escape or a character): the
-    longest readable prefix, and whether invalid UTF-8 or lone surrogates were replaced."""
+    longest readable prefix, and whether invalid UTF-8 or lone surrogates were replaced;
+    None when it is broken before the cut (as the whole line would be)."""
     for content, replaced in ((body, False), (repair(body), True)):
         for trim in range(min(ESCAPE_BYTES, len(content)) + 1):
             try:
@@ -198,7 +202,7 @@ def json_prefix(body: bytes) -> tuple[str, bool]:
                 continue
             assert type(text) is str
             return text, replaced
-    return raw_text(repair(body)), True
+    return None
 
 
 def decode_cri(raw: bytes, rest: bytes | None = None) -> Line:
