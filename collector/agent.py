@@ -441,7 +441,9 @@ class Agent:
     def flush_held(self) -> None:
         for group in self.groups.values():
             out: list[Record] = []
-            group.joiner.expire(time.monotonic(), out, force=True)
+            # A runtime piece's rest may be a moment away: outside --once it stays unsent,
+            # its bytes before the checkpoint, and is joined after a restart.
+            group.joiner.expire(time.monotonic(), out, force=True, pieces=self.config.once)
             if out:
                 self.send(group, self.encode(out))
 

@@ -83,8 +83,9 @@ class Joiner:
     runtimes always write it (a last piece gets its newline even when the stream ends), so a
     timeout could only cut a record the runtime is still writing, for instance when the
     file rotated between two pieces and the new file is found a scan later. Pieces are let
-    go without their end only at the end of a run (`force`) or once the container's files
-    are gone. Multi-line groups end at a line that does not continue them or at the
+    go without their end only at the end of a `--once` run or once the container's files
+    are gone; an agent that stops leaves them to the next run (they are before its
+    checkpoint). Multi-line groups end at a line that does not continue them or at the
     timeout, which counts only while the agent is not behind on the container's files: a
     reader that fell behind does not cut the traces it has yet to read.
     """
@@ -220,11 +221,12 @@ class Joiner:
         force: bool = False,
         gone: bool = False,
         behind: bool = False,
+        pieces: bool = True,
     ) -> None:
         """Let go of multi-line records that waited the timeout; of runtime pieces only with
-        `force` (the run ends) or once the container is `gone` (none of its files reachable)
-        and they waited as long. While the agent is `behind` (bytes of the container not
-        read yet, where the next line may well be), no time counts."""
+        `force` (the run ends; unless not `pieces`) or once the container is `gone` (none of
+        its files reachable) and they waited as long. While the agent is `behind` (bytes of
+        the container not read yet, where the next line may well be), no time counts."""
         if behind:
             self.behind = now
         if not (force or self.groups or gone):
@@ -234,7 +236,7 @@ class Joiner:
         def waited(held: Held) -> bool:
             return force or (not behind and now - max(held.since, start) >= self.timeout)
 
-        if force or gone:
+        if (force and pieces) or gone:
             for stream, held in list(self.pieces.items()):
                 if waited(held):
                     del self.pieces[stream]

@@ -617,7 +617,9 @@ def agent_records(lines: list[bytes], rule: str | None, *flags: str) -> list[dic
         folder.mkdir(parents=True)
         (folder / "0.log").write_bytes(b"".join(raw + b"\n" for raw in lines))
         sink = ListSink()
-        flags = ("--kubernetes", "off", *flags, *([f"--multiline=*={rule}"] if rule else []))
+        # --once: what is held at the end is shipped, as the general path's expire(force).
+        flags = ("--once", "--kubernetes", "off", *flags)
+        flags += (f"--multiline=*={rule}",) if rule else ()
         loop = agent(root, sink, *flags)
         drain(loop)
         loop.flush_held()

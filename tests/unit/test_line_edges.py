@@ -341,3 +341,39 @@ def test_the_multiline_timeout_does_not_count_while_the_agent_is_behind() -> Non
             ("multiline",),
         )
     ]
+
+
+@pytest.mark.parametrize("kind", ["docker", "cri"])
+def test_a_piece_held_when_the_agent_stops_is_joined_after_the_restart(
+    tmp_path: Path, kind: str
+) -> None:
+    """Seen on main: stopping shipped the first piece alone and moved the checkpoint past
+    it; after the restart the rest of the line was a second record."""
+    if kind == "docker":
+        log = docker_container(tmp_path / "docker", CID)
+        before, head = docker_raw("before\n"), docker_raw("a" * 16384)
+        tail = docker_raw("b" * 10 + "\n")
+    else:
+        log = cri_log(tmp_path)
+        before, head = f"{T1} stdout F before\n".encode(), f"{T1} stdout P {'a' * 16384}\n".encode()
+        tail = f"{T1} stdout F {'b' * 10}\n".encode()
+    append(log, before, head)
+    sink = ListSink()
+    first = agent(tmp_path, sink)
+    drain(first)
+    assert first.shutdown() == 0
+    append(log, tail)
+    drain(agent(tmp_path, sink))
+    assert sink.messages() == ["before", "a" * 16384 + "b" * 10]
+    assert sink.records[1]["log"]["offset"] == len(before)
+
+
+def test_once_still_ships_a_piece_left_at_the_end(tmp_path: Path) -> None:
+    """--once reads every file to its current end: what it holds there is shipped."""
+    log = cri_log(tmp_path)
+    append(log, f"{T1} stdout P never ended\n".encode())
+    sink = ListSink()
+    once = agent(tmp_path, sink, "--once")
+    drain(once)
+    assert once.shutdown() == 0
+    assert sink.messages() == ["never ended"]
