@@ -123,10 +123,6 @@ class Tail:
         self.seek(0)
         self.fingerprint = None
 
-    def behind(self) -> int:
-        """Bytes written to the file that have not been handed out as lines yet."""
-        return max(0, self.size() - self.offset)
-
     def unread(self) -> int:
         """Bytes written to the file that have not been read at all."""
         return max(0, self.size() - self.position())
