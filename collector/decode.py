@@ -149,8 +149,6 @@ def decode_docker(raw: bytes, rest: bytes | None = None) -> Line:
 
 DOCKER_HEAD = b'{"log":"'
 STREAM_KEY = b'","stream":"'
-ESCAPE_BYTES = 12
-"""The longest JSON escape a cut can fall inside: a surrogate pair, `\\ud83d\\ude00`."""
 
 
 def decode_docker_cut(head: bytes, rest: bytes) -> Line:
@@ -191,18 +189,40 @@ def ends_line(escaped: bytes) -> bool:
 
 
 def json_prefix(body: bytes) -> tuple[str, bool] | None:
-    """The text of JSON string content cut anywhere (inside an escape or a character): the
-    longest readable prefix, and whether invalid UTF-8 or lone surrogates were replaced;
-    None when it is broken before the cut (as the whole line would be)."""
-    for content, replaced in ((body, False), (repair(body), True)):
-        for trim in range(min(ESCAPE_BYTES, len(content)) + 1):
-            try:
-                text = orjson.loads(b'"' + content[: len(content) - trim] + b'"')
-            except orjson.JSONDecodeError:
-                continue
-            assert type(text) is str
-            return text, replaced
-    return None
+    """The text of JSON string content cut anywhere (inside an escape or a character), and
+    whether invalid UTF-8 or lone surrogates were replaced; None when it is broken before
+    the cut (as the whole line then is)."""
+    content = before_cut(body)
+    try:
+        text = orjson.loads(b'"' + content + b'"')
+        replaced = False
+    except orjson.JSONDecodeError:
+        try:
+            text = orjson.loads(b'"' + repair(content) + b'"')
+        except orjson.JSONDecodeError:
+            return None
+        replaced = True
+    assert type(text) is str
+    return text, replaced
+
+
+def before_cut(content: bytes) -> bytes:
+    """JSON string content without the escape or character a cut fell inside, nor a high
+    surrogate escape whose low half was cut off."""
+    for _ in range(2):
+        start = content.rfind(b"\\", max(0, len(content) - 6))
+        if start < 0:
+            break
+        before = content[:start]
+        if (len(before) - len(before.rstrip(b"\\"))) % 2:
+            break  # the second half of an escaped backslash
+        escape = content[start:]
+        cut = len(escape) == 1 or (escape[:2] == b"\\u" and len(escape) < 6)
+        high = len(escape) == 6 and escape[:3].lower() == b"\\ud" and escape[3:4] in b"89abAB"
+        if not (cut or high):
+            break
+        content = before
+    return whole_characters(content)
 
 
 def decode_cri(raw: bytes, rest: bytes | None = None) -> Line:

@@ -15,6 +15,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from collector.decode import (
     decode_cri,
     decode_docker,
     detect,
+    json_prefix,
 )
 from collector.encode import Encoder
 from collector.join import PARSE_ERROR, Joiner, Record
@@ -869,3 +871,40 @@ def test_the_fast_path_never_ships_invalid_json(kind: str, raw: bytes) -> None:
     fast = fastpath.FAST_PATHS[kind].line(raw, 0, ENCODER.template)
     if fast is not None:
         orjson.loads(fast)
+
+
+def escaped(char: str, pair: bool) -> bytes:
+    """One character as Docker's encoder may write it in a JSON string."""
+    if char in "<>&":
+        return f"\\u{ord(char):04x}".encode()
+    if pair and ord(char) > 0xFFFF:
+        high, low = divmod(ord(char) - 0x10000, 0x400)
+        return f"\\u{0xD800 + high:04x}\\u{0xDC00 + low:04X}".encode()
+    return orjson.dumps(char)[1:-1]
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.tuples(
+            st.characters(blacklist_categories=("Cs",))
+            | st.sampled_from(["\\", '"', "\n", "\x01", "<", "é", "日", "😀"]),
+            st.booleans(),
+        ),
+        max_size=30,
+    ),
+    st.data(),
+)
+def test_a_docker_text_cut_at_any_byte_reads_as_its_whole_characters(
+    chars: list[tuple[str, bool]], data: st.DataObject
+) -> None:
+    """The head of a line the tail cut ends anywhere: inside an escape, a surrogate pair or
+    a UTF-8 character. What is read is every character before the cut, and nothing is
+    taken for text that is not UTF-8."""
+    pieces = [escaped(char, pair) for char, pair in chars]
+    body = b"".join(pieces)
+    at = data.draw(st.integers(0, len(body)))
+    ends = list(accumulate(map(len, pieces)))
+    want = "".join(char for char, _ in chars[: sum(1 for end in ends if end <= at)])
+    got = json_prefix(body[:at])
+    assert got == (want, False)
