@@ -348,9 +348,9 @@ class Agent:
         return values
 
     def encode(self, records: list[Record]) -> list[bytes]:
-        for r in records:
-            if r.tags:
-                count_tags(r.tags)
+        errors = sum(1 for r in records if "parse_error" in r.tags)
+        if errors:
+            METRICS.parse_errors.inc(errors)
         values = [r.source.encoder.encode(r) for r in records]
         limit = self.message_limit
         for n, value in enumerate(values):
@@ -499,15 +499,6 @@ class Agent:
         for file in self.files.values():
             file.tail.close()
         return 0
-
-
-def count_tags(tags: tuple[str, ...]) -> None:
-    if "parse_error" in tags:
-        METRICS.parse_errors.inc()
-    if "truncated" in tags:
-        METRICS.truncated.inc()
-    if "invalid_utf8" in tags:
-        METRICS.invalid_utf8.inc()
 
 
 def preferred(paths: list[Found]) -> Found:

@@ -29,11 +29,13 @@ PARSE_ERROR = ("parse_error",)
 
 
 def tags_of(multiline: bool, truncated: bool, invalid: bool) -> tuple[str, ...]:
-    """Tags in one order, whichever path made the record."""
+    """Tags in one order, whichever path made the record; cut and mended records counted."""
     tags: tuple[str, ...] = ("multiline",) if multiline else ()
     if truncated:
+        METRICS.truncated.inc()
         tags += ("truncated",)
     if invalid:
+        METRICS.invalid_utf8.inc()
         tags += ("invalid_utf8",)
     return tags
 
@@ -112,7 +114,7 @@ class Joiner:
                 return
             text, tags = line.text, PARSE_ERROR
             if line.cut or len(text) > self.max_record:
-                text, tags = self.cut(text), ("parse_error", "truncated")
+                text, tags = self.cut(text), (*PARSE_ERROR, *tags_of(False, True, False))
             out.append(Record(source, offset, line.time, stream, text, tags))
             return
         held = self.pieces.get(stream)

@@ -79,7 +79,7 @@ def test_a_3_mb_docker_line_is_one_record_with_its_time_and_stream(
     if not newline:
         lines.append(docker_raw("end of it\n", "stderr", T2))
     append(log, *lines, docker_raw("after\n", time=T2))
-    cut_before = counter("truncated_bytes")
+    cut_before, records_before = counter("truncated_bytes"), counter("truncated_records")
     sink = ListSink()
     drain(agent(tmp_path, sink, "--max-record-bytes", str(CAP)))
     assert summary(sink) == [
@@ -91,6 +91,7 @@ def test_a_3_mb_docker_line_is_one_record_with_its_time_and_stream(
     assert sink.records[1]["log"]["offset"] == len(lines[0])
     # Every byte of text past the cut is counted.
     assert counter("truncated_bytes") - cut_before >= len(big) - CAP
+    assert counter("truncated_records") - records_before == 1
 
 
 def test_a_long_docker_line_cut_inside_an_escape_keeps_whole_characters(tmp_path: Path) -> None:
