@@ -20,7 +20,6 @@ from prometheus_client import REGISTRY
 
 from collector.decode import Line
 from collector.join import Joiner, Record
-from collector.metrics import METRICS  # noqa: F401  (registers the counters)
 from collector.multiline import rule_for
 from tests.unit.logfiles import ListSink, agent, append, docker_container, drain
 
@@ -29,11 +28,12 @@ T1 = "2026-11-27T02:20:49.123456789Z"
 T2 = "2026-11-27T02:20:50.000000001Z"
 MiB = 1024 * 1024
 CAP = 500_000
-"""--max-record-bytes for these tests: under what Kafka takes (1 MB), so only it cuts."""
+"""--max-record-bytes for these tests: under Kafka's 1 MB, so that it alone decides the cut."""
 
 
 def counter(name: str) -> float:
-    """A collector counter's value now (tests compare before and after)."""
+    """A collector counter's value now (tests compare before and after; collector.join
+    imports the module that registers them)."""
     value = REGISTRY.get_sample_value(f"logferry_collector_{name}_total")
     return value or 0.0
 
