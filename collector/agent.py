@@ -166,7 +166,12 @@ class Agent:
             meta.update(p.meta)
         if group is None:
             rule = self.multiline_rule(meta)
-            joiner = Joiner(rule, self.config.max_record_bytes, self.config.multiline_timeout)
+            joiner = Joiner(
+                rule,
+                self.config.max_record_bytes,
+                self.config.multiline_timeout,
+                self.config.partial_timeout,
+            )
             group = self.groups[folder] = Group(folder, joiner, meta)
         else:
             group.meta.update(meta)
@@ -282,9 +287,8 @@ class Agent:
                     self.release(file)
             if group.joiner.holding():
                 out: list[Record] = []
-                gone = not any(f.seen for f in group.files)
                 behind = any(f.tail.unread() for f in group.files)
-                group.joiner.expire(now, out, gone=gone, behind=behind)
+                group.joiner.expire(now, out, behind=behind)
                 if out:
                     self.send(group, self.encode(out))
             if not group.files and not group.joiner.holding() and group.in_flight == 0:

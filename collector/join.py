@@ -8,6 +8,7 @@ file's checkpoint may safely advance.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, NamedTuple
 
 from collector.decode import EMPTY, INVALID_UTF8, REPLACED, Line, mend
@@ -26,6 +27,7 @@ class Record(NamedTuple):
 
 
 PARSE_ERROR = ("parse_error",)
+log = logging.getLogger("collector.join")
 
 
 def tags_of(multiline: bool, truncated: bool, invalid: bool) -> tuple[str, ...]:
@@ -81,21 +83,30 @@ class Held:
 class Joiner:
     """Runtime pieces and multi-line groups of one container.
 
-    A runtime piece is held until its last piece comes, however long that takes: the
-    runtimes always write it (a last piece gets its newline even when the stream ends), so a
-    timeout could only cut a record the runtime is still writing, for instance when the
-    file rotated between two pieces and the new file is found a scan later. Pieces are let
-    go without their end only at the end of a `--once` run or once the container's files
-    are gone; an agent that stops leaves them to the next run (they are before its
-    checkpoint). Multi-line groups end at a line that does not continue them or at the
-    timeout, which counts only while the agent is not behind on the container's files: a
-    reader that fell behind does not cut the traces it has yet to read.
+    A line the runtime split waits for its last piece for `partial_timeout`, not for the
+    multi-line `timeout`: Docker and containerd write the rest at once, so a short timeout
+    only cut records the runtime was still writing (the file rotated between two pieces and
+    the new file was found a scan later, or the reader was behind on a loaded machine), and
+    the rest became a second record. The long bound is for CRI-O, whose conmon writes a `P`
+    line for output without a newline and never an `F` when the container exits. An agent
+    that stops leaves held pieces to the next run (they are before its checkpoint); only a
+    `--once` run ships them at its end. Multi-line groups end at a line that does not
+    continue them or at `timeout`. Both timeouts count only while the agent is not behind
+    on the container's files: a reader that fell behind does not cut what it has yet to
+    read.
     """
 
-    def __init__(self, rule: MultilineRule | None, max_record: int, timeout: float) -> None:
+    def __init__(
+        self,
+        rule: MultilineRule | None,
+        max_record: int,
+        timeout: float,
+        partial_timeout: float = 60.0,
+    ) -> None:
         self.rule = rule
         self.max_record = max_record
         self.timeout = timeout
+        self.partial_timeout = partial_timeout
         self.now = 0.0
         """Set by the agent once per chunk: the clock for flush timeouts, read once not per line."""
         self.behind = 0.0
@@ -221,34 +232,39 @@ class Joiner:
         now: float,
         out: list[Record],
         force: bool = False,
-        gone: bool = False,
         behind: bool = False,
         pieces: bool = True,
     ) -> None:
-        """Let go of multi-line records that waited the timeout; of runtime pieces only with
-        `force` (the run ends; unless not `pieces`) or once the container is `gone` (none of
-        its files reachable) and they waited as long. While the agent is `behind` (bytes of
+        """Let go of records that waited their timeout (all of them with `force`, the end of
+        a run; runtime pieces then only with `pieces`). While the agent is `behind` (bytes of
         the container not read yet, where the next line may well be), no time counts."""
         if behind:
             self.behind = now
-        if not (force or self.groups or gone):
-            return
         start = self.behind
 
-        def waited(held: Held) -> bool:
-            return force or (not behind and now - max(held.since, start) >= self.timeout)
+        def waited(held: Held, timeout: float) -> bool:
+            return not behind and now - max(held.since, start) >= timeout
 
-        if (force and pieces) or gone:
-            for stream, held in list(self.pieces.items()):
-                if waited(held):
-                    del self.pieces[stream]
-                    text, truncated, invalid = self.complete(held)
-                    self.now = now
-                    self.emit(
-                        held.source, held.offset, held.time, stream, text, truncated, invalid, out
+        for stream, held in list(self.pieces.items()):
+            if (force and pieces) or waited(held, self.partial_timeout):
+                del self.pieces[stream]
+                if not force:
+                    METRICS.partial_timeouts.inc()
+                    log.warning(
+                        "%s: a line split by the runtime waited %.0f s for its last piece; "
+                        "shipped without it (offset %d)",
+                        # The source is the agent's file; its path is all the log needs.
+                        getattr(held.source, "path", held.source),
+                        self.partial_timeout,
+                        held.offset,
                     )
+                text, truncated, invalid = self.complete(held)
+                self.now = now
+                self.emit(
+                    held.source, held.offset, held.time, stream, text, truncated, invalid, out
+                )
         for stream, held in list(self.groups.items()):
-            if waited(held):
+            if force or waited(held, self.timeout):
                 del self.groups[stream]
                 out.append(self.finish(held, stream))
 

@@ -31,6 +31,10 @@ class Metrics:
             "Records whose text held invalid UTF-8 or lone surrogates, replaced by U+FFFD "
             "(tag invalid_utf8)",
         )
+        self.partial_timeouts = Counter(
+            "logferry_collector_partial_timeouts",
+            "Lines the runtime split, shipped without their last piece after partial_timeout",
+        )
         self.empty_lines = Counter(
             "logferry_collector_empty_lines", "Empty lines in log files, skipped (not shipped)"
         )

@@ -306,27 +306,34 @@ def piece(text: str, partial: bool, stream: str = "stdout") -> Line:
 
 
 def test_the_join_timeout_never_lets_a_runtime_piece_go_alone() -> None:
-    """Seen on main: a piece that waited the timeout was shipped, and the piece that ended
-    it a moment later became a second record."""
-    joiner = Joiner(None, 2**20, timeout=1.0)
+    """Seen on main: a piece that waited the (multi-line) join timeout was shipped, and the
+    piece that ended it a moment later became a second record."""
+    joiner = Joiner(None, 2**20, timeout=1.0, partial_timeout=60.0)
     out: list[Record] = []
-    joiner.now = 0.0
     joiner.push("old", 0, piece("first half ", True), out)
-    joiner.expire(3600.0, out)
+    joiner.expire(59.0, out)
     assert out == []
-    joiner.now = 3600.0
+    joiner.now = 59.0
     joiner.push("new", 0, piece("second half", False), out)
     assert [(r.source, r.offset, r.text) for r in out] == [("old", 0, "first half second half")]
 
 
-def test_a_piece_whose_container_is_gone_is_let_go_after_the_timeout() -> None:
-    joiner = Joiner(None, 2**20, timeout=1.0)
+def test_a_piece_whose_rest_never_comes_goes_after_the_partial_timeout_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """CRI-O writes a P line for output without a newline and no F when the container
+    exits: such a line is held no longer than partial_timeout."""
+    joiner = Joiner(None, 2**20, timeout=1.0, partial_timeout=60.0)
     out: list[Record] = []
-    joiner.push("f", 0, piece("never ended", True), out)
-    joiner.expire(0.5, out, gone=True)
+    before = counter("partial_timeouts")
+    joiner.push("f", 7, piece("Password: ", True), out)
+    joiner.expire(30.0, out, behind=True)
+    joiner.expire(89.0, out)
     assert out == []
-    joiner.expire(1.5, out, gone=True)
-    assert [(r.text, r.tags) for r in out] == [("never ended", ())]
+    joiner.expire(90.0, out)
+    assert [(r.offset, r.text, r.tags) for r in out] == [(7, "Password: ", ())]
+    assert counter("partial_timeouts") - before == 1
+    assert "waited 60 s for its last piece" in caplog.text
     assert not joiner.holding()
 
 
