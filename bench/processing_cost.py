@@ -36,7 +36,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.nodewriter import WORDS, Content, docker_json
+from harness.nodewriter import WORDS, Content, docker_json
+
 from collector.levels import detect
 from collector.redact import Redactor, rules
 from collector.structured import parse

@@ -13,14 +13,13 @@ import fnmatch
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from collector.budget import Budget, FileReads
 from collector.checkpoint import Checkpoints
 from collector.config import Config
-from collector.decode import DECODERS, Line, detect
+from collector.decode import DECODERS, Decoder, detect
 from collector.discover import Discovery, Found
 from collector.encode import Encoder
 from collector.fastpath import FAST_PATHS, FastPaths
@@ -50,7 +49,7 @@ class File:
     mtime: float
     seen: bool = True
     encoder: Encoder | None = None
-    decode: Callable[[bytes], Line] | None = None
+    decode: Decoder | None = None
     fast: FastPaths | None = None
     acked: int = 0
     """End of the bytes whose records the sink acknowledged: what the checkpoint holds."""
@@ -172,7 +171,12 @@ class Agent:
             meta.update(p.meta)
         if group is None:
             rule = self.multiline_rule(meta)
-            joiner = Joiner(rule, self.config.max_record_bytes, self.config.multiline_timeout)
+            joiner = Joiner(
+                rule,
+                self.config.max_record_bytes,
+                self.config.multiline_timeout,
+                self.config.partial_timeout,
+            )
             group = self.groups[folder] = Group(folder, joiner, meta)
         else:
             group.meta.update(meta)
@@ -288,7 +292,8 @@ class Agent:
                     self.release(file)
             if group.joiner.holding():
                 out: list[Record] = []
-                group.joiner.expire(now, out)
+                behind = any(f.tail.unread() for f in group.files)
+                group.joiner.expire(now, out, behind=behind)
                 if out:
                     self.send(group, self.encode(out))
             if not group.files and not group.joiner.holding() and group.in_flight == 0:
@@ -307,11 +312,18 @@ class Agent:
         # template's holes take a time, a stream and two offsets: under 128 bytes.
         limit = min(self.config.max_record_bytes, self.message_limit - len(template) - 128)
         values = None
-        if fast is not None and not joiner.pieces:
+        if chunk.rest is not None:
+            # One line longer than the tail keeps: its head and its last bytes.
+            assert file.decode is not None
+            out: list[Record] = []
+            joiner.push(file, chunk.offset, file.decode(chunk.data, chunk.rest), out)
+            values = self.encode(out)
+            METRICS.lines_read.inc()
+        elif fast is not None and not joiner.pieces:
             values = fast.chunk(chunk.data, chunk.offset, template, limit)
-        if values is not None:
-            METRICS.lines_read.inc(len(values))
-        else:
+            if values is not None:
+                METRICS.lines_read.inc(len(values))
+        if values is None:
             values = self.by_line(file, chunk, fast, limit)
         METRICS.bytes_read.inc(chunk.end - chunk.offset)
         self.send(file.group, values)
@@ -362,8 +374,10 @@ class Agent:
         fast path never needs this. Removing k characters removes at least k bytes, so a
         few rounds suffice even for text that escapes to more bytes than it has characters.
         """
-        METRICS.truncated.inc()
-        tags = record.tags if "truncated" in record.tags else (*record.tags, "truncated")
+        tags = record.tags
+        if "truncated" not in tags:
+            METRICS.truncated.inc()
+            tags = (*tags, "truncated")
         text = record.text
         while True:
             text = text[: max(0, len(text) - over - 64)]
@@ -431,14 +445,16 @@ class Agent:
             if f.encoder is None:
                 if f.tail.identify():
                     return False
-            elif f.tail.behind() > len(f.tail.pending) and not self.reads.waiting_at_end(f.tail):
+            elif f.tail.unread() and not self.reads.waiting_at_end(f.tail):
                 return False
         return all(g.in_flight == 0 for g in self.groups.values())
 
     def flush_held(self) -> None:
         for group in self.groups.values():
             out: list[Record] = []
-            group.joiner.expire(time.monotonic(), out, force=True)
+            # A runtime piece's rest may be a moment away: outside --once it stays unsent,
+            # its bytes before the checkpoint, and is joined after a restart.
+            group.joiner.expire(time.monotonic(), out, force=True, pieces=self.config.once)
             if out:
                 self.send(group, self.encode(out))
 

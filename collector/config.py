@@ -92,6 +92,13 @@ OPTIONS = (
         many=True,
     ),
     Option("multiline_timeout", 1.0, "seconds a multi-line record waits for more", seconds),
+    Option(
+        "partial_timeout",
+        60.0,
+        "seconds a line the runtime split waits for its last piece before it is shipped "
+        "without it (counted only while the collector is not behind on the container)",
+        seconds,
+    ),
     Option("max_record_bytes", 1024 * 1024, "records are cut (tag truncated) past this", size),
     Option("max_open_files", 1024, "most log files held open at once", positive_int),
     Option(
@@ -173,6 +180,7 @@ class Config:
     exclude: list[str]
     multiline: list[tuple[str, MultilineRule]]
     multiline_timeout: float
+    partial_timeout: float
     max_record_bytes: int
     max_open_files: int
     memory_limit: int

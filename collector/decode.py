@@ -1,16 +1,21 @@
 """Container runtime log lines -> (time, stream, partial, text).
 
 Two formats reach the collector: Docker's json-file (one JSON object a line) and the CRI
-format written by containerd and CRI-O (`<time> <stream> <tags> <text>`). A line that fits
-neither is never dropped: it becomes a `Line` carrying the raw text and an `error`, which the
-encoder turns into a `parse_error` tag.
+format written by containerd and CRI-O (`<time> <stream> <tags> <text>`). A line whose frame
+fits neither is never dropped: it becomes a `Line` carrying the raw text and an `error`,
+which the encoder turns into a `parse_error` tag. Text that is not UTF-8 (invalid bytes,
+Docker's `\\ud800` lone surrogate escapes) does not break the frame: it is replaced by
+U+FFFD and the record keeps the runtime's time and stream (tag `invalid_utf8`).
+
+A line cut by the tail (longer than it keeps) comes as its head and its last bytes:
+`decode_docker` finds the time and stream in those last bytes, the text in the head.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import orjson
 
@@ -24,10 +29,18 @@ class Line(NamedTuple):
     text: str
     """Without the trailing newline."""
     error: str | None = None
+    cut: bool = False
+    """The physical line was longer than the tail keeps: `text` is its beginning only."""
 
 
 STREAMS = frozenset(("stdout", "stderr"))
 INVALID_UTF8 = "invalid UTF-8"
+"""CRI text that is not UTF-8, kept as surrogate escapes: the joiner decodes the pieces of a
+split line together (containerd cuts inside characters) and judges the whole."""
+REPLACED = "invalid UTF-8 replaced"
+"""Docker text that held invalid UTF-8 or lone surrogate escapes, already replaced."""
+EMPTY = "empty line"
+"""A physical line without a byte: counted by the joiner, not shipped."""
 UTC_STAMP = re.compile(
     r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
     r"(?:\.\d{1,9})?Z"
@@ -58,33 +71,167 @@ def malformed(raw: bytes, why: str) -> Line:
     return Line("", "stdout", False, raw_text(raw), why)
 
 
-def decode_docker(raw: bytes) -> Line:
-    """One line of a Docker json-file log, without its newline."""
+EMPTY_LINE = Line("", "stdout", False, "", EMPTY)
+ESCAPES = re.compile(
+    rb"(\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(\\u[dD][89a-fA-F][0-9a-fA-F]{2})|\\.",
+    re.DOTALL,
+)
+"""JSON escapes one at a time (so `\\\\` is never read as the start of one): a surrogate
+pair, a lone surrogate (group 2), or any other."""
+
+
+def repair(raw: bytes) -> bytes:
+    """JSON bytes with invalid UTF-8 and lone surrogate escapes replaced by U+FFFD."""
+    fixed = raw.decode("utf-8", "replace").encode()
+    if b"\\" in fixed:
+        fixed = ESCAPES.sub(lambda m: b"\\ufffd" if m.group(2) else m.group(0), fixed)
+    return fixed
+
+
+def load_json(raw: bytes) -> tuple[object, bool] | None:
+    """The JSON value of `raw`, and whether text had to be replaced to read it; None when
+    its frame is broken."""
     try:
-        obj = orjson.loads(raw)
+        return orjson.loads(raw), False
     except orjson.JSONDecodeError:
-        return malformed(raw, "invalid JSON")
+        fixed = repair(raw)
+    if fixed == raw:
+        return None
+    try:
+        return orjson.loads(fixed), True
+    except orjson.JSONDecodeError:
+        return None
+
+
+def docker_frame(obj: object) -> tuple[str, str] | str:
+    """(time, stream) of a Docker line's object, or why it is not one."""
     if type(obj) is not dict:
-        return malformed(raw, "not a JSON object")
-    log = obj.get("log")
+        return "not a JSON object"
     stream = obj.get("stream")
     time = obj.get("time")
-    if type(log) is not str or type(stream) is not str or type(time) is not str:
-        return malformed(raw, "log, stream or time missing or not a string")
+    if type(stream) is not str or type(time) is not str:
+        return "log, stream or time missing or not a string"
     if stream not in STREAMS:
-        return malformed(raw, f"unknown stream {stream[:20]!r}")
+        return f"unknown stream {stream[:20]!r}"
     stamp = utc(time)
     if not stamp:
-        return malformed(raw, "invalid time")
+        return "invalid time"
+    return stamp, stream
+
+
+def decode_docker(raw: bytes, rest: bytes | None = None) -> Line:
+    """One line of a Docker json-file log, without its newline; with `rest`, the head of a
+    line cut by the tail and its last bytes."""
+    if rest is not None:
+        return decode_docker_cut(raw, rest)
+    if not raw:
+        return EMPTY_LINE
+    loaded = load_json(raw)
+    if loaded is None:
+        return malformed(raw, "invalid JSON")
+    obj, replaced = loaded
+    frame = docker_frame(obj)
+    if isinstance(frame, str):
+        return malformed(raw, frame)
+    assert type(obj) is dict
+    log = obj.get("log")
+    if type(log) is not str:
+        return malformed(raw, "log, stream or time missing or not a string")
+    stamp, stream = frame
     if "\x00" in log:
         log = log.replace("\x00", "\ufffd")
+    error = REPLACED if replaced else None
     if log.endswith("\n"):
-        return Line(stamp, stream, False, log[:-1])
-    return Line(stamp, stream, True, log)
+        return Line(stamp, stream, False, log[:-1], error)
+    return Line(stamp, stream, True, log, error)
 
 
-def decode_cri(raw: bytes) -> Line:
-    """One line of a CRI log (containerd, CRI-O), without its newline."""
+DOCKER_HEAD = b'{"log":"'
+STREAM_KEY = b'","stream":"'
+
+
+def decode_docker_cut(head: bytes, rest: bytes) -> Line:
+    """A Docker line longer than the tail keeps: time and stream from its last bytes, the
+    beginning of its text from its head, cut inside an escape or character perhaps."""
+    end = rest.find(STREAM_KEY)
+    if not head.startswith(DOCKER_HEAD) or end < 0:
+        return malformed(head, "over-long line without Docker's frame")._replace(cut=True)
+    loaded = load_json(b"{" + rest[end + 2 :])
+    frame = docker_frame(loaded[0]) if loaded is not None else "invalid JSON"
+    if isinstance(frame, str):
+        return malformed(head, frame)._replace(cut=True)
+    stamp, stream = frame
+    body = head[len(DOCKER_HEAD) :]
+    if body.find(STREAM_KEY) >= 0:
+        # The text ended within the head; what was cut is the rest of the frame (attrs).
+        body = body[: body.find(STREAM_KEY)]
+        partial = not ends_line(body)
+    else:
+        partial = not ends_line(rest[:end])
+    read = json_prefix(body)
+    if read is None:
+        return malformed(head, "invalid JSON")._replace(cut=True)
+    text, replaced = read
+    if not partial and text.endswith("\n"):
+        text = text[:-1]
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    return Line(stamp, stream, partial, text, REPLACED if replaced else None, True)
+
+
+def ends_line(escaped: bytes) -> bool:
+    """JSON string content ending in the escape `\\n`, not in an escaped backslash and n."""
+    if not escaped.endswith(b"\\n"):
+        return False
+    before = escaped[:-2]
+    return (len(before) - len(before.rstrip(b"\\"))) % 2 == 0
+
+
+def json_prefix(body: bytes) -> tuple[str, bool] | None:
+    """The text of JSON string content cut anywhere (inside an escape or a character), and
+    whether invalid UTF-8 or lone surrogates were replaced; None when it is broken before
+    the cut (as the whole line then is)."""
+    content = before_cut(body)
+    try:
+        text = orjson.loads(b'"' + content + b'"')
+        replaced = False
+    except orjson.JSONDecodeError:
+        try:
+            text = orjson.loads(b'"' + repair(content) + b'"')
+        except orjson.JSONDecodeError:
+            return None
+        replaced = True
+    assert type(text) is str
+    return text, replaced
+
+
+def before_cut(content: bytes) -> bytes:
+    """JSON string content without the escape or character a cut fell inside, nor a high
+    surrogate escape whose low half was cut off."""
+    for _ in range(2):
+        start = content.rfind(b"\\", max(0, len(content) - 6))
+        if start < 0:
+            break
+        before = content[:start]
+        if (len(before) - len(before.rstrip(b"\\"))) % 2:
+            break  # the second half of an escaped backslash
+        escape = content[start:]
+        cut = len(escape) == 1 or (escape[:2] == b"\\u" and len(escape) < 6)
+        high = len(escape) == 6 and escape[:3].lower() == b"\\ud" and escape[3:4] in b"89abAB"
+        if not (cut or high):
+            break
+        content = before
+    return whole_characters(content)
+
+
+def decode_cri(raw: bytes, rest: bytes | None = None) -> Line:
+    """One line of a CRI log (containerd, CRI-O), without its newline; with `rest`, the
+    head of a line cut by the tail (its frame is all at the start)."""
+    if rest is not None:
+        return decode_cri(raw)._replace(cut=True)
+    if not raw:
+        return EMPTY_LINE
     parts = raw.split(b" ", 3)
     if len(parts) < 3:
         return malformed(raw, "CRI line without stream and tag")
@@ -115,16 +262,28 @@ def decode_cri(raw: bytes) -> Line:
 def mend(text: str, cut: bool = False) -> tuple[str, bool]:
     """Text decoded with surrogate escapes, decoded again whole; True if still not UTF-8.
 
-    A `cut` text (truncated at max_record_bytes) may end inside a character, and is not
-    judged: what cannot be decoded is replaced.
+    A `cut` text (truncated at max_record_bytes) may end inside a character: that last
+    character is dropped, not judged.
     """
     data = text.encode("utf-8", "surrogateescape")
     if cut:
-        return data.decode("utf-8", "replace"), False
+        data = whole_characters(data)
     try:
         return data.decode("utf-8"), False
     except UnicodeDecodeError:
         return data.decode("utf-8", "replace"), True
+
+
+def whole_characters(data: bytes) -> bytes:
+    """`data` without a last UTF-8 character that was cut short."""
+    start = len(data) - 1
+    while start >= max(0, len(data) - 3) and 0x80 <= data[start] < 0xC0:
+        start -= 1
+    if start < 0:
+        return data
+    lead = data[start]
+    size = 2 if 0xC0 <= lead < 0xE0 else 3 if 0xE0 <= lead < 0xF0 else 4 if lead >= 0xF0 else 1
+    return data[:start] if len(data) - start < size else data
 
 
 def detect(first_line: bytes) -> str:
@@ -132,7 +291,11 @@ def detect(first_line: bytes) -> str:
     return "docker" if first_line.lstrip()[:1] == b"{" else "cri"
 
 
-DECODERS = {"docker": decode_docker, "cri": decode_cri}
+class Decoder(Protocol):
+    def __call__(self, raw: bytes, rest: bytes | None = None) -> Line: ...
+
+
+DECODERS: dict[str, Decoder] = {"docker": decode_docker, "cri": decode_cri}
 
 
 def utc(stamp: str) -> str:

@@ -8,9 +8,11 @@ file's checkpoint may safely advance.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, NamedTuple
 
-from collector.decode import INVALID_UTF8, Line, mend
+from collector.decode import EMPTY, INVALID_UTF8, REPLACED, Line, mend
+from collector.metrics import METRICS
 from collector.multiline import MultilineRule
 
 
@@ -25,6 +27,24 @@ class Record(NamedTuple):
 
 
 PARSE_ERROR = ("parse_error",)
+log = logging.getLogger("collector.join")
+
+
+def tags_of(multiline: bool, truncated: bool, invalid: bool) -> tuple[str, ...]:
+    """Tags in one order, whichever path made the record; cut and mended records counted."""
+    tags: tuple[str, ...] = ("multiline",) if multiline else ()
+    if truncated:
+        METRICS.truncated.inc()
+        tags += ("truncated",)
+    if invalid:
+        METRICS.invalid_utf8.inc()
+        tags += ("invalid_utf8",)
+    return tags
+
+
+def cut_bytes(text: str) -> int:
+    """The bytes a cut-off piece of text held (pieces being mended count their escapes)."""
+    return len(text.encode("utf-8", "surrogateescape"))
 
 
 class Held:
@@ -32,6 +52,7 @@ class Held:
 
     __slots__ = (
         "first",
+        "invalid",
         "lines",
         "mend",
         "offset",
@@ -55,15 +76,41 @@ class Held:
         self.since = since
         self.mend = False
         """A piece held bytes that were not UTF-8 on their own (a character cut in two)."""
+        self.invalid = False
+        """Text that was not UTF-8 was replaced (tag invalid_utf8)."""
 
 
 class Joiner:
-    def __init__(self, rule: MultilineRule | None, max_record: int, timeout: float) -> None:
+    """Runtime pieces and multi-line groups of one container.
+
+    A line the runtime split waits for its last piece for `partial_timeout`, not for the
+    multi-line `timeout`: Docker and containerd write the rest at once, so a short timeout
+    only cut records the runtime was still writing (the file rotated between two pieces and
+    the new file was found a scan later, or the reader was behind on a loaded machine), and
+    the rest became a second record. The long bound is for CRI-O, whose conmon writes a `P`
+    line for output without a newline and never an `F` when the container exits. An agent
+    that stops leaves held pieces to the next run (they are before its checkpoint); only a
+    `--once` run ships them at its end. Multi-line groups end at a line that does not
+    continue them or at `timeout`. Both timeouts count only while the agent is not behind
+    on the container's files: a reader that fell behind does not cut what it has yet to
+    read.
+    """
+
+    def __init__(
+        self,
+        rule: MultilineRule | None,
+        max_record: int,
+        timeout: float,
+        partial_timeout: float = 60.0,
+    ) -> None:
         self.rule = rule
         self.max_record = max_record
         self.timeout = timeout
+        self.partial_timeout = partial_timeout
         self.now = 0.0
         """Set by the agent once per chunk: the clock for flush timeouts, read once not per line."""
+        self.behind = 0.0
+        """When the agent was last behind on the container's files: timeouts start after."""
         self.pieces: dict[str, Held] = {}
         """Runtime-split lines waiting for their last piece."""
         self.groups: dict[str, Held] = {}
@@ -71,46 +118,58 @@ class Joiner:
 
     def push(self, source: Any, offset: int, line: Line, out: list[Record]) -> None:
         stream = line.stream
-        held = self.pieces.get(stream)
         error = line.error
-        if error is not None and (error is not INVALID_UTF8 or (held is None and not line.partial)):
-            text = mend(line.text)[0] if error is INVALID_UTF8 else line.text
-            out.append(Record(source, offset, line.time, stream, text, PARSE_ERROR))
+        if error is not None and error is not INVALID_UTF8 and error is not REPLACED:
+            if error is EMPTY:
+                METRICS.empty_lines.inc()
+                return
+            text, tags = line.text, PARSE_ERROR
+            if line.cut or len(text) > self.max_record:
+                text, tags = self.cut(text), (*PARSE_ERROR, *tags_of(False, True, False))
+            out.append(Record(source, offset, line.time, stream, text, tags))
             return
+        held = self.pieces.get(stream)
         if held is None:
             if line.partial:
                 held = self.pieces[stream] = Held(source, offset, line.time, "", self.now)
                 held.lines.clear()
-                held.mend = error is not None
+                held.mend = error is INVALID_UTF8
+                held.invalid = error is REPLACED
                 self.append(held, line.text, "")
+                held.truncated |= line.cut
                 return
-            text = line.text
-            time = line.time
-            truncated = False
+            text, time, truncated = line.text, line.time, line.cut
+            invalid = error is REPLACED
+            if error is INVALID_UTF8:
+                text, invalid = mend(text, truncated)
         else:
-            held.mend |= error is not None
+            held.mend |= error is INVALID_UTF8
+            held.invalid |= error is REPLACED
             self.append(held, line.text, "")
+            held.truncated |= line.cut
             if line.partial:
                 return
             del self.pieces[stream]
             source, offset, time = held.source, held.offset, held.time
-            text, truncated = "".join(held.lines), held.truncated
-            if held.mend:
-                text, still_bad = mend(text, truncated)
-                if still_bad:
-                    tags = ("parse_error", "truncated") if truncated else PARSE_ERROR
-                    out.append(Record(source, offset, time, stream, text[: self.max_record], tags))
-                    return
-        if len(text) > self.max_record:
-            text = text[: self.max_record]
-            truncated = True
-        if self.rule is None:
-            tags = ("truncated",) if truncated else ()
-            out.append(Record(source, offset, time, stream, text, tags))
-            return
-        self.group(source, offset, time, stream, text, truncated, out)
+            text, truncated, invalid = self.complete(held)
+        self.emit(source, offset, time, stream, text, truncated, invalid, out)
 
-    def group(
+    def complete(self, held: Held) -> tuple[str, bool, bool]:
+        """A runtime-split line's text, whether it was cut, and whether it was not UTF-8."""
+        text = "".join(held.lines)
+        invalid = held.invalid
+        if held.mend:
+            text, bad = mend(text, held.truncated)
+            invalid |= bad
+        return text, held.truncated, invalid
+
+    def cut(self, text: str) -> str:
+        if len(text) <= self.max_record:
+            return text
+        METRICS.truncated_bytes.inc(cut_bytes(text[self.max_record :]))
+        return text[: self.max_record]
+
+    def emit(
         self,
         source: Any,
         offset: int,
@@ -118,23 +177,34 @@ class Joiner:
         stream: str,
         text: str,
         truncated: bool,
+        invalid: bool,
         out: list[Record],
     ) -> None:
+        if len(text) > self.max_record:
+            text = self.cut(text)
+            truncated = True
+        if self.rule is None:
+            out.append(
+                Record(source, offset, time, stream, text, tags_of(False, truncated, invalid))
+            )
+            return
         held = self.groups.get(stream)
         if held is not None:
-            assert self.rule is not None
             if self.rule.continues(held.first, held.previous, text):
                 self.append(held, text, "\n")
                 held.previous = text
                 held.truncated |= truncated
+                held.invalid |= invalid
                 held.since = self.now
                 return
             out.append(self.finish(held, stream))
         held = self.groups[stream] = Held(source, offset, time, text, self.now)
         held.truncated = truncated
+        held.invalid = invalid
 
     def append(self, held: Held, text: str, separator: str) -> None:
         if held.truncated:
+            METRICS.truncated_bytes.inc(cut_bytes(text))
             return
         # Pieces with a cut character hold it as one escape per byte until they are decoded
         # whole: up to 4 bytes a character are allowed for, and the cut made after decoding.
@@ -142,8 +212,10 @@ class Joiner:
         room = limit - held.size - len(separator)
         if room < 0 or (room == 0 and text):
             held.truncated = True
+            METRICS.truncated_bytes.inc(cut_bytes(text))
             return
         if len(text) > room:
+            METRICS.truncated_bytes.inc(cut_bytes(text[room:]))
             text = text[:room]
             held.truncated = True
         if separator:
@@ -152,36 +224,47 @@ class Joiner:
         held.size += len(separator) + len(text)
 
     def finish(self, held: Held, stream: str) -> Record:
-        tags: tuple[str, ...] = ()
-        if len(held.lines) > 1:
-            tags = ("multiline",)
-        if held.truncated:
-            tags += ("truncated",)
+        tags = tags_of(len(held.lines) > 1, held.truncated, held.invalid)
         return Record(held.source, held.offset, held.time, stream, "".join(held.lines), tags)
 
-    def expire(self, now: float, out: list[Record], force: bool = False) -> None:
-        """Let go of records that waited longer than the timeout (all of them with `force`)."""
+    def expire(
+        self,
+        now: float,
+        out: list[Record],
+        force: bool = False,
+        behind: bool = False,
+        pieces: bool = True,
+    ) -> None:
+        """Let go of records that waited their timeout (all of them with `force`, the end of
+        a run; runtime pieces then only with `pieces`). While the agent is `behind` (bytes of
+        the container not read yet, where the next line may well be), no time counts."""
+        if behind:
+            self.behind = now
+        start = self.behind
+
+        def waited(held: Held, timeout: float) -> bool:
+            return not behind and now - max(held.since, start) >= timeout
+
         for stream, held in list(self.pieces.items()):
-            if force or now - held.since >= self.timeout:
+            if (force and pieces) or waited(held, self.partial_timeout):
                 del self.pieces[stream]
-                text = "".join(held.lines)
-                tags: tuple[str, ...] = ("truncated",) if held.truncated else ()
-                if held.mend:
-                    text, still_bad = mend(text, held.truncated)
-                    if still_bad:
-                        tags = (*tags, "parse_error")
-                    if len(text) > self.max_record:
-                        text = text[: self.max_record]
-                        tags = tags if "truncated" in tags else (*tags, "truncated")
-                if self.rule is None or "parse_error" in tags:
-                    out.append(Record(held.source, held.offset, held.time, stream, text, tags))
-                else:
-                    self.now = now
-                    self.group(
-                        held.source, held.offset, held.time, stream, text, held.truncated, out
+                if not force:
+                    METRICS.partial_timeouts.inc()
+                    log.warning(
+                        "%s: a line split by the runtime waited %.0f s for its last piece; "
+                        "shipped without it (offset %d)",
+                        # The source is the agent's file; its path is all the log needs.
+                        getattr(held.source, "path", held.source),
+                        self.partial_timeout,
+                        held.offset,
                     )
+                text, truncated, invalid = self.complete(held)
+                self.now = now
+                self.emit(
+                    held.source, held.offset, held.time, stream, text, truncated, invalid, out
+                )
         for stream, held in list(self.groups.items()):
-            if force or now - held.since >= self.timeout:
+            if force or waited(held, self.timeout):
                 del self.groups[stream]
                 out.append(self.finish(held, stream))
 

@@ -24,6 +24,23 @@ class Metrics:
         self.truncated = Counter(
             "logferry_collector_truncated_records", "Records cut at the maximum record size"
         )
+        self.truncated_bytes = Counter(
+            "logferry_collector_truncated_bytes",
+            "Bytes of log lines left out of records cut at max_record_bytes (read past, or "
+            "cut from the text)",
+        )
+        self.invalid_utf8 = Counter(
+            "logferry_collector_invalid_utf8_records",
+            "Records whose text held invalid UTF-8 or lone surrogates, replaced by U+FFFD "
+            "(tag invalid_utf8)",
+        )
+        self.partial_timeouts = Counter(
+            "logferry_collector_partial_timeouts",
+            "Lines the runtime split, shipped without their last piece after partial_timeout",
+        )
+        self.empty_lines = Counter(
+            "logferry_collector_empty_lines", "Empty lines in log files, skipped (not shipped)"
+        )
         self.metadata_missing = Counter(
             "logferry_collector_records_without_metadata",
             "Records shipped without pod metadata from the API (tag metadata_missing)",

@@ -12,6 +12,8 @@ import hashlib
 import os
 from typing import NamedTuple
 
+from collector.metrics import METRICS
+
 FINGERPRINT_BYTES = 4096
 """The first line (at most this much) identifies a file's content across renames."""
 
@@ -23,6 +25,12 @@ class Chunk(NamedTuple):
     """Complete lines, newline-separated, without the last one's newline."""
     end: int
     """Byte offset just past the last line's newline."""
+    rest: bytes | None = None
+    """Set for one line cut at `max_line`: `data` is its head, this its last bytes."""
+
+
+END_BYTES = 64 * 1024
+"""Of a cut line, the last bytes kept: Docker's `"stream"`, `"attrs"` and `"time"`."""
 
 
 CONTROL_BYTES = bytes(c for c in range(32) if c != 10)
@@ -54,7 +62,18 @@ def fingerprint(fd: int, salt: str) -> str | None:
 class Tail:
     """Reads complete lines from one open file, remembering where the next one starts."""
 
-    __slots__ = ("dev", "fd", "fingerprint", "folder", "ino", "max_line", "offset", "pending")
+    __slots__ = (
+        "dev",
+        "fd",
+        "fingerprint",
+        "folder",
+        "head",
+        "ino",
+        "max_line",
+        "offset",
+        "pending",
+        "scanned",
+    )
 
     def __init__(self, fd: int, folder: str, max_line: int) -> None:
         st = os.fstat(fd)
@@ -67,6 +86,11 @@ class Tail:
         self.offset = 0
         """Where the next line to hand out starts; `pending` holds its bytes read so far."""
         self.pending = b""
+        self.head: bytes | None = None
+        """While a line longer than `max_line` is read past: its first `max_line` bytes
+        (`pending` then holds its last bytes read, at most END_BYTES)."""
+        self.scanned = 0
+        """While reading past a long line: where the next read starts."""
 
     @classmethod
     def open(cls, path: str, folder: str, max_line: int) -> Tail:
@@ -81,44 +105,75 @@ class Tail:
     def seek(self, offset: int) -> None:
         self.offset = offset
         self.pending = b""
+        self.head = None
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
 
+    def position(self) -> int:
+        """Where the next read starts: past every byte read, handed out or not."""
+        return self.scanned if self.head is not None else self.offset + len(self.pending)
+
     def truncated(self) -> bool:
         """copytruncate: the file shrank below what was read, so it holds new content."""
-        return self.size() < self.offset + len(self.pending)
+        return self.size() < self.position()
 
     def restart(self) -> None:
         """Start over on content that replaced the old (after a truncation)."""
         self.seek(0)
         self.fingerprint = None
 
-    def behind(self) -> int:
-        """Bytes written to the file that have not been read into lines yet."""
-        return max(0, self.size() - self.offset)
+    def unread(self) -> int:
+        """Bytes written to the file that have not been read at all."""
+        return max(0, self.size() - self.position())
 
     def read(self, limit: int) -> Chunk | None:
-        """Up to `limit` bytes more, as complete lines; None when nothing complete is there."""
-        start = self.offset + len(self.pending)
-        data = os.pread(self.fd, limit, start)
-        if not data:
-            return None
-        if self.pending:
-            data = self.pending + data
-        cut = data.rfind(b"\n")
-        if cut < 0:
+        """Up to `limit` bytes more, as complete lines; None when nothing complete is there.
+
+        A line longer than `max_line` is read past (one read at a time, so memory stays
+        bounded) until its newline, then handed out alone, cut.
+        """
+        while True:
+            start = self.position()
+            data = os.pread(self.fd, limit, start)
+            if not data:
+                return None
+            if self.head is not None:
+                chunk = self.read_past(data)
+                if chunk is not None:
+                    return chunk
+                continue
+            if self.pending:
+                data = self.pending + data
+            cut = data.rfind(b"\n")
+            if cut >= 0:
+                self.pending = data[cut + 1 :]
+                chunk = Chunk(self.offset, data[:cut], self.offset + cut + 1)
+                self.offset += cut + 1
+                return chunk
             if len(data) <= self.max_line:
                 self.pending = data
-                return None
-            # A runaway line without newline: ship what we have rather than grow without bound.
-            self.pending = b""
-            chunk = Chunk(self.offset, data, self.offset + len(data))
-            self.offset += len(data)
-            return chunk
-        self.pending = data[cut + 1 :]
-        chunk = Chunk(self.offset, data[:cut], self.offset + cut + 1)
-        self.offset += cut + 1
+                continue
+            self.head = data[: self.max_line]
+            self.pending = data[self.max_line :][-END_BYTES:]
+            self.scanned = self.offset + len(data)
+
+    def read_past(self, data: bytes) -> Chunk | None:
+        """More of a long line: its end kept, the rest counted; the cut line at its newline."""
+        head = self.head
+        assert head is not None
+        newline = data.find(b"\n")
+        if newline < 0:
+            self.pending = (self.pending + data)[-END_BYTES:]
+            self.scanned += len(data)
+            return None
+        rest = (self.pending + data[:newline])[-END_BYTES:]
+        end = self.scanned + newline + 1
+        METRICS.truncated_bytes.inc(end - 1 - self.offset - len(head))
+        chunk = Chunk(self.offset, head, end, rest)
+        self.offset = end
+        self.pending = b""
+        self.head = None
         return chunk
 
     def close(self) -> None:

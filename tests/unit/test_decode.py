@@ -3,7 +3,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from collector.decode import Line, decode_cri, decode_docker, detect, utc
+from collector.decode import EMPTY, REPLACED, Line, decode_cri, decode_docker, detect, utc
 
 
 def docker(log: str, stream: str = "stdout", time: str = "2026-11-27T02:20:49.123456789Z") -> bytes:
@@ -113,3 +113,93 @@ def test_invalid_utf8_in_cri_text_is_kept_for_the_joiner_to_mend() -> None:
     assert line.error == "invalid UTF-8"
     assert line.partial
     assert line.text.encode("utf-8", "surrogateescape") == b"caf\xc3"
+
+
+# --- lines cut by the tail: head and last bytes -----------------------------------------------
+
+END = b'","stream":"stderr","time":"2026-11-27T02:20:49Z"}'
+
+
+@pytest.mark.parametrize(
+    ("head", "rest", "text", "partial"),
+    [
+        (b'{"log":"abc', b"xyz\\n" + END, "abc", False),
+        # An escaped backslash then n: the text goes on in the next piece.
+        (b'{"log":"abc', b"xyz\\\\n" + END, "abc", True),
+        (b'{"log":"abc', b"xyz" + END, "abc", True),
+        # Cut inside an escape, a surrogate pair, a character.
+        (b'{"log":"ab\\u00', b"\\n" + END, "ab", False),
+        (b'{"log":"ab\\ud83d\\ude0', b"\\n" + END, "ab", False),
+        (b'{"log":"ab\\ud83d', b"\\n" + END, "ab", False),
+        (b'{"log":"ab\xc3', b"\\n" + END, "ab", False),
+        (b'{"log":"ab\\', b"\\n" + END, "ab", False),
+        # Docker's attrs (labels, env) come between stream and time, with keys of any name.
+        (
+            b'{"log":"abc',
+            b'\\n","stream":"stderr","attrs":{"stream":"stdout"},"time":"2026-11-27T02:20:49Z"}',
+            "abc",
+            False,
+        ),
+    ],
+)
+def test_a_cut_docker_line_keeps_its_time_stream_and_readable_head(
+    head: bytes, rest: bytes, text: str, partial: bool
+) -> None:
+    line = decode_docker(head, rest)
+    assert line == Line("2026-11-27T02:20:49Z", "stderr", partial, text, None, True)
+
+
+def test_a_cut_docker_line_with_a_lone_surrogate_in_its_head_is_replaced_not_an_error() -> None:
+    line = decode_docker(b'{"log":"a\\ud800bc', b"\\n" + END)
+    assert (line.time, line.stream, line.text, line.error) == (
+        "2026-11-27T02:20:49Z",
+        "stderr",
+        "a\ufffdbc",
+        REPLACED,
+    )
+
+
+@pytest.mark.parametrize(
+    ("head", "rest"),
+    [
+        (b'{"log":"abc', b"no frame at the end"),
+        (b'{"log":"abc', b'\\n","stream":"stdin","time":"2026-11-27T02:20:49Z"}'),
+        (b'{"log":"abc', b'\\n","stream":"stdout","time":"yesterday"}'),
+        (b'{"notlog":"abc', b"\\n" + END),
+        (b'{"log":"a"bc', b"\\n" + END),
+    ],
+    ids=["no-frame", "stream", "time", "head", "broken-head"],
+)
+def test_a_cut_docker_line_without_its_frame_is_a_cut_parse_error(head: bytes, rest: bytes) -> None:
+    line = decode_docker(head, rest)
+    assert line.error is not None
+    assert line.error is not REPLACED
+    assert line.cut
+    assert line.text == head.decode()
+
+
+def test_a_cut_cri_line_is_decoded_from_its_head() -> None:
+    line = decode_cri(b"2026-11-27T02:20:49Z stderr P abc", b"whatever")
+    assert line == Line("2026-11-27T02:20:49Z", "stderr", True, "abc", None, True)
+
+
+def test_invalid_utf8_and_lone_surrogates_in_docker_text_are_replaced() -> None:
+    for raw, text in [
+        (b'{"log":"a\\ud800b\\n","stream":"stderr","time":"2026-11-27T02:20:49Z"}', "a\ufffdb"),
+        (b'{"log":"a\\udc00\\n","stream":"stderr","time":"2026-11-27T02:20:49Z"}', "a\ufffd"),
+        (b'{"log":"a\\\\ud800\\n","stream":"stderr","time":"2026-11-27T02:20:49Z"}', "a\\ud800"),
+        (b'{"log":"a\xff\\n","stream":"stderr","time":"2026-11-27T02:20:49Z"}', "a\ufffd"),
+    ]:
+        line = decode_docker(raw)
+        assert (line.time, line.stream, line.partial, line.text) == (
+            "2026-11-27T02:20:49Z",
+            "stderr",
+            False,
+            text,
+        )
+        assert line.error is (REPLACED if "\ufffd" in text else None)
+
+
+def test_empty_lines_are_marked_empty() -> None:
+    assert decode_docker(b"").error is EMPTY
+    assert decode_cri(b"").error is EMPTY

@@ -15,6 +15,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,17 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from collector import fastpath
-from collector.decode import DECODERS, INVALID_UTF8, Line, decode_cri, decode_docker, detect
+from collector.decode import (
+    DECODERS,
+    EMPTY,
+    INVALID_UTF8,
+    REPLACED,
+    Line,
+    decode_cri,
+    decode_docker,
+    detect,
+    json_prefix,
+)
 from collector.encode import Encoder
 from collector.join import PARSE_ERROR, Joiner, Record
 from collector.multiline import rule_for
@@ -136,7 +147,10 @@ def mangled(draw: st.DrawFn, lines: st.SearchStrategy[bytes]) -> bytes:
         action = draw(st.sampled_from(["cut", "replace", "insert"]))
         junk = draw(
             st.sampled_from(
-                [b"\x00", b"\xff", b"\xc3", b"\xe2\x82", b"\\", b"\\q", b"\\ud800", b"\x01", b'"']
+                [
+                    *(b"\x00", b"\xff", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\\", b"\\q"),
+                    *(b"\\ud800", b"\\udc00", b"\\ud83d\\ude00", b"\x01", b'"'),
+                ]
             )
             | st.binary(min_size=1, max_size=4)
         )
@@ -178,7 +192,12 @@ def reads(runtime: st.SearchStrategy[bytes], odd: st.SearchStrategy[bytes]) -> s
 
 
 def any_line(kind: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
-    return kind | mangled(kind) | st.binary(max_size=60).map(lambda b: b.replace(b"\n", b""))
+    return (
+        kind
+        | mangled(kind)
+        | st.binary(max_size=60).map(lambda b: b.replace(b"\n", b""))
+        | st.just(b"")
+    )
 
 
 def split_16k(text: str, stream: str, size: int) -> list[bytes]:
@@ -234,6 +253,8 @@ class Logical:
     members: list[int] = field(default_factory=list)
     mend: bool = False
     """A piece was not UTF-8 on its own (containerd cut a character in two)."""
+    invalid: bool = False
+    """Text that was not UTF-8 was replaced (Docker) or is still not UTF-8 once whole."""
 
     def short(self, max_record: int) -> str:
         """What the multiline rule sees: the text cut at max_record."""
@@ -251,6 +272,8 @@ class Expected:
     """Some line of it is longer than max_record."""
     parse_error: bool = False
     lines: int = 1
+    invalid: bool = False
+    """Tagged invalid_utf8: some of its text was not UTF-8."""
     loose: bool = False
     """Cut while a character was being mended: only the cut and the size are checked."""
 
@@ -270,7 +293,9 @@ def model(decoded: list[Line], rule_name: str | None, max_record: int) -> dict[i
 
     A line that is not UTF-8 (`INVALID_UTF8`) may be a piece of a character cut by the 16 KiB
     split: as a piece, or as the last piece of a held line, it is joined, and only the whole
-    line is judged. Any other error is a parse_error record of its own line.
+    line is judged; still not UTF-8, it is a record like any other, tagged invalid_utf8, as
+    is a Docker line whose text was replaced (`REPLACED`). Empty lines make no record. Any
+    other error is a parse_error record of its own line.
     """
     rule = rule_for(rule_name) if rule_name else None
     out: dict[int, Expected] = {}
@@ -286,16 +311,13 @@ def model(decoded: list[Line], rule_name: str | None, max_record: int) -> dict[i
             [m for g in group for m in g.members],
             cut=any(len(g.text) > max_record for g in group),
             lines=len(group),
+            invalid=any(g.invalid for g in group),
         )
 
     def logical(line: Logical) -> None:
         if line.mend:
             line.text, bad = whole(line.text)
-            if bad:
-                out[line.offset] = Expected(
-                    line.offset, line.stream, line.text, line.members, parse_error=True
-                )
-                return
+            line.invalid |= bad
         if rule is None:
             emit([line])
             return
@@ -309,16 +331,17 @@ def model(decoded: list[Line], rule_name: str | None, max_record: int) -> dict[i
         groups[line.stream] = [line]
 
     for n, line in enumerate(decoded):
-        bad_utf8 = line.error == INVALID_UTF8
-        held = pieces.get(line.stream)
-        if line.error is not None and not (bad_utf8 and (held is not None or line.partial)):
-            text = whole(line.text)[0] if bad_utf8 else line.text
-            out[n] = Expected(n, line.stream, text, [n], parse_error=True)
+        bad_utf8 = line.error is INVALID_UTF8
+        if line.error is EMPTY:
+            continue
+        if line.error is not None and not bad_utf8 and line.error is not REPLACED:
+            out[n] = Expected(n, line.stream, line.text, [n], parse_error=True)
             continue
         held = pieces.pop(line.stream, None) or Logical(n, line.stream)
         held.text += line.text
         held.members.append(n)
         held.mend |= bad_utf8
+        held.invalid |= line.error is REPLACED
         if line.partial:
             pieces[line.stream] = held
         else:
@@ -348,7 +371,7 @@ def check_joined(decoded: list[Line], rule_name: str | None, max_record: int) ->
     assert len(by_offset) == len(records), "two records start at the same line"
     assert sorted(by_offset) == sorted(want), "lines lost, doubled or grouped differently"
     covered = sorted(m for e in want.values() for m in e.members)
-    assert covered == list(range(len(decoded)))
+    assert covered == [n for n, line in enumerate(decoded) if line.error is not EMPTY]
     errors = sum(1 for e in want.values() if e.parse_error)
     assert sum(1 for r in records if "parse_error" in r.tags) == errors
     for offset, expected in want.items():
@@ -357,14 +380,19 @@ def check_joined(decoded: list[Line], rule_name: str | None, max_record: int) ->
         if expected.parse_error:
             assert "parse_error" in record.tags
             assert expected.text.startswith(record.text)
+            assert ("truncated" in record.tags) == (len(expected.text) > max_record)
+            assert len(record.text) <= max_record
             continue
         assert record.time == decoded[offset].time
         if expected.cut or len(expected.text) > max_record:
             assert "truncated" in record.tags
             assert expected.text.startswith(record.text)
+            # What was cut off is not judged: only what is kept can make the tag.
+            assert ("invalid_utf8" in record.tags) <= expected.invalid
         else:
             assert "truncated" not in record.tags
             assert record.text == expected.text
+            assert ("invalid_utf8" in record.tags) == expected.invalid
         assert len(record.text) <= max_record, (
             f"a record of {len(record.text)} characters, max_record is {max_record}: "
             f"{record.text[-20:]!r}"
@@ -377,12 +405,15 @@ def check_decoded(line: Line, raw: bytes) -> None:
     assert line.stream in STREAMS
     assert isinstance(line.text, str)
     assert "\x00" not in line.text
+    if line.error is EMPTY:
+        assert raw == b""
+        return
     if line.error is INVALID_UTF8:
         # Kept as surrogate escapes for the joiner to decode whole (a character may be cut).
         line.text.encode("utf-8", "surrogateescape")
         return
     line.text.encode("utf-8")  # no lone surrogates: the record must encode
-    if line.error is not None:
+    if line.error is not None and line.error is not REPLACED:
         assert isinstance(line.error, str)
         assert not line.partial
         return
@@ -415,7 +446,10 @@ def test_docker_decode_never_raises_and_keeps_the_raw_text_of_bad_lines(
     for raw in lines:
         line = decode_docker(raw)
         check_decoded(line, raw)
-        if line.error is not None:
+        if line.error is REPLACED:
+            # Time and stream kept; only text that was not UTF-8 is replaced.
+            assert "\ufffd" in line.text or b"\\u" in raw or not raw.isascii()
+        elif line.error is not None:
             assert line.text == raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
@@ -477,11 +511,15 @@ def test_a_cri_line_cut_at_any_byte_comes_back_whole(
 
 
 def general(raw: bytes, kind: str, offset: int) -> dict[str, Any]:
-    line = DECODERS[kind](raw)
-    tags = PARSE_ERROR if line.error is not None else ()
-    return orjson.loads(
-        ENCODER.encode(Record(None, offset, line.time, line.stream, line.text, tags))
-    )
+    """The general path's record of one line (a line that makes none: tagged "none")."""
+    joiner = Joiner(None, 2**20, timeout=3600.0)
+    out: list[Record] = []
+    joiner.push(None, offset, DECODERS[kind](raw), out)
+    joiner.expire(0.0, out, force=True)
+    if not out:
+        return {"tags": ["none"]}
+    (record,) = out
+    return orjson.loads(ENCODER.encode(record))
 
 
 @FUZZ
@@ -546,19 +584,61 @@ def test_cri_chunk_path_gives_the_general_records(lines: list[bytes], offset: in
     chunk_matches_the_general_path("cri", lines, offset)
 
 
-def expected_records(lines: list[bytes], kind: str, rule: str | None) -> list[dict[str, Any]]:
+def expected_records(
+    lines: list[bytes], kind: str, rule: str | None, max_record: int = 1024 * 1024
+) -> list[dict[str, Any]]:
     """The general path alone over a file's lines: decode, join, encode."""
     offsets = []
     at = 0
     for raw in lines:
         offsets.append(at)
         at += len(raw) + 1
-    joiner = Joiner(rule_for(rule) if rule else None, 1024 * 1024, timeout=3600.0)
+    joiner = Joiner(rule_for(rule) if rule else None, max_record, timeout=3600.0)
     out: list[Record] = []
     for raw, offset in zip(lines, offsets, strict=True):
         joiner.push("file", offset, DECODERS[kind](raw), out)
     joiner.expire(0.0, out, force=True)
-    return [{"offset": r.offset, "stream": r.stream, "message": r.text} for r in out]
+    return [
+        {
+            "offset": r.offset,
+            "stream": r.stream,
+            "message": r.text,
+            "tags": list(r.tags),
+            # A line without the runtime's time gets the time it was read.
+            "time": None if "parse_error" in r.tags else r.time,
+        }
+        for r in out
+    ]
+
+
+def agent_records(lines: list[bytes], rule: str | None, *flags: str) -> list[dict[str, Any]]:
+    """The agent's hot loop (fast paths where it can) over a real file of `lines`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        folder = root / "log" / "pods" / "shop_cart-1_uid-1" / "app"
+        folder.mkdir(parents=True)
+        (folder / "0.log").write_bytes(b"".join(raw + b"\n" for raw in lines))
+        sink = ListSink()
+        # --once: what is held at the end is shipped, as the general path's expire(force).
+        flags = ("--once", "--kubernetes", "off", *flags)
+        flags += (f"--multiline=*={rule}",) if rule else ()
+        loop = agent(root, sink, *flags)
+        drain(loop)
+        loop.flush_held()
+    return [
+        {
+            "offset": r["log"]["offset"],
+            "stream": r["stream"],
+            "message": r["message"],
+            "tags": r.get("tags", []),
+            "time": None if "parse_error" in r.get("tags", []) else r["@timestamp"],
+        }
+        for r in sink.records
+    ]
+
+
+def by_offset(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(records, key=lambda r: r["offset"])
 
 
 @settings(
@@ -586,22 +666,66 @@ def test_the_agent_loop_gives_the_general_path_records(
         return
     if detect(lines[0][:512]) != kind:
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        folder = root / "log" / "pods" / "shop_cart-1_uid-1" / "app"
-        folder.mkdir(parents=True)
-        (folder / "0.log").write_bytes(b"".join(raw + b"\n" for raw in lines))
-        sink = ListSink()
-        flags = ["--kubernetes", "off"] + ([f"--multiline=*={rule}"] if rule else [])
-        loop = agent(root, sink, *flags)
-        drain(loop)
-        loop.flush_held()
-    got = [
-        {"offset": r["log"]["offset"], "stream": r["stream"], "message": r["message"]}
-        for r in sink.records
-    ]
     want = expected_records(lines, kind, rule)
-    assert sorted(got, key=lambda r: r["offset"]) == sorted(want, key=lambda r: r["offset"])
+    assert by_offset(agent_records(lines, rule)) == by_offset(want)
+
+
+@st.composite
+def long_lines(draw: st.DrawFn, kind: str) -> bytes:
+    """A line longer than the tail keeps (at --max-record-bytes 1000), perhaps with text
+    that is not UTF-8 or a broken escape near its start (what is read past is never looked
+    at: a line broken only there is the general path's parse_error, the tail's good cut)."""
+    unit = draw(texts.filter(bool))
+    size = draw(st.integers(70_000, 140_000))
+    text = (unit * (size // len(unit) + 1))[:size]
+    junk = draw(
+        st.sampled_from([b"", b"\xff", b"\xed\xa0\x80", b"\\ud800", b"\\udc00x", b'"', b"\\q"])
+    )
+    stream = draw(st.sampled_from(STREAMS))
+    if kind == "docker":
+        end = "\n" if draw(st.booleans()) else ""
+        raw = orjson.dumps({"log": text + end, "stream": stream, "time": draw(good_stamps)})
+        at = draw(st.integers(8, 500))
+        return raw[:at] + junk + raw[at:]
+    tag = draw(st.sampled_from(["F", "P"]))
+    head = f"{draw(good_stamps)} {stream} {tag} ".encode()
+    return head + junk + text.encode()
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    st.sampled_from(["docker", "cri"]).flatmap(
+        lambda kind: st.tuples(
+            st.just(kind),
+            st.lists(
+                long_lines(kind)
+                | (runtime_docker_lines() if kind == "docker" else runtime_cri_lines())
+                | st.just(b""),
+                min_size=1,
+                max_size=5,
+            ),
+        )
+    )
+)
+@example(("docker", [b'{"log":"a\\ud800b\\n","stream":"stdout","time":"2026-11-27T02:20:49Z"}']))
+@example(("docker", [b'{"log":"ok\\n","stream":"stdout","time":"2026-11-27T02:20:49Z"}', b""]))
+@example(
+    ("cri", [b"2026-11-27T02:20:49Z stdout F caf\xe9", b"", b"2026-11-27T02:20:49Z stdout F x"])
+)
+def test_the_agent_gives_the_general_records_for_long_empty_and_invalid_lines(
+    file: tuple[str, list[bytes]],
+) -> None:
+    """Lines cut by the tail (read past, never held whole), lines that are not UTF-8 and
+    empty lines: the same records, tags and times as decode+join+encode of whole lines."""
+    kind, lines = file
+    if not lines[0] or detect(lines[0][:512]) != kind:
+        return
+    want = expected_records(lines, kind, None, 1000)
+    assert by_offset(agent_records(lines, None, "--max-record-bytes", "1000")) == by_offset(want)
 
 
 # --- 5 MB lines -------------------------------------------------------------------------------
@@ -629,14 +753,15 @@ def test_five_megabyte_lines_are_cut_at_max_record_not_dropped(raw: bytes) -> No
     check_decoded(line, raw)
     (record,) = join_all([line], None, 2**20)
     if line.error is not None:
-        assert record.tags == PARSE_ERROR
+        assert record.tags == (*PARSE_ERROR, "truncated")
     else:
         assert record.tags == ("truncated",)
         assert len(record.text) == 2**20
     assert orjson.loads(ENCODER.encode(record))["message"] == record.text
     fast = fastpath.FAST_PATHS[kind].line(raw, 0, ENCODER.template)
     if fast is not None:
-        assert orjson.loads(fast)["message"] == general(raw, kind, 0)["message"]
+        # The agent takes a line this long the general path (it needs cutting).
+        assert orjson.loads(fast)["message"] == line.text
 
 
 @pytest.mark.parametrize(
@@ -746,3 +871,40 @@ def test_the_fast_path_never_ships_invalid_json(kind: str, raw: bytes) -> None:
     fast = fastpath.FAST_PATHS[kind].line(raw, 0, ENCODER.template)
     if fast is not None:
         orjson.loads(fast)
+
+
+def escaped(char: str, pair: bool) -> bytes:
+    """One character as Docker's encoder may write it in a JSON string."""
+    if char in "<>&":
+        return f"\\u{ord(char):04x}".encode()
+    if pair and ord(char) > 0xFFFF:
+        high, low = divmod(ord(char) - 0x10000, 0x400)
+        return f"\\u{0xD800 + high:04x}\\u{0xDC00 + low:04X}".encode()
+    return orjson.dumps(char)[1:-1]
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.tuples(
+            st.characters(blacklist_categories=("Cs",))
+            | st.sampled_from(["\\", '"', "\n", "\x01", "<", "é", "日", "😀"]),
+            st.booleans(),
+        ),
+        max_size=30,
+    ),
+    st.data(),
+)
+def test_a_docker_text_cut_at_any_byte_reads_as_its_whole_characters(
+    chars: list[tuple[str, bool]], data: st.DataObject
+) -> None:
+    """The head of a line the tail cut ends anywhere: inside an escape, a surrogate pair or
+    a UTF-8 character. What is read is every character before the cut, and nothing is
+    taken for text that is not UTF-8."""
+    pieces = [escaped(char, pair) for char, pair in chars]
+    body = b"".join(pieces)
+    at = data.draw(st.integers(0, len(body)))
+    ends = list(accumulate(map(len, pieces)))
+    want = "".join(char for char, _ in chars[: sum(1 for end in ends if end <= at)])
+    got = json_prefix(body[:at])
+    assert got == (want, False)

@@ -306,5 +306,6 @@ def test_a_character_cut_by_the_cri_16k_split_is_whole_again(tmp_path: Path) -> 
     drain(agent(tmp_path, sink))
     assert [(r["message"], r.get("tags")) for r in sink.records] == [
         (text, None),
-        ("caf\ufffd", ["parse_error"]),
+        ("caf\ufffd", ["invalid_utf8"]),
     ]
+    assert sink.records[1]["@timestamp"] == "2026-11-27T02:20:49Z"
