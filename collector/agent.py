@@ -22,11 +22,13 @@ from collector.config import Config
 from collector.decode import DECODERS, Decoder, detect
 from collector.discover import Discovery, Found
 from collector.encode import Encoder
-from collector.fastpath import FAST_PATHS, FastPaths
+from collector.fastpath import FAST_PATHS, FastPaths, Levelled
 from collector.join import Joiner, Record
 from collector.metrics import METRICS
 from collector.multiline import MultilineRule, rule_for
+from collector.process import Processor
 from collector.sink import Interrupted, KafkaSink, Sink
+from collector.structured import Limits, mode
 from collector.tail import Chunk, Tail, plain
 from logferry.probes import Health
 
@@ -109,6 +111,11 @@ class Agent:
         # What the brokers take by default (message.max.bytes), less a batch header; raised
         # with --kafka message.max.bytes=N where the brokers allow more.
         self.message_limit = int(config.kafka.get("message.max.bytes", 1_000_000)) - 512
+        self.processor = Processor(
+            Limits(config.parse_max_chars, config.parse_max_depth, config.parse_max_fields),
+            config.redact,
+            config.redact_builtin,
+        )
 
     # --- discovery -------------------------------------------------------------------------
 
@@ -222,7 +229,18 @@ class Agent:
         group.joiner.rule = rule
         for file in group.files:
             if file.encoder is not None:
+                file.encoder.mode = self.parser_mode(group)
                 file.encoder.update(self.record_meta(group), missing=False)
+
+    def parser_mode(self, group: Group) -> str:
+        """The container's parser: its pod's annotation when valid, else the node's."""
+        wanted = group.info.parser if group.info is not None else None
+        if wanted is not None:
+            try:
+                return mode(wanted)
+            except ValueError as exc:
+                log.warning("pod annotation ignored for %s: parser %s", group.folder, exc)
+        return self.config.parser
 
     def record_meta(self, group: Group) -> dict[str, Any]:
         meta = dict(group.meta)
@@ -257,7 +275,9 @@ class Agent:
             log.debug("resuming %s at %d", file.path, resume)
         meta = self.record_meta(file.group)
         meta.setdefault("container.runtime", "docker" if kind == "docker" else "cri")
-        file.encoder = Encoder(file.path, tail.fingerprint, meta)
+        file.encoder = Encoder(
+            file.path, tail.fingerprint, meta, self.processor, self.parser_mode(file.group)
+        )
         if self.enricher is not None and file.group.info is None:
             file.encoder.update(meta, missing=True)
         return True
@@ -319,10 +339,10 @@ class Agent:
             joiner.push(file, chunk.offset, file.decode(chunk.data, chunk.rest), out)
             values = self.encode(out)
             METRICS.lines_read.inc()
-        elif fast is not None and not joiner.pieces:
-            values = fast.chunk(chunk.data, chunk.offset, template, limit)
+        elif fast is not None and not joiner.pieces and self.processor.clean(chunk.data):
+            values = fast.chunk(chunk.data, chunk.offset, template, limit, self.levelled(file))
             if values is not None:
-                METRICS.lines_read.inc(len(values))
+                METRICS.lines_read.inc(chunk.data.count(b"\n") + 1)
         if values is None:
             values = self.by_line(file, chunk, fast, limit)
         METRICS.bytes_read.inc(chunk.end - chunk.offset)
@@ -338,7 +358,10 @@ class Agent:
         assert file.encoder is not None
         template = file.encoder.template
         lines = chunk.data.split(b"\n")
-        one = None if fast is None else fast.plain if plain(chunk.data) else fast.line
+        # The one-line fast paths give no level: with a processor every line goes general.
+        one = None
+        if fast is not None and file.encoder.processor is None:
+            one = fast.plain if plain(chunk.data) else fast.line
         values: list[bytes] = []
         out: list[Record] = []
         offset = chunk.offset
@@ -355,6 +378,23 @@ class Agent:
             offset += len(raw) + 1
         METRICS.lines_read.inc(len(lines))
         return values
+
+    def levelled(self, file: File) -> Levelled | None:
+        """What the chunk paths need to give records their level and leave JSON lines."""
+        encoder = file.encoder
+        assert encoder is not None
+        if encoder.processor is None:
+            return None
+        level, parser = encoder.processor.fast_level, encoder.mode
+        decode = file.decode
+        assert decode is not None
+
+        def general(raw: bytes, offset: int) -> list[bytes]:
+            out: list[Record] = []
+            file.group.joiner.push(file, offset, decode(raw), out)
+            return self.encode(out)
+
+        return Levelled(encoder.level_template, lambda text: level(text, parser), general)
 
     def encode(self, records: list[Record]) -> list[bytes]:
         errors = sum(1 for r in records if "parse_error" in r.tags)

@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from collector import structured
 from collector.budget import default_limit
 from collector.multiline import MultilineRule, rule_for
+from collector.redact import Rule, user_rule
 from logferry.settings import (
     Option,
     SettingError,
@@ -146,6 +148,30 @@ OPTIONS = (
         "only pod annotations matching these globs go into records (default: all)",
         many=True,
     ),
+    Option(
+        "parser",
+        "auto",
+        "structured logs: auto (JSON objects), json, logfmt or none; per pod the annotation "
+        "logferry.io/parser[.<container>]",
+        structured.mode,
+    ),
+    Option("parse_max_chars", 64 * 1024, "longest text parsed, in characters", positive_int),
+    Option("parse_max_depth", 10, "deepest nesting parsed (at most 20)", positive_int),
+    Option("parse_max_fields", 500, "most keys in one parsed record", positive_int),
+    Option(
+        "redact",
+        [],
+        "NAME=REGEX: hide matches as [REDACTED:NAME] before records leave the node; "
+        "repeatable (a flag or YAML list: the environment splits on commas)",
+        user_rule,
+        many=True,
+    ),
+    Option(
+        "redact_builtin",
+        True,
+        "the built-in redaction rules: bearer tokens, passwords, AWS keys, private keys",
+        boolean,
+    ),
     Option("forward_port", 0, "Fluentd forward protocol port, TCP + UDP (0: off)", port),
     Option("forward_host", "0.0.0.0", "address the forward listener binds"),
     Option(
@@ -196,6 +222,12 @@ class Config:
     metadata_wait: float
     metadata_grace: float
     annotations: list[str]
+    parser: str
+    parse_max_chars: int
+    parse_max_depth: int
+    parse_max_fields: int
+    redact: list[Rule]
+    redact_builtin: bool
     forward_port: int
     forward_host: str
     forward_shared_key: str
@@ -225,6 +257,12 @@ def parse(argv: Sequence[str] | None = None) -> Config:
         raise SettingError(f"setting log_level: unknown level {values['log_level']!r}")
     if not values["memory_limit"]:
         values["memory_limit"] = default_limit()
+    try:
+        structured.Limits(
+            values["parse_max_chars"], values["parse_max_depth"], values["parse_max_fields"]
+        )
+    except ValueError as exc:
+        raise SettingError(f"setting parse_max_depth: {exc}") from exc
     if not values["node_name"]:
         values["node_name"] = socket.gethostname()
     if values["bootstrap_servers"]:

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from collector.join import Record
+from collector.process import Processor
 
 CONTRACT_KEYS = ("container", "kubernetes", "host", "input")
 """Top-level objects built from metadata; the per-record fields never use these names."""
@@ -35,17 +36,34 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 class Encoder:
-    """Encodes the records of one file."""
+    """Encodes the records of one file.
 
-    __slots__ = ("fingerprint", "meta", "missing", "path", "suffix", "template")
+    With a Processor, each record's text is parsed (mode: the container's parser), its
+    level read and its secrets hidden (collector.process); without, the text is shipped as
+    it is (the tests of the other stages use that).
+    """
 
-    def __init__(self, path: str, fingerprint: str, meta: dict[str, Any]) -> None:
+    __slots__ = (
+        *("fingerprint", "level_template", "meta", "missing", "mode", "path", "processor"),
+        *("suffix", "template"),
+    )
+
+    def __init__(
+        self,
+        path: str,
+        fingerprint: str,
+        meta: dict[str, Any],
+        processor: Processor | None = None,
+        mode: str = "auto",
+    ) -> None:
         self.path = path
         self.fingerprint = fingerprint
+        self.processor = processor
+        self.mode = mode
         self.missing = False
         self.meta: dict[str, Any] = {}
         self.suffix = b"}"
-        self.template = b""
+        self.template = self.level_template = b""
         self.update(meta, missing=False)
 
     def update(self, meta: dict[str, Any], missing: bool) -> None:
@@ -54,18 +72,21 @@ class Encoder:
         self.missing = missing
         static = orjson.dumps(nest(meta))
         self.suffix = b"," + static[1:] if len(static) > 2 else b"}"
-        self.template = self.line_template()
+        self.template = self.line_template(False)
+        self.level_template = self.line_template(True)
 
     def rename(self, path: str) -> None:
         if path != self.path:
             self.path = path
-            self.template = self.line_template()
+            self.template = self.line_template(False)
+            self.level_template = self.line_template(True)
 
-    def line_template(self) -> bytes:
+    def line_template(self, level: bool) -> bytes:
         """The record of a plain line as one bytes %-template, for the fast path.
 
         Its five holes are time, message (JSON-escaped, without quotes), stream, and the
-        offset twice (in `event.id` and `log.offset`): the same object `encode` builds.
+        offset twice (in `event.id` and `log.offset`), and with `level` a sixth, the
+        `log.level`: the same object `encode` builds.
         """
         tags = b',"tags":["metadata_missing"]' if self.missing else b""
         fixed = [
@@ -73,7 +94,7 @@ class Encoder:
             self.fingerprint.encode().replace(b"%", b"%%"),
             b'-%d"},"log":{"file":{"path":',
             orjson.dumps(self.path).replace(b"%", b"%%"),
-            b'},"offset":%d}',
+            b'},"offset":%d,"level":"%s"}' if level else b'},"offset":%d}',
         ]
         return b"".join(fixed) + tags.replace(b"%", b"%%") + self.suffix.replace(b"%", b"%%")
 
@@ -81,14 +102,27 @@ class Encoder:
         tags = record.tags
         if self.missing:
             tags = (*tags, "metadata_missing")
+        event: dict[str, Any] = {"id": f"{self.fingerprint}-{record.offset}"}
+        log: dict[str, Any] = {"file": {"path": self.path}, "offset": record.offset}
         body: dict[str, Any] = {
             # A line the runtime's format could not be read from has no time of its own.
             "@timestamp": record.time or now(),
             "message": record.text,
             "stream": record.stream,
-            "event": {"id": f"{self.fingerprint}-{record.offset}"},
-            "log": {"file": {"path": self.path}, "offset": record.offset},
+            "event": event,
+            "log": log,
         }
+        if self.processor is not None:
+            done = self.processor.apply(record.text, self.mode)
+            body["message"] = done.message
+            if done.original is not None:
+                event["original"] = done.original
+            if done.level is not None:
+                log["level"] = done.level
+            if done.fields is not None:
+                body["json"] = done.fields
+            if done.redacted:
+                tags = (*tags, "redacted")
         if tags:
             body["tags"] = tags
         return orjson.dumps(body)[:-1] + self.suffix

@@ -51,6 +51,7 @@ CACHE_PODS = Gauge(
 EXCLUDE = "logferry.io/exclude"
 EXCLUDE_CONTAINERS = "logferry.io/exclude-containers"
 MULTILINE = "logferry.io/multiline"
+PARSER = "logferry.io/parser"
 MIRROR = "kubernetes.io/config.mirror"
 """On a static pod's mirror: the uid kubelet uses on disk, which differs from the API's uid."""
 CRONJOB_JOB = re.compile(r"^(?P<cronjob>.+)-\d{8,}$")
@@ -70,6 +71,8 @@ class PodInfo:
     dicts whose keys keep their dots."""
     excluded: bool
     multiline: str | None
+    parser: str | None = None
+    """The container's `logferry.io/parser[.<container>]` annotation, as written."""
 
 
 def split_container_id(value: str) -> tuple[str, str | None]:
@@ -250,12 +253,14 @@ class Pod:
         # Not stripped: a regex may end in a meaningful space.
         if multiline is not None and not multiline.strip():
             multiline = None
+        parser = self.annotations.get(f"{PARSER}.{cname}") if cname is not None else None
+        parser = parser or self.annotations.get(PARSER)
         excluded = (
             self.excluded
             or (namespace is not None and namespace.excluded)
             or (cname is not None and cname in self.exclude_containers)
         )
-        return PodInfo(fields, excluded, multiline)
+        return PodInfo(fields, excluded, multiline, parser)
 
 
 class Enricher:

@@ -24,6 +24,7 @@ from typing import NamedTuple
 import orjson
 
 from collector.decode import real_date
+from collector.process import GENERAL
 
 DOCKER_HEAD = b'{"log":"'
 STREAM_KEY = b'","stream":"'
@@ -60,7 +61,20 @@ VALID_ESCAPES = re.compile(
 ).sub
 
 FastPath = Callable[[bytes, int, bytes], bytes | None]
-ChunkPath = Callable[[bytes, int, bytes, int], list[bytes] | None]
+
+
+class Levelled(NamedTuple):
+    """What the chunk paths need when records carry a `log.level` (collector.process)."""
+
+    template: bytes
+    """The record template with a sixth hole, the level."""
+    level: Callable[[bytes], str | None]
+    """A line's JSON-escaped text -> its level, None, or GENERAL."""
+    general: Callable[[bytes, int], list[bytes]]
+    """A line the fast path leaves (raw, offset) -> its record by the general path."""
+
+
+ChunkPath = Callable[[bytes, int, bytes, int, Levelled | None], list[bytes] | None]
 
 
 def docker_plain(raw: bytes, offset: int, template: bytes) -> bytes | None:
@@ -145,18 +159,35 @@ def records(
     streams: tuple[bytes, ...],
     lengths: Iterable[int],
     offset: int,
-    size: int,
+    data: bytes,
+    levelled: Levelled | None,
 ) -> list[bytes] | None:
     """Fill the template for every line; `lengths` are the matched lines' sizes.
 
-    Matches are whole lines, so they cover all `size` bytes only if every line matched.
+    Matches are whole lines, so they cover all of `data` only if every line matched.
     """
     starts = list(accumulate(lengths, initial=offset))
-    if starts.pop() != offset + size + 1:
+    if starts.pop() != offset + len(data) + 1:
         return None
     if not all(real_date(day.decode()) for day in set(map(DAY, times))):
         return None
-    return list(map(template.__mod__, zip(times, texts, streams, starts, starts, strict=True)))
+    if levelled is None:
+        return list(map(template.__mod__, zip(times, texts, streams, starts, starts, strict=True)))
+    # With levels, one Python step a line: the level, and the general path for the lines
+    # that need more (a JSON object to parse).
+    out: list[bytes] = []
+    with_level, level_of, general = levelled
+    for time, text, stream, start in zip(times, texts, streams, starts, strict=True):
+        level = level_of(text)
+        if level is None:
+            out.append(template % (time, text, stream, start, start))
+        elif level == GENERAL:
+            at = start - offset
+            end = data.find(b"\n", at)
+            out += general(data[at : end if end >= 0 else len(data)], start)
+        else:
+            out.append(with_level % (time, text, stream, start, start, level.encode()))
+    return out
 
 
 Columns = tuple[tuple[bytes, ...], tuple[bytes, ...], tuple[bytes, ...]]
@@ -171,7 +202,9 @@ def columns(lines: Callable[[bytes], list[tuple[bytes, bytes, bytes]]], data: by
     return first, second, third
 
 
-def docker_chunk(data: bytes, offset: int, template: bytes, limit: int) -> list[bytes] | None:
+def docker_chunk(
+    data: bytes, offset: int, template: bytes, limit: int, levelled: Levelled | None = None
+) -> list[bytes] | None:
     """The records of every line of `data` (complete lines, newline-separated), or None.
 
     `limit` bounds a line's escaped text, so that no record needs cutting to fit.
@@ -180,10 +213,12 @@ def docker_chunk(data: bytes, offset: int, template: bytes, limit: int) -> list[
     if not texts or max(map(len, texts)) > limit:
         return None
     lengths = map(add, map(add, map(len, texts), map(len, times)), repeat(DOCKER_FRAME))
-    return records(template, times, texts, streams, lengths, offset, len(data))
+    return records(template, times, texts, streams, lengths, offset, data, levelled)
 
 
-def cri_chunk(data: bytes, offset: int, template: bytes, limit: int) -> list[bytes] | None:
+def cri_chunk(
+    data: bytes, offset: int, template: bytes, limit: int, levelled: Levelled | None = None
+) -> list[bytes] | None:
     """As docker_chunk, for CRI lines."""
     times, streams, texts = columns(CRI_LINES, data)
     if not times:
@@ -195,7 +230,7 @@ def cri_chunk(data: bytes, offset: int, template: bytes, limit: int) -> list[byt
         texts = tuple(joined.replace(b"\t", b"\\t").split(b"\n"))
     if max(map(len, texts)) > limit:
         return None
-    return records(template, times, texts, streams, lengths, offset, len(data))
+    return records(template, times, texts, streams, lengths, offset, data, levelled)
 
 
 class FastPaths(NamedTuple):

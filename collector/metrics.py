@@ -60,6 +60,17 @@ class Metrics:
             "logferry_collector_behind_bytes",
             "Bytes written to the open log files but not read yet, all files together",
         )
+        self.parse_refused = Counter(
+            "logferry_collector_parse_refused",
+            "Records whose text was not parsed as structured fields although asked, by reason "
+            "(too_large, too_deep, too_many_fields, invalid_json, not_object, invalid_logfmt)",
+            ["reason"],
+        )
+        self.redactions = Counter(
+            "logferry_collector_redactions",
+            "Records in which a redaction rule hid something, by rule",
+            ["rule"],
+        )
         self.records_acknowledged = Counter(
             "logferry_collector_records_acknowledged",
             "Records the sink confirmed (for Kafka: acknowledged by the brokers)",

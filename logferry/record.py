@@ -53,7 +53,7 @@ FIELDS: tuple[Field, ...] = (
     keyword(
         "tags",
         "`parse_error`, `truncated`, `multiline`, `metadata_missing`, `invalid_utf8`, "
-        "`timestamp_invalid`, ...",
+        "`redacted`, `timestamp_invalid`",
         "collector",
     ),
     keyword(
@@ -74,6 +74,25 @@ FIELDS: tuple[Field, ...] = (
         "a record's own `@timestamp` when it was missing or not a date (as text); "
         "`@timestamp` then holds the Kafka record's time and `tags` has `timestamp_invalid`",
         "pipeline",
+    ),
+    Field(
+        "event.original",
+        {"type": "keyword", "index": False, "doc_values": False},
+        "the record's text when `message` was taken from a parsed field (stored, not indexed)",
+        "collector",
+    ),
+    keyword(
+        "log.level",
+        "trace, debug, info, warn, error or fatal, when the record says so (a parsed field, a "
+        "leading level word, a klog prefix)",
+        "collector",
+    ),
+    Field(
+        "json",
+        {"type": "flattened", "ignore_above": 8191},
+        "the fields of a JSON or logfmt application log, nested as written; every leaf indexed "
+        "as a keyword, so two apps giving one key two types never conflict",
+        "collector",
     ),
     Field("log.file.path", KEYWORD, "the file the record's first line was read from", "path"),
     Field("log.offset", {"type": "long"}, "byte offset of the record's first line", "collector"),

@@ -127,6 +127,32 @@ def test_multiline_by_pod_annotation(tmp_path: Path, api: KubeAPI, enricher: Enr
     ]
 
 
+def test_parser_by_pod_and_container_annotation(
+    tmp_path: Path, api: KubeAPI, enricher: Enricher
+) -> None:
+    """A pod says `none` for all its containers; one container of another says `logfmt`;
+    a pod with a wrong value gets the node's default (auto) and a warning."""
+    raw = pod("raw", "shop", annotations={"logferry.io/parser": "none"})
+    kv = pod("kv", "shop", annotations={"logferry.io/parser.app": "logfmt"})
+    odd = pod("odd", "shop", annotations={"logferry.io/parser": "yaml"})
+    for p in (raw, kv, odd):
+        api.add(p)
+        until(lambda p=p: enricher.lookup({"kubernetes.pod.uid": p["metadata"]["uid"]}))
+    text = '{"msg":"hello","level":"warn"}'
+    append(cri_log(tmp_path, raw), cri_line(text))
+    append(cri_log(tmp_path, kv), cri_line("msg=hi user=bob"))
+    append(cri_log(tmp_path, odd), cri_line(text))
+    sink = ListSink()
+    drain(agent(tmp_path, sink, enricher=enricher))
+    by_pod = {r["kubernetes"]["pod"]["name"]: r for r in sink.records}
+    assert by_pod["raw"]["message"] == text
+    assert "json" not in by_pod["raw"]
+    assert by_pod["kv"]["message"] == "hi"
+    assert by_pod["kv"]["json"] == {"user": "bob"}
+    assert by_pod["odd"]["message"] == "hello"
+    assert by_pod["odd"]["log"]["level"] == "warn"
+
+
 def test_a_label_change_reaches_new_records(
     tmp_path: Path, api: KubeAPI, enricher: Enricher
 ) -> None:

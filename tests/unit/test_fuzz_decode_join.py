@@ -611,7 +611,7 @@ def expected_records(
     ]
 
 
-def agent_records(lines: list[bytes], rule: str | None, *flags: str) -> list[dict[str, Any]]:
+def agent_records(lines: list[bytes], rule: str | None, *extra: str) -> list[dict[str, Any]]:
     """The agent's hot loop (fast paths where it can) over a real file of `lines`."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -620,7 +620,10 @@ def agent_records(lines: list[bytes], rule: str | None, *flags: str) -> list[dic
         (folder / "0.log").write_bytes(b"".join(raw + b"\n" for raw in lines))
         sink = ListSink()
         # --once: what is held at the end is shipped, as the general path's expire(force).
-        flags = ("--once", "--kubernetes", "off", *flags)
+        # The text as it is (no parsing, no redaction): that is what the model predicts;
+        # tests/unit/test_processing_paths.py holds the processed records to the general path.
+        flags = ("--once", "--kubernetes", "off", "--parser", "none", "--redact-builtin", "no")
+        flags += extra
         flags += (f"--multiline=*={rule}",) if rule else ()
         loop = agent(root, sink, *flags)
         drain(loop)

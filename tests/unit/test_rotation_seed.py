@@ -11,8 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from harness.nodewriter import Container, NodeWriter, Rotation, Spec
 
+from harness.nodewriter import Container, NodeWriter, Rotation, Spec
 from tests.unit.logfiles import ListSink, agent, drain
 
 SEED = 977288

@@ -1,0 +1,78 @@
+"""The encode stage's work on a record's text: structured fields, `log.level`, redaction.
+
+One Processor per collector, built from the settings; the parser mode is per container
+(annotation `logferry.io/parser[.<container>]`, else `--parser`). `apply` is what the general
+path calls per record. `fast_level` lets the fast path keep taking plain lines: it says,
+for a line's text as the runtime wrote it (JSON-escaped), either its level (or None), or
+that the line needs the general path (a JSON object to parse, a mode that parses every
+line). Redaction is checked once per read (`clean`): a read with no keyword of any rule
+needs no redaction, and one with a keyword goes the general path whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import orjson
+
+from collector.levels import detect
+from collector.metrics import METRICS
+from collector.redact import Redactor, Rule, rules
+from collector.structured import Limits, parse
+
+GENERAL = "general"
+"""fast_level's answer for a line the fast path must leave to the general path."""
+
+
+class Processed(NamedTuple):
+    message: str
+    original: str | None
+    """`event.original`: the text, when the message was taken from a parsed field."""
+    fields: dict[str, Any] | None
+    """What goes under `json`."""
+    level: str | None
+    redacted: bool
+
+
+class Processor:
+    def __init__(self, limits: Limits, user_rules: Sequence[Rule], builtin: bool) -> None:
+        self.limits = limits
+        chosen = rules(user_rules, builtin)
+        self.redactor = Redactor(chosen) if chosen else None
+
+    def apply(self, text: str, mode: str) -> Processed:
+        parsed = parse(text, mode, self.limits)
+        if parsed.reason is not None:
+            METRICS.parse_refused.labels(parsed.reason).inc()
+        message = text if parsed.message is None else parsed.message
+        original, fields = parsed.original, parsed.fields
+        redacted = False
+        if self.redactor is not None:
+            message, original, hits = self.redactor.apply(message, original, fields)
+            for name in hits:
+                METRICS.redactions.labels(name).inc()
+            redacted = bool(hits)
+        return Processed(message, original, fields, parsed.level, redacted)
+
+    def clean(self, data: bytes) -> bool:
+        """Whether no line of `data` (whole lines as the runtime wrote them) needs redaction."""
+        return self.redactor is None or self.redactor.clean(data)
+
+    def fast_level(self, escaped: bytes, mode: str) -> str | None:
+        """The level of a plain line's text (JSON-escaped, ASCII), None, or GENERAL.
+
+        For a read `clean` found clean: a keyword hidden behind escapes (`\\u0041KIA`, which
+        no runtime writes but a file may hold) is looked for in the text itself.
+        """
+        if mode != "auto" and mode != "none":
+            return GENERAL
+        if b"\\" in escaped:
+            text = orjson.loads(b'"' + escaped + b'"')
+            if self.redactor is not None and not self.redactor.clean(text):
+                return GENERAL
+        else:
+            text = escaped.decode()
+        if mode == "auto" and text.lstrip(" \t\r\n")[:1] == "{":
+            return GENERAL
+        return detect(text)
