@@ -23,6 +23,7 @@ from collector.decode import DECODERS, Line, detect
 from collector.discover import Discovery, Found
 from collector.encode import Encoder
 from collector.fastpath import FAST_PATHS, FastPaths
+from collector.gztail import GzipTail
 from collector.join import Joiner, Record
 from collector.metrics import METRICS
 from collector.multiline import MultilineRule, rule_for
@@ -140,7 +141,9 @@ class Agent:
                 file.encoder.rename(file.path)
             if file.tail.fingerprint:
                 self.checkpoints.touch(file.tail.fingerprint)
-            METRICS.bytes_behind.labels(file.path).set(max(0, paths[0].size - file.tail.offset))
+            # A .gz's own size is not its content's.
+            size = file.tail.size() if isinstance(file.tail, GzipTail) else paths[0].size
+            METRICS.bytes_behind.labels(file.path).set(max(0, size - file.tail.offset))
         if waiting and waiting != self.waiting:
             log.warning("max_open_files=%d reached: %d files wait", len(self.files), waiting)
         self.waiting = waiting
@@ -152,13 +155,17 @@ class Agent:
     def open(self, identity: tuple[int, int], paths: list[Found]) -> File | None:
         best = preferred(paths)
         folder = os.path.dirname(best.real)
+        kind = GzipTail if best.gzipped else Tail
         try:
-            tail = Tail.open(best.path, folder, self.config.max_record_bytes + 64 * 1024)
+            tail = kind.open(best.path, folder, self.config.max_record_bytes + 64 * 1024)
         except OSError as exc:
             log.warning("cannot open %s: %s", best.path, exc)
             return None
         if (tail.dev, tail.ino) != identity:
             # Replaced between the scan and the open: the next scan sees the new file.
+            tail.close()
+            return None
+        if isinstance(tail, GzipTail) and not self.unfinished(tail, best):
             tail.close()
             return None
         group = self.groups.get(folder)
@@ -176,6 +183,27 @@ class Agent:
         self.files[identity] = file
         log.debug("opened %s", best.path)
         return file
+
+    def unfinished(self, tail: GzipTail, found: Found) -> bool:
+        """Whether a .gz holds the rest of a file begun before and not read to its end.
+
+        Only then is it read: a .gz of a file never begun is history from before the
+        collector knew the container, and one whose original is still there or still open
+        is read through the original.
+        """
+        if os.path.exists(found.path.removesuffix(".gz")):
+            return False
+        identified = tail.identify()
+        if identified and any(f.tail.fingerprint == tail.fingerprint for f in self.files.values()):
+            return False
+        resume = self.checkpoints.get(tail.fingerprint) if tail.fingerprint else None
+        # The gzip trailer holds the content's length modulo 2**32.
+        if resume is None or resume % 2**32 == tail.isize:
+            self.finished[(found.dev, found.ino)] = (found.size, found.mtime)
+            return False
+        METRICS.gzip_files_read.inc()
+        log.info("reading the rest of %s from %d", found.path, resume)
+        return True
 
     def excluded(self, paths: list[Found]) -> bool:
         """Excluded by annotation: such files are not even opened."""
@@ -238,7 +266,7 @@ class Agent:
         if not tail.identify():
             return False
         assert tail.fingerprint is not None
-        kind = detect(os.pread(tail.fd, 512, 0))
+        kind = detect(tail.head(512))
         file.decode = DECODERS[kind]
         file.fast = FAST_PATHS[kind]
         resume = self.checkpoints.get(tail.fingerprint)
@@ -281,6 +309,8 @@ class Agent:
                     break
                 if self.releasable(file):
                     self.release(file)
+                elif isinstance(file.tail, GzipTail) and file.tail.problem is not None:
+                    self.let_go(file, "unreadable", file.tail.problem)
             if group.joiner.holding():
                 out: list[Record] = []
                 group.joiner.expire(now, out)
@@ -399,13 +429,22 @@ class Agent:
     def release(self, file: File) -> None:
         self.save_file(file)
         identity = (file.tail.dev, file.tail.ino)
-        self.finished[identity] = (file.tail.offset, file.mtime)
+        st = os.fstat(file.tail.fd)
+        self.finished[identity] = (st.st_size, st.st_mtime)
         del self.files[identity]
         file.group.files.remove(file)
         with contextlib.suppress(KeyError):
             METRICS.bytes_behind.remove(file.path)
         file.tail.close()
         log.debug("released %s", file.path)
+
+    def let_go(self, file: File, reason: str, why: str) -> None:
+        """Close a file before its end; what it held unread is counted and said once."""
+        unread = max(0, file.tail.size() - file.tail.offset)
+        METRICS.files_let_go.labels(reason).inc()
+        METRICS.unread_bytes_let_go.labels(reason).inc(unread)
+        log.warning("let go of %s with %d bytes unread: %s", file.path, unread, why)
+        self.release(file)
 
     # --- checkpoints and the loop -----------------------------------------------------------
 
@@ -494,6 +533,15 @@ def preferred(paths: list[Found]) -> Found:
     return min(paths, key=lambda p: (p.path != p.real, "/containers/" in p.path, p.path))
 
 
-def age(file: File) -> tuple[int, float]:
-    """Oldest first: unlinked and rotated files hold lines written before the current one."""
-    return (0 if not file.seen else 1 if file.rotated else 2, file.mtime)
+def age(file: File) -> tuple[int, float, str]:
+    """Oldest first: unlinked and rotated files hold lines written before the current one.
+
+    kubelet compresses every rotated file but the newest, so a .gz is older than any
+    rotated file left plain; a .gz's mtime is when it was compressed, its name tells when
+    it was rotated.
+    """
+    if not file.seen:
+        return (0, file.mtime, file.path)
+    if isinstance(file.tail, GzipTail):
+        return (1, 0.0, file.path)
+    return (2 if file.rotated else 3, file.mtime, file.path)

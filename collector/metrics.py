@@ -30,6 +30,22 @@ class Metrics:
             "logferry_collector_files_waiting",
             "Log files found but not opened because max_open_files is reached",
         )
+        self.files_let_go = Counter(
+            "logferry_collector_files_let_go",
+            "Files closed before they were read to their end, by reason: excluded (pod or "
+            "container excluded after it was opened), deleted_limit (max_deleted_files or "
+            "max_deleted_bytes reached), unreadable (a damaged .gz)",
+            ["reason"],
+        )
+        self.unread_bytes_let_go = Counter(
+            "logferry_collector_unread_bytes_let_go",
+            "Bytes of files let go that were never read, by reason (as files_let_go)",
+            ["reason"],
+        )
+        self.gzip_files_read = Counter(
+            "logferry_collector_gzip_files_read",
+            "Rotated files whose rest was read from kubelet's .gz because the original was gone",
+        )
         self.bytes_behind = Gauge(
             "logferry_collector_bytes_behind", "Bytes written but not read yet", ["path"]
         )

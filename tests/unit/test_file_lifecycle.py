@@ -1,0 +1,206 @@
+"""A file's life after the agent opened it: kubelet's gzip, exclusion, deletion while held."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import shutil
+import string
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.metrics import METRICS
+from tests.unit.logfiles import ListSink, agent, append, cri_line, drain
+
+
+def cri_file(tmp: Path, container: str = "app", pod: str = "shop_cart-7d9f_0f1e2d3c") -> Path:
+    folder = tmp / "log" / "pods" / pod / container
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "0.log"
+
+
+def lines(first: int, last: int, seed: int = 7) -> list[bytes]:
+    """Varied text (a log compresses, but not to nothing), about 200 bytes a line."""
+    rng = random.Random(seed * 1_000_003 + first)
+    alphabet = string.ascii_letters + string.digits + " =:/"
+    return [
+        cri_line(f"line {n} " + "".join(rng.choices(alphabet, k=rng.randint(20, 380))))
+        for n in range(first, last)
+    ]
+
+
+def gzip_like_kubelet(rotated: Path) -> Path:
+    """kubelet: compress into .tmp, rename to .gz, unlink the original."""
+    tmp = Path(f"{rotated}.tmp")
+    with open(rotated, "rb") as src, gzip.open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    gz = Path(f"{rotated}.gz")
+    os.rename(tmp, gz)
+    os.unlink(rotated)
+    return gz
+
+
+def seen(records: list[dict[str, Any]]) -> list[tuple[str, int, str, str]]:
+    return [(r["event"]["id"], r["log"]["offset"], r["@timestamp"], r["message"]) for r in records]
+
+
+def numbers(sink: ListSink) -> list[int]:
+    return [int(m.split()[1]) for m in sink.messages()]
+
+
+def test_the_rest_of_a_file_gzipped_while_stopped_comes_from_the_gz(tmp_path: Path) -> None:
+    log = cri_file(tmp_path)
+    append(log, *lines(0, 3000))
+    drain(agent(tmp_path, ListSink()))
+    # Written after the collector stopped; then rotated twice, so kubelet gzipped it.
+    append(log, *lines(3000, 12000))
+    rotated = Path(f"{log}.20261127-022049")
+    os.rename(log, rotated)
+    append(log, *lines(12000, 12010))
+    # What reading the original would have given, from a copy of the state.
+    shutil.copytree(tmp_path / "state", tmp_path / "reference-state")
+    reference = ListSink()
+    drain(agent(tmp_path, reference, "--state-dir", str(tmp_path / "reference-state")))
+    gz = gzip_like_kubelet(rotated)
+    newer = Path(f"{log}.20261127-022052")
+    os.rename(log, newer)
+    append(log, *lines(12010, 12020))
+
+    sink = ListSink()
+    a = agent(tmp_path, sink)
+    drain(a)
+    assert numbers(sink) == list(range(3000, 12020))
+    from_gz = [r for r in sink.records if r["log"]["file"]["path"] == str(gz)]
+    assert seen(from_gz) == seen(reference.records[: len(from_gz)])
+    assert len(from_gz) == 9000
+    assert all(f.path != str(gz) for f in a.files.values()), "the .gz is let go once read"
+
+    again = ListSink()
+    drain(agent(tmp_path, again))
+    assert again.records == []
+
+
+def test_a_gz_resumes_at_its_own_checkpoint_after_a_second_restart(tmp_path: Path) -> None:
+    log = cri_file(tmp_path)
+    append(log, *lines(0, 10))
+    drain(agent(tmp_path, ListSink()))
+    append(log, *lines(10, 5000))
+    rotated = Path(f"{log}.20261127-022049")
+    os.rename(log, rotated)
+    gzip_like_kubelet(rotated)
+    # Stopped after reading part of the .gz: only what Kafka acknowledged counts.
+    sink = ListSink()
+    a = agent(tmp_path, sink)
+    a.scan()
+    a.turn()
+    first = len(sink.records)
+    assert 0 < first < 4990
+    a.save()
+    unacked = ListSink()
+    unacked.hold = True
+    b = agent(tmp_path, unacked)
+    b.scan()
+    b.turn()
+    b.save()
+    rest = ListSink()
+    drain(agent(tmp_path, rest))
+    assert numbers(sink)[:first] + numbers(rest) == list(range(10, 5000))
+    assert seen(rest.records[: len(unacked.records)]) == seen(unacked.records)
+
+
+def test_a_gz_read_to_its_end_before_the_restart_is_not_read_again(tmp_path: Path) -> None:
+    log = cri_file(tmp_path)
+    append(log, *lines(0, 100))
+    drain(agent(tmp_path, ListSink()))
+    rotated = Path(f"{log}.20261127-022049")
+    os.rename(log, rotated)
+    append(log, *lines(100, 110))
+    gzip_like_kubelet(rotated)
+    sink = ListSink()
+    drain(agent(tmp_path, sink))
+    assert numbers(sink) == list(range(100, 110))
+
+
+def test_a_gz_never_started_is_not_read(tmp_path: Path) -> None:
+    """History from before the collector knew the file: only the files themselves are read."""
+    log = cri_file(tmp_path)
+    append(log, *lines(0, 100))
+    rotated = Path(f"{log}.20261127-022049")
+    os.rename(log, rotated)
+    gzip_like_kubelet(rotated)
+    append(log, *lines(100, 110))
+    sink = ListSink()
+    drain(agent(tmp_path, sink))
+    assert numbers(sink) == list(range(100, 110))
+
+
+def test_a_gz_beside_its_original_is_read_once(tmp_path: Path) -> None:
+    log = cri_file(tmp_path)
+    append(log, *lines(0, 10))
+    drain(agent(tmp_path, ListSink()))
+    append(log, *lines(10, 2000))
+    rotated = Path(f"{log}.20261127-022049")
+    os.rename(log, rotated)
+    # Restarted while kubelet had written the .gz but not yet removed the original.
+    with open(rotated, "rb") as src, gzip.open(f"{rotated}.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    sink = ListSink()
+    a = agent(tmp_path, sink)
+    a.scan()
+    a.turn()
+    os.unlink(rotated)
+    drain(a)
+    assert numbers(sink) == list(range(10, 2000))
+
+
+def test_a_gz_while_its_original_is_still_open_is_read_once(tmp_path: Path) -> None:
+    log = cri_file(tmp_path)
+    append(log, *lines(0, 10))
+    sink = ListSink()
+    sink.hold = True
+    a = agent(tmp_path, sink)
+    drain(a)
+    append(log, *lines(10, 3000))
+    rotated = Path(f"{log}.20261127-022049")
+    os.rename(log, rotated)
+    gzip_like_kubelet(rotated)
+    a.scan()
+    a.turn()
+    sink.release()
+    sink.hold = False
+    drain(a)
+    assert numbers(sink) == list(range(0, 3000))
+
+
+def test_a_cut_gz_ships_what_it_holds_and_counts_the_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = cri_file(tmp_path)
+    append(log, *lines(0, 10))
+    drain(agent(tmp_path, ListSink()))
+    append(log, *lines(10, 5000))
+    rotated = Path(f"{log}.20261127-022049")
+    os.rename(log, rotated)
+    size = rotated.stat().st_size
+    gz = gzip_like_kubelet(rotated)
+    data = gz.read_bytes()
+    gz.write_bytes(data[: len(data) * 2 // 3])
+    append(log, *lines(5000, 5010))
+    files = METRICS.files_let_go.labels("unreadable")._value.get()
+    unread = METRICS.unread_bytes_let_go.labels("unreadable")._value.get()
+    sink = ListSink()
+    a = agent(tmp_path, sink)
+    drain(a)
+    got = numbers(sink)
+    assert got[-10:] == list(range(5000, 5010))
+    assert got[:-10] == list(range(10, 10 + len(got) - 10))
+    assert 1000 < len(got) < 4990
+    assert METRICS.files_let_go.labels("unreadable")._value.get() == files + 1
+    lost = METRICS.unread_bytes_let_go.labels("unreadable")._value.get() - unread
+    read = sum(len(x) for x in lines(0, 10 + len(got) - 10))
+    assert 0 < lost <= size - read
+    assert any(str(gz) in r.getMessage() for r in caplog.records)
+    assert all(f.path != str(gz) for f in a.files.values())
