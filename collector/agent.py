@@ -289,6 +289,8 @@ class Agent:
         now = time.monotonic()
         for group in list(self.groups.values()):
             if not self.metadata(group, now):
+                if group.info is not None and group.info.excluded:
+                    self.exclude(group)
                 continue
             for file in list(group.files):
                 if file.encoder is None and not self.identify(file):
@@ -443,8 +445,25 @@ class Agent:
         unread = max(0, file.tail.size() - file.tail.offset)
         METRICS.files_let_go.labels(reason).inc()
         METRICS.unread_bytes_let_go.labels(reason).inc(unread)
-        log.warning("let go of %s with %d bytes unread: %s", file.path, unread, why)
+        level = logging.INFO if reason == "excluded" else logging.WARNING
+        log.log(level, "let go of %s with %d bytes unread: %s", file.path, unread, why)
         self.release(file)
+
+    def exclude(self, group: Group) -> None:
+        """A pod or container excluded after its files were opened: they are closed.
+
+        What is written until then is skipped for good (the checkpoint moves to the end),
+        so lifting the exclusion later does not ship what was excluded; what joining held
+        of it is dropped.
+        """
+        for file in list(group.files):
+            if file.encoder is not None:
+                file.acked = file.tail.size()
+            self.let_go(file, "excluded", "its pod or container is excluded")
+        group.joiner.pieces.clear()
+        group.joiner.groups.clear()
+        if group.in_flight == 0:
+            del self.groups[group.folder]
 
     # --- checkpoints and the loop -----------------------------------------------------------
 
