@@ -104,6 +104,7 @@ class Agent:
         again. The mtime tells a new file on a reused inode that happens to be as long."""
         self.stopping = False
         self.waiting = 0
+        self.next_bound = 0.0
         # What the brokers take by default (message.max.bytes), less a batch header; raised
         # with --kafka message.max.bytes=N where the brokers allow more.
         self.message_limit = int(config.kafka.get("message.max.bytes", 1_000_000)) - 512
@@ -150,6 +151,7 @@ class Agent:
         METRICS.files_waiting.set(waiting)
         for group in self.groups.values():
             group.files.sort(key=age)
+        self.bound_deleted()
         METRICS.files_open.set(len(self.files))
 
     def open(self, identity: tuple[int, int], paths: list[Found]) -> File | None:
@@ -465,6 +467,28 @@ class Agent:
         if group.in_flight == 0:
             del self.groups[group.folder]
 
+    def bound_deleted(self) -> None:
+        """Files deleted on disk but still open keep their space: past the bounds (count and
+        bytes), the oldest are let go, so a broker away for long cannot fill the node's disk."""
+        deleted: list[tuple[float, int, File]] = []
+        for file in self.files.values():
+            try:
+                st = os.fstat(file.tail.fd)
+            except OSError:
+                continue
+            if st.st_nlink == 0:
+                deleted.append((st.st_mtime, st.st_size, file))
+        deleted.sort(key=lambda d: d[0])
+        total = sum(d[1] for d in deleted)
+        files, limit = self.config.max_deleted_files, self.config.max_deleted_bytes
+        while deleted and (len(deleted) > files or total > limit):
+            _, size, file = deleted.pop(0)
+            total -= size
+            why = f"deleted files held open exceed max_deleted_files={files} or "
+            self.let_go(file, "deleted_limit", why + f"max_deleted_bytes={limit}")
+        METRICS.deleted_open_files.set(len(deleted))
+        METRICS.deleted_open_bytes.set(total)
+
     # --- checkpoints and the loop -----------------------------------------------------------
 
     def save_file(self, file: File) -> None:
@@ -495,7 +519,11 @@ class Agent:
 
     def paused(self) -> bool:
         """While the sink has no room: still alive, and asked whether to give up."""
-        self.health.beat = time.monotonic()
+        now = self.health.beat = time.monotonic()
+        # Deleted files pile up while the broker is away: that is when their bound matters.
+        if now >= self.next_bound:
+            self.next_bound = now + self.config.scan_interval
+            self.bound_deleted()
         return self.stopping
 
     def run(self) -> int:

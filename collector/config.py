@@ -80,6 +80,18 @@ OPTIONS = (
         "max_record_bytes", 1024 * 1024, "records are cut (tag truncated) past this", positive_int
     ),
     Option("max_open_files", 1024, "most log files held open at once", positive_int),
+    Option(
+        "max_deleted_files",
+        64,
+        "most deleted log files held open to be read to their end; past it the oldest is let go",
+        positive_int,
+    ),
+    Option(
+        "max_deleted_bytes",
+        1024 * 1024 * 1024,
+        "most bytes of deleted log files held open (disk space); past it the oldest is let go",
+        positive_int,
+    ),
     Option("metrics_port", 2020, "port of /metrics, /healthz, /readyz (0: off)", port),
     Option("node_name", "", "this node's name (host.name)", env="NODE_NAME"),
     Option("checkpoint_interval", 1.0, "seconds between checkpoint saves", seconds),
@@ -140,6 +152,8 @@ class Config:
     multiline_timeout: float
     max_record_bytes: int
     max_open_files: int
+    max_deleted_files: int
+    max_deleted_bytes: int
     metrics_port: int
     node_name: str
     checkpoint_interval: float

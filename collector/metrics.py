@@ -42,6 +42,13 @@ class Metrics:
             "Bytes of files let go that were never read, by reason (as files_let_go)",
             ["reason"],
         )
+        self.deleted_open_files = Gauge(
+            "logferry_collector_deleted_open_files", "Files deleted on disk but still held open"
+        )
+        self.deleted_open_bytes = Gauge(
+            "logferry_collector_deleted_open_bytes",
+            "Size of the files deleted on disk but still held open (disk space they keep)",
+        )
         self.gzip_files_read = Counter(
             "logferry_collector_gzip_files_read",
             "Rotated files whose rest was read from kubelet's .gz because the original was gone",

@@ -204,3 +204,77 @@ def test_a_cut_gz_ships_what_it_holds_and_counts_the_rest(
     assert 0 < lost <= size - read
     assert any(str(gz) in r.getMessage() for r in caplog.records)
     assert all(f.path != str(gz) for f in a.files.values())
+
+
+def let_go(reason: str) -> tuple[float, float]:
+    return (
+        METRICS.files_let_go.labels(reason)._value.get(),
+        METRICS.unread_bytes_let_go.labels(reason)._value.get(),
+    )
+
+
+def held_content(n: int) -> tuple[list[bytes], list[bytes]]:
+    """Container n's lines: those read before its file is deleted, those written after."""
+    return lines(n * 100, n * 100 + 50), lines(n * 100 + 50, n * 100 + 60 + n)
+
+
+def deleted_while_held(tmp_path: Path, *flags: str) -> tuple[Any, list[Path]]:
+    """Four containers' files read while the broker does not acknowledge, written to, then
+    deleted, oldest first."""
+    sink = ListSink()
+    sink.hold = True
+    a = agent(tmp_path, sink, *flags)
+    logs = [cri_file(tmp_path, pod=f"shop_cart-{n}_uid-{n}") for n in range(4)]
+    for n, log in enumerate(logs):
+        append(log, *held_content(n)[0])
+    drain(a)
+    for n, log in enumerate(logs):
+        append(log, *held_content(n)[1])
+        os.utime(log, (1_800_000_000 + n, 1_800_000_000 + n))
+        log.unlink()
+    return a, logs
+
+
+@pytest.mark.parametrize("bound", ["files", "bytes"])
+def test_past_the_bound_the_oldest_deleted_files_are_let_go(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, bound: str
+) -> None:
+    size = [sum(len(x) for x in held_content(n)[0] + held_content(n)[1]) for n in range(4)]
+    unread = [sum(len(x) for x in held_content(n)[1]) for n in range(4)]
+    if bound == "files":
+        flags = ["--max-deleted-files", "2"]
+    else:
+        # Room for the two newest, not one byte more.
+        flags = ["--max-deleted-bytes", str(size[2] + size[3])]
+    before = let_go("deleted_limit")
+    a, logs = deleted_while_held(tmp_path, *flags)
+    a.scan()
+    assert sorted(f.path for f in a.files.values()) == [str(logs[2]), str(logs[3])]
+    assert let_go("deleted_limit") == (before[0] + 2, before[1] + unread[0] + unread[1])
+    assert METRICS.deleted_open_files._value.get() == 2
+    assert METRICS.deleted_open_bytes._value.get() == size[2] + size[3]
+    for log, count in zip(logs[:2], unread[:2], strict=True):
+        (said,) = [r.getMessage() for r in caplog.records if str(log) in r.getMessage()]
+        assert f" {count} bytes unread" in said
+
+
+def test_a_deleted_file_let_go_is_finished_from_its_gz_while_there_is_one(tmp_path: Path) -> None:
+    log = cri_file(tmp_path)
+    append(log, *lines(0, 100))
+    sink = ListSink()
+    sink.hold = True
+    a = agent(tmp_path, sink, "--max-deleted-bytes", "1")
+    drain(a)
+    append(log, *lines(100, 200))
+    rotated = Path(f"{log}.20261127-022049")
+    os.rename(log, rotated)
+    append(log, *lines(200, 210))
+    gzip_like_kubelet(rotated)
+    before = let_go("deleted_limit")
+    a.scan()
+    assert let_go("deleted_limit")[0] == before[0] + 1
+    sink.release()
+    sink.hold = False
+    drain(a)
+    # Read again from the last acknowledged record: same records, same ids, none missing.
+    assert numbers(sink) == list(range(0, 100)) + list(range(0, 210))
