@@ -23,19 +23,23 @@ from collector.decode import DECODERS, Line, detect
 from collector.discover import Discovery, Found
 from collector.encode import Encoder
 from collector.fastpath import FAST_PATHS, FastPaths
-from collector.gztail import GzipTail
+from collector.gztail import GzipTail, started
 from collector.join import Joiner, Record
 from collector.metrics import METRICS
 from collector.multiline import MultilineRule, rule_for
 from collector.probes import Health
 from collector.sink import Interrupted, KafkaSink, Sink
-from collector.tail import Chunk, Tail, plain
+from collector.tail import FINGERPRINT_BYTES, Chunk, Tail, plain
 
 if TYPE_CHECKING:
     # The kubernetes client is imported only where enrichment is configured.
     from collector.enrich import Enricher, PodInfo
 
 log = logging.getLogger("collector.agent")
+
+UNSEEN_MARGIN = 60.0
+"""Seconds before the previous run's last save from which a .gz without a checkpoint is
+taken as never seen: a file that old would have been seen and checkpointed by that run."""
 
 READ_SIZE = 1024 * 1024
 """Bytes read from one file per turn: large reads keep syscalls and Python calls per line low."""
@@ -187,11 +191,13 @@ class Agent:
         return file
 
     def unfinished(self, tail: GzipTail, found: Found) -> bool:
-        """Whether a .gz holds the rest of a file begun before and not read to its end.
+        """Whether a .gz holds what was never read of a file: then it is read.
 
-        Only then is it read: a .gz of a file never begun is history from before the
-        collector knew the container, and one whose original is still there or still open
-        is read through the original.
+        That is the rest of a file begun before a restart and not read to its end, or a
+        whole file written after the previous run last saved its checkpoints (kubelet
+        rotated it twice while the collector was away). Older files without a checkpoint
+        are history from before the collector knew them; a .gz whose original is still
+        there or still open is read through the original.
         """
         if os.path.exists(found.path.removesuffix(".gz")):
             return False
@@ -199,6 +205,11 @@ class Agent:
         if identified and any(f.tail.fingerprint == tail.fingerprint for f in self.files.values()):
             return False
         resume = self.checkpoints.get(tail.fingerprint) if tail.fingerprint else None
+        stopped = self.checkpoints.saved_at
+        if resume is None and identified and stopped is not None:
+            begun = started(tail.head(FINGERPRINT_BYTES))
+            if begun is not None and begun >= stopped - UNSEEN_MARGIN:
+                resume = 0
         # The gzip trailer holds the content's length modulo 2**32.
         if resume is None or resume % 2**32 == tail.isize:
             self.finished[(found.dev, found.ino)] = (found.size, found.mtime)

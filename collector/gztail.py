@@ -11,8 +11,11 @@ with a bounded buffer and never held whole.
 from __future__ import annotations
 
 import os
+import re
 import zlib
+from datetime import datetime
 
+from collector.decode import DECODERS, detect
 from collector.tail import Tail
 
 BLOCK = 64 * 1024
@@ -20,6 +23,21 @@ BLOCK = 64 * 1024
 
 GZIP = 16 + zlib.MAX_WBITS
 """zlib's window setting for the gzip container."""
+
+
+FRACTION = re.compile(r"\.\d+")
+
+
+def started(head: bytes) -> float | None:
+    """When a file's first line was written, by the runtime's clock; None when unknown."""
+    first = head.split(b"\n", 1)[0]
+    line = DECODERS[detect(first)](first)
+    if line.error is not None or not line.time:
+        return None
+    try:
+        return datetime.fromisoformat(FRACTION.sub("", line.time, count=1)).timestamp()
+    except ValueError:
+        return None
 
 
 class GzipTail(Tail):

@@ -7,6 +7,7 @@ import os
 import random
 import shutil
 import string
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,46 @@ def test_a_gz_never_started_is_not_read(tmp_path: Path) -> None:
     sink = ListSink()
     drain(agent(tmp_path, sink))
     assert numbers(sink) == list(range(100, 110))
+
+
+def now_lines(first: int, last: int) -> list[bytes]:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f001Z")
+    return [f"{stamp} stdout F line {n}\n".encode() for n in range(first, last)]
+
+
+def test_a_file_born_and_gzipped_while_stopped_is_read_whole_from_its_gz(
+    tmp_path: Path,
+) -> None:
+    known = cri_file(tmp_path, "known")
+    append(known, *now_lines(0, 5))
+    drain(agent(tmp_path, ListSink()))
+    # Born after the collector's last save, rotated twice before it came back.
+    log = cri_file(tmp_path)
+    append(log, *now_lines(5, 1000))
+    rotated = Path(f"{log}.20261127-022049")
+    os.rename(log, rotated)
+    append(log, *now_lines(1000, 1010))
+    gzip_like_kubelet(rotated)
+    sink = ListSink()
+    drain(agent(tmp_path, sink))
+    assert numbers(sink) == list(range(5, 1010))
+
+
+def test_a_gz_older_than_the_last_run_without_a_checkpoint_is_not_read(
+    tmp_path: Path,
+) -> None:
+    known = cri_file(tmp_path, "known")
+    append(known, *now_lines(0, 5))
+    drain(agent(tmp_path, ListSink()))
+    # Written days before (the lines say so), by a container the collector never read.
+    log = cri_file(tmp_path)
+    append(log, *lines(5, 100))
+    rotated = Path(f"{log}.20261127-022049")
+    os.rename(log, rotated)
+    gzip_like_kubelet(rotated)
+    sink = ListSink()
+    drain(agent(tmp_path, sink))
+    assert sink.records == []
 
 
 def test_a_gz_beside_its_original_is_read_once(tmp_path: Path) -> None:
