@@ -592,14 +592,14 @@ def preferred(paths: list[Found]) -> Found:
 
 
 def age(file: File) -> tuple[int, float, str]:
-    """Oldest first: unlinked and rotated files hold lines written before the current one.
+    """Oldest first: rotated files hold lines written before the current one.
 
     kubelet compresses every rotated file but the newest, so a .gz is older than any
     rotated file left plain; a .gz's mtime is when it was compressed, its name tells when
-    it was rotated.
+    it was rotated. A file no path reaches any more keeps the kind and mtime it was last
+    seen with: a current file renamed and unlinked between two scans is still older than
+    the new current one, yet newer than a rotated file left unread.
     """
-    if not file.seen:
-        return (0, file.mtime, file.path)
     if isinstance(file.tail, GzipTail):
         return (1, 0.0, file.path)
     return (2 if file.rotated else 3, file.mtime, file.path)

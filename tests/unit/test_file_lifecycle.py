@@ -319,3 +319,30 @@ def test_a_deleted_file_let_go_is_finished_from_its_gz_while_there_is_one(tmp_pa
     drain(a)
     # Read again from the last acknowledged record: same records, same ids, none missing.
     assert numbers(sink) == list(range(0, 100)) + list(range(0, 210))
+
+
+def test_a_gz_stays_first_when_the_newer_rotated_file_is_gzipped_meanwhile(
+    tmp_path: Path,
+) -> None:
+    log = cri_file(tmp_path)
+    append(log, *lines(0, 10))
+    drain(agent(tmp_path, ListSink()))
+    append(log, *lines(10, 9000))
+    first = Path(f"{log}.20261127-022049")
+    os.rename(log, first)
+    append(log, *lines(9000, 9100))
+    second = Path(f"{log}.20261127-022052")
+    os.rename(log, second)
+    gzip_like_kubelet(first)
+    append(log, *lines(9100, 9110))
+    sink = ListSink()
+    a = agent(tmp_path, sink)
+    a.scan()
+    a.turn()
+    assert 0 < len(sink.records) < 8990, "stopped inside the first .gz"
+    # kubelet's next rotation, while the agent reads the first .gz and holds the second open.
+    gzip_like_kubelet(second)
+    os.rename(log, Path(f"{log}.20261127-022055"))
+    append(log, *lines(9110, 9120))
+    drain(a)
+    assert numbers(sink) == list(range(10, 9120))
