@@ -31,8 +31,9 @@ FRACTION = re.compile(r"\.\d+")
 def started(head: bytes) -> float | None:
     """When a file's first line was written, by the runtime's clock; None when unknown."""
     first = head.split(b"\n", 1)[0]
+    # Only the time is wanted: the head may end inside the line, even inside a character.
     line = DECODERS[detect(first)](first)
-    if line.error is not None or not line.time:
+    if not line.time:
         return None
     try:
         return datetime.fromisoformat(FRACTION.sub("", line.time, count=1)).timestamp()

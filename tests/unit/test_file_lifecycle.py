@@ -143,14 +143,20 @@ def now_lines(first: int, last: int) -> list[bytes]:
     return [f"{stamp} stdout F line {n}\n".encode() for n in range(first, last)]
 
 
+@pytest.mark.parametrize("first", ["short", "long"])
 def test_a_file_born_and_gzipped_while_stopped_is_read_whole_from_its_gz(
-    tmp_path: Path,
+    tmp_path: Path, first: str
 ) -> None:
     known = cri_file(tmp_path, "known")
     append(known, *now_lines(0, 5))
     drain(agent(tmp_path, ListSink()))
     # Born after the collector's last save, rotated twice before it came back.
     log = cri_file(tmp_path)
+    if first == "long":
+        # A first line longer than the fingerprint's 4 KiB, cut there inside a character.
+        stamp = now_lines(0, 1)[0].split(b" ", 1)[0]
+        piece = stamp + b" stdout P line 4 " + "é".encode() * 8000 + b"\n"
+        append(log, piece, stamp + b" stdout F end\n")
     append(log, *now_lines(5, 1000))
     rotated = Path(f"{log}.20261127-022049")
     os.rename(log, rotated)
@@ -158,7 +164,7 @@ def test_a_file_born_and_gzipped_while_stopped_is_read_whole_from_its_gz(
     gzip_like_kubelet(rotated)
     sink = ListSink()
     drain(agent(tmp_path, sink))
-    assert numbers(sink) == list(range(5, 1010))
+    assert numbers(sink) == [4] * (first == "long") + list(range(5, 1010))
 
 
 def test_a_gz_older_than_the_last_run_without_a_checkpoint_is_not_read(
