@@ -202,7 +202,14 @@ class Agent:
         if os.path.exists(found.path.removesuffix(".gz")):
             return False
         identified = tail.identify()
-        if identified and any(f.tail.fingerprint == tail.fingerprint for f in self.files.values()):
+        if identified and any(
+            # A container's newer files wait, open but not yet identified, while an
+            # older one is read: identified here, or the .gz would be a second reader.
+            f.tail.folder == tail.folder
+            and f.tail.identify()
+            and f.tail.fingerprint == tail.fingerprint
+            for f in self.files.values()
+        ):
             return False
         resume = self.checkpoints.get(tail.fingerprint) if tail.fingerprint else None
         stopped = self.checkpoints.saved_at

@@ -352,3 +352,36 @@ def test_a_gz_stays_first_when_the_newer_rotated_file_is_gzipped_meanwhile(
     append(log, *lines(9110, 9120))
     drain(a)
     assert numbers(sink) == list(range(10, 9120))
+
+
+def test_a_gz_of_an_open_file_not_yet_identified_is_not_read_again(tmp_path: Path) -> None:
+    """The agent reads a container's files oldest first: a newer one waits, open but not yet
+    identified, while an older .gz is read. kubelet gzipping it meanwhile must not make
+    its .gz a second reader of the same lines."""
+    known = cri_file(tmp_path, "known")
+    append(known, *now_lines(0, 5))
+    drain(agent(tmp_path, ListSink()))
+    log = cri_file(tmp_path)
+    append(log, *now_lines(0, 40000))
+    first = Path(f"{log}.20261127-022049")
+    os.rename(log, first)
+    append(log, *now_lines(40000, 40100))
+    second = Path(f"{log}.20261127-022052")
+    os.rename(log, second)
+    gzip_like_kubelet(first)
+    append(log, *now_lines(40100, 40110))
+    sink = ListSink()
+    a = agent(tmp_path, sink)
+    a.scan()
+    a.turn()
+    assert 0 < len(sink.records) < 40000, "stopped inside the first .gz"
+    gzip_like_kubelet(second)
+    os.rename(log, Path(f"{log}.20261127-022055"))
+    append(log, *now_lines(40110, 40120))
+    # Kafka acknowledges late: a file read to its end is not let go at once.
+    sink.hold = True
+    drain(a)
+    sink.release()
+    sink.hold = False
+    drain(a)
+    assert numbers(sink) == list(range(0, 40120))
