@@ -42,6 +42,10 @@ class Metrics:
             "Bytes of files let go that were never read, by reason (as files_let_go)",
             ["reason"],
         )
+        for reason in ("excluded", "deleted_limit", "unreadable"):
+            # Shown at 0 from the start, so an alert on their rate has a series to watch.
+            self.files_let_go.labels(reason)
+            self.unread_bytes_let_go.labels(reason)
         self.deleted_open_files = Gauge(
             "logferry_collector_deleted_open_files", "Files deleted on disk but still held open"
         )
