@@ -100,10 +100,15 @@ class GzipTail(Tail):
                 self.out = self.out[drop:]
                 self.upos += drop
             if self.upos == start and (len(self.out) >= size or self.length is not None):
-                return self.out[:size]
+                # Handed out is consumed (Tail asks next for what follows): only what was
+                # decompressed past `size`, less than a step, stays between reads.
+                data = self.out[:size]
+                self.out = self.out[len(data) :]
+                self.upos += len(data)
+                return data
             if self.length is not None:
                 return b""
-            self.inflate(max(size, BLOCK))
+            self.inflate(max(size - len(self.out), BLOCK))
 
     def inflate(self, want: int) -> None:
         """Decompress at most `want` more bytes of content (fewer at a block's end)."""

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from collector.agent import READ_SIZE
+from collector.gztail import BLOCK, GzipTail
 from collector.metrics import METRICS
 from tests.unit.logfiles import ListSink, agent, append, cri_line, drain
 
@@ -385,3 +387,24 @@ def test_a_gz_of_an_open_file_not_yet_identified_is_not_read_again(tmp_path: Pat
     sink.hold = False
     drain(a)
     assert numbers(sink) == list(range(0, 40120))
+
+
+def test_a_gz_is_read_as_its_original_in_bounded_steps(tmp_path: Path) -> None:
+    original = b"".join(lines(0, 20000))
+    gz = tmp_path / "0.log.20261127-022049.gz"
+    # Two gzip members one after the other: still one content.
+    cut = len(original) // 3
+    gz.write_bytes(gzip.compress(original[:cut]) + gzip.compress(original[cut:]))
+    tail = GzipTail.open(str(gz), str(tmp_path), 2 * READ_SIZE)
+    try:
+        tail.seek(12345)
+        read = []
+        while (chunk := tail.read(READ_SIZE)) is not None:
+            read.append(chunk.data + b"\n")
+            # Between reads only a partial line and less than a step of content are held.
+            assert len(tail.out) <= BLOCK
+        assert b"".join(read) == original[12345:]
+        assert tail.size() == tail.offset == len(original)
+        assert tail.problem is None
+    finally:
+        tail.close()
