@@ -42,8 +42,9 @@ def started(head: bytes) -> float | None:
 
 
 class GzipTail(Tail):
+    """A `Tail` whose content comes out of zlib: read forward only, from any offset."""
+
     __slots__ = (
-        "compressed",
         "compressed_pos",
         "feed",
         "isize",
@@ -56,33 +57,35 @@ class GzipTail(Tail):
 
     def __init__(self, fd: int, folder: str, max_line: int) -> None:
         super().__init__(fd, folder, max_line)
-        self.compressed = os.fstat(fd).st_size
-        trailer = os.pread(fd, 4, self.compressed - 4) if self.compressed >= 4 else b""
+        compressed = os.fstat(fd).st_size
+        trailer = os.pread(fd, 4, compressed - 4) if compressed >= 4 else b""
         self.isize = int.from_bytes(trailer, "little") if len(trailer) == 4 else 0
         """The gzip trailer's length of the content (modulo 2**32): a hint until the end."""
         self.length: int | None = None
         """The content's length, once the stream was read to its end (or as far as it went)."""
         self.problem: str | None = None
         """Why the stream ended before its end (a cut or damaged file)."""
-        self.stream: zlib._Decompress | None = None
+        self.stream: zlib._Decompress | None = zlib.decompressobj(GZIP)
         self.feed = b""
         """Compressed bytes after a member's end: the start of the next member."""
         self.compressed_pos = 0
         self.upos = 0
         """Offset in the content of `out`'s first byte."""
         self.out = b""
-        self.rewind()
 
     @classmethod
     def open(cls, path: str, folder: str, max_line: int) -> GzipTail:
         return cls(os.open(path, os.O_RDONLY | os.O_CLOEXEC), folder, max_line)
 
     def rewind(self) -> None:
+        """Back to the start of the content: a stream can only be decompressed forward."""
         self.stream = zlib.decompressobj(GZIP)
         self.feed = b""
         self.compressed_pos = 0
         self.upos = 0
         self.out = b""
+        self.length = None
+        self.problem = None
 
     def head(self, size: int) -> bytes:
         try:

@@ -406,5 +406,12 @@ def test_a_gz_is_read_as_its_original_in_bounded_steps(tmp_path: Path) -> None:
         assert b"".join(read) == original[12345:]
         assert tail.size() == tail.offset == len(original)
         assert tail.problem is None
+        # Back to an earlier offset: decompressed again from the start.
+        tail.seek(0)
+        again = tail.read(READ_SIZE)
+        assert again is not None
+        assert original.startswith(again.data)
+        assert again.offset == 0
+        assert len(again.data) > READ_SIZE // 2
     finally:
         tail.close()
