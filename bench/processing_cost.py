@@ -36,11 +36,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.nodewriter import WORDS, Content, docker_json
-
 from collector.levels import detect
 from collector.redact import Redactor, rules
 from collector.structured import parse
+from harness.nodewriter import WORDS, Content, docker_json
 
 ASCII_WORDS = [w for w in WORDS if w.isascii()]
 

@@ -23,13 +23,14 @@ from collector.decode import DECODERS, Decoder, detect
 from collector.discover import Discovery, Found
 from collector.encode import Encoder
 from collector.fastpath import FAST_PATHS, FastPaths, Levelled
+from collector.gztail import GzipTail, started
 from collector.join import Joiner, Record
 from collector.metrics import METRICS
 from collector.multiline import MultilineRule, rule_for
 from collector.process import Processor
 from collector.sink import Interrupted, KafkaSink, Sink
 from collector.structured import Limits, mode
-from collector.tail import Chunk, Tail, plain
+from collector.tail import FINGERPRINT_BYTES, Chunk, Tail, plain
 from logferry.probes import Health
 
 if TYPE_CHECKING:
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
     from collector.enrich import Enricher, PodInfo
 
 log = logging.getLogger("collector.agent")
+
+UNSEEN_MARGIN = 60.0
+"""Seconds before the previous run's last save from which a .gz without a checkpoint is
+taken as never seen: a file that old would have been seen and checkpointed by that run."""
 
 READ_SIZE = 1024 * 1024
 """Bytes read from one file per turn: large reads keep syscalls and Python calls per line low."""
@@ -108,6 +113,7 @@ class Agent:
         again. The mtime tells a new file on a reused inode that happens to be as long."""
         self.stopping = False
         self.waiting = 0
+        self.next_bound = 0.0
         # What the brokers take by default (message.max.bytes), less a batch header; raised
         # with --kafka message.max.bytes=N where the brokers allow more.
         self.message_limit = int(config.kafka.get("message.max.bytes", 1_000_000)) - 512
@@ -150,7 +156,9 @@ class Agent:
                 file.encoder.rename(file.path)
             if file.tail.fingerprint:
                 self.checkpoints.touch(file.tail.fingerprint)
-            behind += max(0, paths[0].size - file.tail.offset)
+            # A .gz's own size is not its content's.
+            size = file.tail.size() if isinstance(file.tail, GzipTail) else paths[0].size
+            behind += max(0, size - file.tail.offset)
         METRICS.behind.set(behind)
         if waiting and waiting != self.waiting:
             log.warning("max_open_files=%d reached: %d files wait", len(self.files), waiting)
@@ -158,18 +166,23 @@ class Agent:
         METRICS.files_waiting.set(waiting)
         for group in self.groups.values():
             group.files.sort(key=age)
+        self.bound_deleted()
         METRICS.files_open.set(len(self.files))
 
     def open(self, identity: tuple[int, int], paths: list[Found]) -> File | None:
         best = preferred(paths)
         folder = os.path.dirname(best.real)
+        kind = GzipTail if best.gzipped else Tail
         try:
-            tail = Tail.open(best.path, folder, self.config.max_record_bytes + 64 * 1024)
+            tail = kind.open(best.path, folder, self.config.max_record_bytes + 64 * 1024)
         except OSError as exc:
             log.warning("cannot open %s: %s", best.path, exc)
             return None
         if (tail.dev, tail.ino) != identity:
             # Replaced between the scan and the open: the next scan sees the new file.
+            tail.close()
+            return None
+        if isinstance(tail, GzipTail) and not self.unfinished(tail, best):
             tail.close()
             return None
         group = self.groups.get(folder)
@@ -192,6 +205,41 @@ class Agent:
         self.files[identity] = file
         log.debug("opened %s", best.path)
         return file
+
+    def unfinished(self, tail: GzipTail, found: Found) -> bool:
+        """Whether a .gz holds what was never read of a file: then it is read.
+
+        That is the rest of a file begun before a restart and not read to its end, or a
+        whole file written after the previous run last saved its checkpoints (kubelet
+        rotated it twice while the collector was away). Older files without a checkpoint
+        are history from before the collector knew them; a .gz whose original is still
+        there or still open is read through the original.
+        """
+        if os.path.exists(found.path.removesuffix(".gz")):
+            return False
+        identified = tail.identify()
+        if identified and any(
+            # A container's newer files wait, open but not yet identified, while an
+            # older one is read: identified here, or the .gz would be a second reader.
+            f.tail.folder == tail.folder
+            and f.tail.identify()
+            and f.tail.fingerprint == tail.fingerprint
+            for f in self.files.values()
+        ):
+            return False
+        resume = self.checkpoints.get(tail.fingerprint) if tail.fingerprint else None
+        stopped = self.checkpoints.saved_at
+        if resume is None and identified and stopped is not None:
+            begun = started(tail.head(FINGERPRINT_BYTES))
+            if begun is not None and begun >= stopped - UNSEEN_MARGIN:
+                resume = 0
+        # The gzip trailer holds the content's length modulo 2**32.
+        if resume is None or resume % 2**32 == tail.isize:
+            self.finished[(found.dev, found.ino)] = (found.size, found.mtime)
+            return False
+        METRICS.gzip_files_read.inc()
+        log.info("reading the rest of %s from %d", found.path, resume)
+        return True
 
     def excluded(self, paths: list[Found]) -> bool:
         """Excluded by annotation: such files are not even opened."""
@@ -265,7 +313,7 @@ class Agent:
         if not tail.identify():
             return False
         assert tail.fingerprint is not None
-        kind = detect(os.pread(tail.fd, 512, 0))
+        kind = detect(tail.head(512))
         file.decode = DECODERS[kind]
         file.fast = FAST_PATHS[kind]
         resume = self.checkpoints.get(tail.fingerprint)
@@ -290,6 +338,8 @@ class Agent:
         now = time.monotonic()
         for group in list(self.groups.values()):
             if not self.metadata(group, now):
+                if group.info is not None and group.info.excluded:
+                    self.exclude(group)
                 continue
             for file in list(group.files):
                 if file.encoder is None and not self.identify(file):
@@ -310,6 +360,8 @@ class Agent:
                     break
                 if self.releasable(file):
                     self.release(file)
+                elif isinstance(file.tail, GzipTail) and file.tail.problem is not None:
+                    self.let_go(file, "unreadable", file.tail.problem)
             if group.joiner.holding():
                 out: list[Record] = []
                 behind = any(f.tail.unread() for f in group.files)
@@ -461,12 +513,60 @@ class Agent:
     def release(self, file: File) -> None:
         self.save_file(file)
         identity = (file.tail.dev, file.tail.ino)
-        self.finished[identity] = (file.tail.offset, file.mtime)
+        st = os.fstat(file.tail.fd)
+        self.finished[identity] = (st.st_size, st.st_mtime)
         del self.files[identity]
         file.group.files.remove(file)
         self.reads.forget(file.tail)
         file.tail.close()
         log.debug("released %s", file.path)
+
+    def let_go(self, file: File, reason: str, why: str) -> None:
+        """Close a file before its end; what it held unread is counted and said once."""
+        unread = max(0, file.tail.size() - file.tail.offset)
+        METRICS.files_let_go.labels(reason).inc()
+        METRICS.unread_bytes_let_go.labels(reason).inc(unread)
+        level = logging.INFO if reason == "excluded" else logging.WARNING
+        log.log(level, "let go of %s with %d bytes unread: %s", file.path, unread, why)
+        self.release(file)
+
+    def exclude(self, group: Group) -> None:
+        """A pod or container excluded after its files were opened: they are closed.
+
+        What is written until then is skipped for good (the checkpoint moves to the end),
+        so lifting the exclusion later does not ship what was excluded; what joining held
+        of it is dropped.
+        """
+        for file in list(group.files):
+            if file.encoder is not None:
+                file.acked = file.tail.size()
+            self.let_go(file, "excluded", "its pod or container is excluded")
+        group.joiner.pieces.clear()
+        group.joiner.groups.clear()
+        if group.in_flight == 0:
+            del self.groups[group.folder]
+
+    def bound_deleted(self) -> None:
+        """Files deleted on disk but still open keep their space: past the bounds (count and
+        bytes), the oldest are let go, so a broker away for long cannot fill the node's disk."""
+        deleted: list[tuple[float, int, File]] = []
+        for file in self.files.values():
+            try:
+                st = os.fstat(file.tail.fd)
+            except OSError:
+                continue
+            if st.st_nlink == 0:
+                deleted.append((st.st_mtime, st.st_size, file))
+        deleted.sort(key=lambda d: d[0])
+        total = sum(d[1] for d in deleted)
+        files, limit = self.config.max_deleted_files, self.config.max_deleted_bytes
+        while deleted and (len(deleted) > files or total > limit):
+            _, size, file = deleted.pop(0)
+            total -= size
+            why = f"deleted files held open exceed max_deleted_files={files} or "
+            self.let_go(file, "deleted_limit", why + f"max_deleted_bytes={limit}")
+        METRICS.deleted_open_files.set(len(deleted))
+        METRICS.deleted_open_bytes.set(total)
 
     # --- checkpoints and the loop -----------------------------------------------------------
 
@@ -500,7 +600,11 @@ class Agent:
 
     def paused(self) -> bool:
         """While the sink has no room: still alive, and asked whether to give up."""
-        self.health.beat = time.monotonic()
+        now = self.health.beat = time.monotonic()
+        # Deleted files pile up while the broker is away: that is when their bound matters.
+        if now >= self.next_bound:
+            self.next_bound = now + self.config.scan_interval
+            self.bound_deleted()
         return self.stopping
 
     def run(self) -> int:
@@ -557,6 +661,15 @@ def preferred(paths: list[Found]) -> Found:
     return min(paths, key=lambda p: (p.path != p.real, "/containers/" in p.path, p.path))
 
 
-def age(file: File) -> tuple[int, float]:
-    """Oldest first: unlinked and rotated files hold lines written before the current one."""
-    return (0 if not file.seen else 1 if file.rotated else 2, file.mtime)
+def age(file: File) -> tuple[int, float, str]:
+    """Oldest first: rotated files hold lines written before the current one.
+
+    kubelet compresses every rotated file but the newest, so a .gz is older than any
+    rotated file left plain; a .gz's mtime is when it was compressed, its name tells when
+    it was rotated. A file no path reaches any more keeps the kind and mtime it was last
+    seen with: a current file renamed and unlinked between two scans is still older than
+    the new current one, yet newer than a rotated file left unread.
+    """
+    if isinstance(file.tail, GzipTail):
+        return (1, 0.0, file.path)
+    return (2 if file.rotated else 3, file.mtime, file.path)

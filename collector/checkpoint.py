@@ -34,14 +34,19 @@ class Checkpoints:
         self.file = os.path.join(state_dir, "checkpoints.json")
         self.positions: dict[str, Position] = {}
         self.dirty = False
+        self.saved_at: float | None = None
+        """When a previous run last saved (None on a node's first run): what it could not
+        have known of was written after that."""
         self.load()
 
     def load(self) -> None:
         try:
             with open(self.file, "rb") as f:
                 saved = orjson.loads(f.read())
+                saved_at = os.fstat(f.fileno()).st_mtime
             for key, entry in saved["files"].items():
                 self.positions[key] = Position(int(entry["offset"]), entry["path"], entry["seen"])
+            self.saved_at = saved_at
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

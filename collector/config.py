@@ -112,6 +112,18 @@ OPTIONS = (
         env="LOGFERRY_MEMORY_LIMIT",
     ),
     Option(
+        "max_deleted_files",
+        64,
+        "most deleted log files held open to be read to their end; past it the oldest is let go",
+        positive_int,
+    ),
+    Option(
+        "max_deleted_bytes",
+        1024 * 1024 * 1024,
+        "most bytes of deleted log files held open (disk space); past it the oldest is let go",
+        size,
+    ),
+    Option(
         "metrics_port",
         2020,
         "port of /metrics, /healthz, /readyz (0: off)",
@@ -210,6 +222,8 @@ class Config:
     max_record_bytes: int
     max_open_files: int
     memory_limit: int
+    max_deleted_files: int
+    max_deleted_bytes: int
     metrics_port: int
     node_name: str
     checkpoint_interval: float

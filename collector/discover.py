@@ -17,6 +17,7 @@ import orjson
 
 ROTATED_DOCKER = re.compile(r"-json\.log\.\d+$")
 ROTATED_KUBELET = re.compile(r"\.log\.\d{8}-\d{6}$")
+GZIPPED_KUBELET = re.compile(r"\.log\.\d{8}-\d{6}\.gz$")
 CONTAINER_LINK = re.compile(
     r"^(?P<pod>[^_]+)_(?P<namespace>[^_]+)_(?P<container>.+)-(?P<id>[0-9a-f]{64})\.log$"
 )
@@ -35,6 +36,8 @@ class Found:
     rotated: bool
     """A renamed-away file: it no longer grows and is released once read to its end."""
     meta: dict[str, str] = field(default_factory=dict)
+    gzipped: bool = False
+    """A rotated file kubelet compressed: read only for the rest of a file begun before."""
 
 
 def docker_config(folder: str) -> dict[str, str]:
@@ -135,12 +138,21 @@ class Discovery:
                     rotated = ROTATED_KUBELET.search(name) is not None
                     if name.endswith(".log") or rotated:
                         self.add(found, entry.path, rotated, meta)
+                    elif GZIPPED_KUBELET.search(name):
+                        self.add(found, entry.path, True, meta, gzipped=True)
         for entry in files(os.path.join(self.log_root, "containers")):
             if entry.name.endswith(".log"):
                 self.add(found, entry.path, False, container_link(entry.name))
         return found
 
-    def add(self, found: list[Found], path: str, rotated: bool, meta: dict[str, str]) -> None:
+    def add(
+        self,
+        found: list[Found],
+        path: str,
+        rotated: bool,
+        meta: dict[str, str],
+        gzipped: bool = False,
+    ) -> None:
         if not self.wanted(path):
             return
         try:
@@ -149,7 +161,7 @@ class Discovery:
         except OSError:
             return
         found.append(
-            Found(path, real, st.st_dev, st.st_ino, st.st_size, st.st_mtime, rotated, meta)
+            Found(path, real, st.st_dev, st.st_ino, st.st_size, st.st_mtime, rotated, meta, gzipped)
         )
 
 

@@ -71,6 +71,33 @@ class Metrics:
             "Records in which a redaction rule hid something, by rule",
             ["rule"],
         )
+        self.files_let_go = Counter(
+            "logferry_collector_files_let_go",
+            "Files closed before they were read to their end, by reason: excluded (pod or "
+            "container excluded after it was opened), deleted_limit (max_deleted_files or "
+            "max_deleted_bytes reached), unreadable (a damaged .gz)",
+            ["reason"],
+        )
+        self.unread_bytes_let_go = Counter(
+            "logferry_collector_unread_bytes_let_go",
+            "Bytes of files let go that were never read, by reason (as files_let_go)",
+            ["reason"],
+        )
+        for reason in ("excluded", "deleted_limit", "unreadable"):
+            # Shown at 0 from the start, so an alert on their rate has a series to watch.
+            self.files_let_go.labels(reason)
+            self.unread_bytes_let_go.labels(reason)
+        self.deleted_open_files = Gauge(
+            "logferry_collector_deleted_open_files", "Files deleted on disk but still held open"
+        )
+        self.deleted_open_bytes = Gauge(
+            "logferry_collector_deleted_open_bytes",
+            "Size of the files deleted on disk but still held open (disk space they keep)",
+        )
+        self.gzip_files_read = Counter(
+            "logferry_collector_gzip_files_read",
+            "Rotated files whose rest was read from kubelet's .gz because the original was gone",
+        )
         self.records_acknowledged = Counter(
             "logferry_collector_records_acknowledged",
             "Records the sink confirmed (for Kafka: acknowledged by the brokers)",

@@ -41,14 +41,14 @@ def plain(data: bytes) -> bool:
     return data.isascii() and len(data.translate(None, CONTROL_BYTES)) == len(data)
 
 
-def fingerprint(fd: int, salt: str) -> str | None:
+def fingerprint(head: bytes, salt: str) -> str | None:
     """A stable id for the file's content: its first line plus the folder it was found in.
 
     The folder is part of it because two containers may well print the same first line; the
     inode is not, because rotation keeps content but inodes get reused. None until the
     first line is complete, so a file is never identified by a prefix that will still grow.
+    `head` is the file's first FINGERPRINT_BYTES (fewer when it is shorter).
     """
-    head = os.pread(fd, FINGERPRINT_BYTES, 0)
     end = head.find(b"\n")
     if end < 0:
         if len(head) < FINGERPRINT_BYTES:
@@ -99,8 +99,16 @@ class Tail:
     def identify(self) -> bool:
         """Compute the fingerprint once the first line is complete; True when known."""
         if self.fingerprint is None:
-            self.fingerprint = fingerprint(self.fd, self.folder)
+            self.fingerprint = fingerprint(self.head(FINGERPRINT_BYTES), self.folder)
         return self.fingerprint is not None
+
+    def head(self, size: int) -> bytes:
+        """The file's first bytes, whatever has been read."""
+        return os.pread(self.fd, size, 0)
+
+    def pread(self, size: int, start: int) -> bytes:
+        """Up to `size` bytes of the content from `start`: what a gzipped file replaces."""
+        return os.pread(self.fd, size, start)
 
     def seek(self, offset: int) -> None:
         self.offset = offset
@@ -135,7 +143,7 @@ class Tail:
         """
         while True:
             start = self.position()
-            data = os.pread(self.fd, limit, start)
+            data = self.pread(limit, start)
             if not data:
                 return None
             if self.head is not None:

@@ -6,6 +6,7 @@ speaks the list and watch wire format to the real `kubernetes` client.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from collector.enrich import Enricher
+from collector.metrics import METRICS
 from harness.k8s_api import KubeAPI, cid, namespace, pod
 from tests.unit.logfiles import ListSink, agent, append, cri_line, docker_line, drain
 
@@ -217,3 +219,59 @@ def test_api_down_at_start_records_are_tagged_then_enriched(tmp_path: Path) -> N
             assert sink.records[1]["kubernetes"]["labels"] == {"app": "late"}
         finally:
             enricher.stop()
+
+
+def let_go(reason: str) -> tuple[float, float]:
+    return (
+        METRICS.files_let_go.labels(reason)._value.get(),
+        METRICS.unread_bytes_let_go.labels(reason)._value.get(),
+    )
+
+
+def test_excluding_a_pod_after_its_files_were_opened_closes_them(
+    tmp_path: Path, api: KubeAPI, enricher: Enricher, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "collector.agent")
+    noisy = pod("noisy", "shop", containers=("app", "sidecar"))
+    api.add(noisy)
+    uid = noisy["metadata"]["uid"]
+    until(lambda: enricher.lookup({"kubernetes.pod.uid": uid}))
+    app, sidecar = cri_log(tmp_path, noisy), cri_log(tmp_path, noisy, "sidecar")
+    append(app, cri_line("app before"))
+    append(sidecar, cri_line("sidecar before"))
+    sink = ListSink()
+    a = agent(tmp_path, sink, enricher=enricher)
+    drain(a)
+    assert len(a.files) == 2
+    files, unread = let_go("excluded")
+
+    noisy["metadata"]["annotations"] = {"logferry.io/exclude-containers": "sidecar"}
+    api.modify(noisy)
+    until(lambda: enricher.lookup({"kubernetes.pod.uid": uid, "kubernetes.container.name":
+                                   "sidecar"}).excluded)  # fmt: skip
+    quiet = cri_line("sidecar while excluded")
+    append(sidecar, quiet)
+    append(app, cri_line("app after"))
+    drain(a)
+    assert [f.path for f in a.files.values()] == [str(app)]
+    assert let_go("excluded") == (files + 1, unread + len(quiet))
+    assert any(str(sidecar) in r.getMessage() for r in caplog.records)
+
+    noisy["metadata"]["annotations"] = {"logferry.io/exclude": "true"}
+    api.modify(noisy)
+    until(lambda: enricher.lookup({"kubernetes.pod.uid": uid}).excluded)
+    append(app, cri_line("app while excluded"))
+    drain(a)
+    assert a.files == {}
+    assert let_go("excluded")[0] == files + 2
+
+    # Lifting the exclusion ships what is written from then on, not what was excluded.
+    noisy["metadata"]["annotations"] = {}
+    api.modify(noisy)
+    until(lambda: not enricher.lookup({"kubernetes.pod.uid": uid}).excluded)
+    append(app, cri_line("app later"))
+    append(sidecar, cri_line("sidecar later"))
+    drain(a)
+    assert sink.messages() == [
+        "app before", "sidecar before", "app after", "app later", "sidecar later"
+    ]  # fmt: skip
