@@ -28,6 +28,7 @@ from collector.join import Joiner, Record
 from collector.metrics import METRICS
 from collector.multiline import MultilineRule, rule_for
 from collector.process import Processor
+from collector.reload import Reloader
 from collector.sink import Interrupted, KafkaSink, Sink
 from collector.structured import Limits, mode
 from collector.tail import FINGERPRINT_BYTES, Chunk, Tail, plain
@@ -95,8 +96,10 @@ class Agent:
         health: Health | None = None,
         enricher: Enricher | None = None,
         budget: Budget | None = None,
+        reloader: Reloader | None = None,
     ) -> None:
         self.config = config
+        self.reloader = reloader
         self.budget = Budget(config.memory_limit) if budget is None else budget
         self.reads = FileReads(self.budget)
         self.sink = sink
@@ -230,7 +233,7 @@ class Agent:
         resume = self.checkpoints.get(tail.fingerprint) if tail.fingerprint else None
         stopped = self.checkpoints.saved_at
         if resume is None and identified and stopped is not None:
-            begun = started(tail.head(FINGERPRINT_BYTES))
+            begun = started(tail.first_bytes(FINGERPRINT_BYTES))
             if begun is not None and begun >= stopped - UNSEEN_MARGIN:
                 resume = 0
         # The gzip trailer holds the content's length modulo 2**32.
@@ -268,17 +271,53 @@ class Agent:
 
     def apply(self, group: Group, info: PodInfo) -> None:
         group.info = info
-        rule = self.multiline_rule(group.meta)
-        if info.multiline:
-            try:
-                rule = rule_for(info.multiline)
-            except ValueError as exc:
-                log.warning("pod annotation ignored for %s: %s", group.folder, exc)
-        group.joiner.rule = rule
+        group.joiner.rule = self.group_rule(group)
         for file in group.files:
             if file.encoder is not None:
                 file.encoder.mode = self.parser_mode(group)
                 file.encoder.update(self.record_meta(group), missing=False)
+
+    def group_rule(self, group: Group) -> MultilineRule | None:
+        """The group's multi-line rule: its pod's annotation when valid, else the node's."""
+        rule = self.multiline_rule(group.meta)
+        wanted = group.info.multiline if group.info is not None else None
+        if wanted:
+            try:
+                rule = rule_for(wanted)
+            except ValueError as exc:
+                log.warning("pod annotation ignored for %s: %s", group.folder, exc)
+        return rule
+
+    def maybe_reload(self) -> None:
+        """Settings read again when asked (SIGHUP) or when the config file changed."""
+        if self.reloader is not None and self.reloader.due():
+            changed = self.reloader.read(self.config)
+            if changed is not None:
+                self.reconfigure(changed)
+
+    def reconfigure(self, config: Config) -> None:
+        """New settings (collector.reload) applied in place: files stay open where they are.
+
+        Files the new include/exclude no longer select are let go (reason `excluded`); their
+        checkpoints stay, so selecting them again later resumes where reading stopped.
+        """
+        self.config = config
+        self.discovery.include, self.discovery.exclude = config.include, config.exclude
+        self.processor = Processor(
+            Limits(config.parse_max_chars, config.parse_max_depth, config.parse_max_fields),
+            config.redact,
+            config.redact_builtin,
+        )
+        for group in self.groups.values():
+            group.joiner.rule = self.group_rule(group)
+            group.joiner.timeout = config.multiline_timeout
+            for file in group.files:
+                if file.encoder is not None:
+                    file.encoder.processor = self.processor
+                    file.encoder.mode = self.parser_mode(group)
+        for file in list(self.files.values()):
+            if not self.discovery.wanted(file.path):
+                self.let_go(file, "excluded", "no longer selected by include/exclude")
 
     def parser_mode(self, group: Group) -> str:
         """The container's parser: its pod's annotation when valid, else the node's."""
@@ -313,7 +352,7 @@ class Agent:
         if not tail.identify():
             return False
         assert tail.fingerprint is not None
-        kind = detect(tail.head(512))
+        kind = detect(tail.first_bytes(512))
         file.decode = DECODERS[kind]
         file.fast = FAST_PATHS[kind]
         resume = self.checkpoints.get(tail.fingerprint)
@@ -626,6 +665,7 @@ class Agent:
                 self.scan()
                 self.health.ready = True
                 next_scan = now + config.scan_interval
+            self.maybe_reload()
             worked = self.turn()
             self.sink.poll(0 if worked else 0.05)
             if now >= next_save:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
@@ -16,6 +17,7 @@ from collector.agent import Agent
 from collector.budget import Budget, return_big_buffers
 from collector.config import Config, parse
 from collector.forward import ForwardServer
+from collector.reload import Reloader
 from collector.sink import KafkaSink, Sink, StreamSink
 from collector.statelock import StateDirLocked, lock_state_dir
 from logferry import jsonlog
@@ -69,8 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         health.fail(reason)
         halt()
 
+    reloader = Reloader(argv, config_file(argv))
+
+    def reload(_signum: int, _frame: FrameType | None) -> None:
+        reloader.asked = True
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     sink: Sink
     try:
         if config.sink == "kafka":
@@ -91,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget = Budget(config.memory_limit)
     return_big_buffers()
     try:
-        agent = Agent(config, sink, health, enricher, budget)
+        agent = Agent(config, sink, health, enricher, budget, reloader)
     except (OSError, ValueError) as exc:
         print(f"collector: setting state_dir: {exc}", file=sys.stderr)
         return 2
@@ -136,6 +144,13 @@ def verdict(sink: Sink, code: int) -> int:
         file=sys.stderr,
     )
     return 1
+
+
+def config_file(argv: Sequence[str] | None) -> str | None:
+    """The --config file the settings came from, to watch for changes."""
+    given = argparse.ArgumentParser(add_help=False)
+    given.add_argument("--config")
+    return given.parse_known_args(argv)[0].config
 
 
 def start_enricher(config: Config) -> Enricher | None:

@@ -87,7 +87,7 @@ class GzipTail(Tail):
         self.length = None
         self.problem = None
 
-    def head(self, size: int) -> bytes:
+    def first_bytes(self, size: int) -> bytes:
         try:
             return zlib.decompressobj(GZIP).decompress(os.pread(self.fd, BLOCK, 0), size)
         except zlib.error:

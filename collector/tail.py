@@ -99,10 +99,10 @@ class Tail:
     def identify(self) -> bool:
         """Compute the fingerprint once the first line is complete; True when known."""
         if self.fingerprint is None:
-            self.fingerprint = fingerprint(self.head(FINGERPRINT_BYTES), self.folder)
+            self.fingerprint = fingerprint(self.first_bytes(FINGERPRINT_BYTES), self.folder)
         return self.fingerprint is not None
 
-    def head(self, size: int) -> bytes:
+    def first_bytes(self, size: int) -> bytes:
         """The file's first bytes, whatever has been read."""
         return os.pread(self.fd, size, 0)
 

@@ -463,6 +463,15 @@ def expanded(args: list[str], env: dict[str, str]) -> list[str]:
     return out
 
 
+def test_the_config_map_reaches_a_running_collector(rendered: list[dict[str, Any]]) -> None:
+    """Mounted as a folder, not by subPath: kubelet then swaps in a changed ConfigMap, which
+    the collector reloads (collector/reload.py); a subPath mount never changes."""
+    c = container(collector(rendered))
+    config_arg = c["args"][c["args"].index("--config") + 1]
+    (mount,) = [m for m in c["volumeMounts"] if config_arg.startswith(m["mountPath"] + "/")]
+    assert "subPath" not in mount
+
+
 def test_collector_accepts_its_config_map(
     base: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
