@@ -38,6 +38,7 @@ NAMESPACE_LABELS = {
 }
 SOURCE = [
     "message",
+    "event.original",
     "stream",
     "tags",
     "event.id",
@@ -364,7 +365,9 @@ class Flow:
                     str((k8s.get("container") or {}).get("name")),
                 )
             )
-            found[(key, doc.get("stream"), doc.get("message"))] += 1
+            # The text as written: the message, unless one was taken from a parsed field.
+            text = (doc.get("event") or {}).get("original", doc.get("message"))
+            found[(key, doc.get("stream"), text)] += 1
             doc_tags = doc.get("tags") or []
             for tag in doc_tags:
                 tags[tag] += 1

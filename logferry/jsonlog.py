@@ -36,7 +36,12 @@ class Repeats:
     reminders: int = 0
 
 
-DIGITS = re.compile(r"\d+")
+NUMBERS = re.compile(
+    r"(?<![\w./#:-])\d+(?:\.\d+)?(?=(?:ms|us|ns|s|m|h|%|B|KB|MB|KiB|MiB)?(?![\w./-]))"
+)
+"""Measurements in a message: standalone numbers, with a unit at most (`after 12ms`, `3
+times`, `in 2.5 s`). Digits inside names (paths, hosts, ports, ids) are not: two files or
+two brokers are two failures."""
 
 
 class RepeatFolder(logging.Filter):
@@ -45,10 +50,11 @@ class RepeatFolder(logging.Filter):
     While a broker or Elasticsearch is away, every reconnect attempt of librdkafka, of the
     Elasticsearch client and of our own retry loops logs the same words: dozens of lines a
     second that bury everything else. Warnings and errors are grouped by logger, level and
-    text with its numbers blanked (attempt counts, delays and durations differ each time);
-    the first is said at once, the repeats are counted and said again 10 s, 30 s, 1 min and
-    then every 5 min later. A failure not seen for 5 min starts afresh. At most `max_keys`
-    failures are remembered, the oldest forgotten first, so memory stays bounded.
+    text with its measurements blanked (NUMBERS: attempt counts, delays and durations
+    differ each time; two files or two brokers stay two failures); the first is said at
+    once, the repeats are counted and said again 10 s, 30 s, 1 min and then every 5 min
+    later. A failure not seen for 5 min starts afresh. At most `max_keys` failures are
+    remembered, the oldest forgotten first, so memory stays bounded.
     """
 
     REMINDERS = (10.0, 30.0, 60.0, 300.0)
@@ -65,7 +71,7 @@ class RepeatFolder(logging.Filter):
         if record.levelno < logging.WARNING:
             return True
         text = record.getMessage()
-        key = (record.name, record.levelno, DIGITS.sub("#", text))
+        key = (record.name, record.levelno, NUMBERS.sub("#", text))
         now = self.clock()
         with self.lock:
             repeats = self.seen.get(key)

@@ -77,6 +77,23 @@ def test_distinct_failures_and_info_lines_are_all_said() -> None:
     ]  # fmt: skip
 
 
+def test_failures_of_different_files_or_brokers_are_each_said() -> None:
+    clock = Clock()
+    logger, out = folded_logger(clock)
+    for _ in range(2):
+        logger.warning("let go of /var/log/pods/a_web-1_u1/app/0.log with %d bytes unread", 5)
+        logger.warning("let go of /var/log/pods/a_web-2_u2/app/0.log with %d bytes unread", 9)
+        logger.warning("kafka: 10.0.0.%d:9092/%d: Disconnected (after 3ms)", 1, 1)
+        logger.warning("kafka: 10.0.0.%d:9092/%d: Disconnected (after 5ms)", 2, 2)
+        clock.now += 1
+    assert said(out) == [
+        "let go of /var/log/pods/a_web-1_u1/app/0.log with 5 bytes unread",
+        "let go of /var/log/pods/a_web-2_u2/app/0.log with 9 bytes unread",
+        "kafka: 10.0.0.1:9092/1: Disconnected (after 3ms)",
+        "kafka: 10.0.0.2:9092/2: Disconnected (after 5ms)",
+    ]
+
+
 def test_a_failure_after_a_quiet_spell_is_said_again_at_once() -> None:
     clock = Clock()
     logger, out = folded_logger(clock)
