@@ -125,6 +125,12 @@ class Agent:
             config.redact,
             config.redact_builtin,
         )
+        self.opened: set[tuple[int, int]] = set()
+        """Every file opened in this run, for the --once summary."""
+        self.scanned = False
+        for name, root in (("docker_root", config.docker_root), ("log_root", config.log_root)):
+            if not os.path.isdir(root):
+                log.warning("%s %s is not a folder: no logs will be found there", name, root)
 
     # --- discovery -------------------------------------------------------------------------
 
@@ -132,6 +138,9 @@ class Agent:
         merged: dict[tuple[int, int], list[Found]] = {}
         for found in self.discovery.scan():
             merged.setdefault((found.dev, found.ino), []).append(found)
+        if not self.scanned:
+            self.scanned = True
+            self.say_found(merged)
         for file in self.files.values():
             file.seen = False
         # Identities not on disk any more can come back only as new files (inode reuse).
@@ -172,6 +181,17 @@ class Agent:
         self.bound_deleted()
         METRICS.files_open.set(len(self.files))
 
+    def say_found(self, merged: dict[tuple[int, int], list[Found]]) -> None:
+        """What the first scan found, so a wrong root or glob shows at start."""
+        folders = {os.path.dirname(preferred(paths).real) for paths in merged.values()}
+        log.info("found %d log files of %d containers", len(merged), len(folders))
+        if not merged and (self.config.include or self.config.exclude):
+            log.warning(
+                "no log file passes include %s and exclude %s yet",
+                self.config.include,
+                self.config.exclude,
+            )
+
     def open(self, identity: tuple[int, int], paths: list[Found]) -> File | None:
         best = preferred(paths)
         folder = os.path.dirname(best.real)
@@ -206,6 +226,7 @@ class Agent:
         file = File(tail, best.path, group, best.rotated, best.mtime)
         group.files.append(file)
         self.files[identity] = file
+        self.opened.add(identity)
         log.debug("opened %s", best.path)
         return file
 

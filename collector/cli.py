@@ -12,6 +12,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaException
+from prometheus_client import REGISTRY
 
 from collector.agent import Agent
 from collector.budget import Budget, return_big_buffers
@@ -125,7 +126,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             listener.stop(config.shutdown_grace)
         if enricher is not None:
             enricher.stop()
+    if config.once:
+        print(summary(len(agent.opened), sink.undelivered()), file=sys.stderr)
     return verdict(sink, code)
+
+
+def summary(files: int, undelivered: int) -> str:
+    """--once's account of its run, from the metrics it kept."""
+
+    def total(name: str) -> int:
+        return int(REGISTRY.get_sample_value(f"logferry_collector_{name}_total") or 0)
+
+    return (
+        f"collector: once: {files} files, {total('read_lines')} lines, "
+        f"{total('read_bytes')} bytes read; {total('records_produced')} records, "
+        f"{total('records_acknowledged')} delivered, {undelivered} undelivered"
+    )
 
 
 def verdict(sink: Sink, code: int) -> int:

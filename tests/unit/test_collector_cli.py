@@ -29,10 +29,12 @@ def collector(*args: str, config: Path | None = None) -> subprocess.CompletedPro
 
 
 def test_once_to_stdout_prints_every_line_and_exits_0(tmp_path: Path) -> None:
-    append(docker_container(tmp_path / "docker", "d" * 64), docker_line("from docker"))
+    docker_log = docker_container(tmp_path / "docker", "d" * 64)
+    append(docker_log, docker_line("from docker"))
     pod = tmp_path / "log" / "pods" / "ns_pod_uid" / "app"
     pod.mkdir(parents=True)
     append(pod / "0.log", cri_line("from cri"), cri_line("again", "stderr"))
+    written = docker_log.stat().st_size + (pod / "0.log").stat().st_size
     done = collector(
         "--once", "--sink", "stdout", "--docker-root", str(tmp_path / "docker"),
         "--log-root", str(tmp_path / "log"), "--state-dir", str(tmp_path / "state"),
@@ -41,8 +43,33 @@ def test_once_to_stdout_prints_every_line_and_exits_0(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     records = [orjson.loads(line) for line in done.stdout.splitlines()]
     assert sorted(r["message"] for r in records) == ["again", "from cri", "from docker"]
-    for line in done.stderr.splitlines():
+    *logged, last = done.stderr.splitlines()
+    for line in logged:
         assert orjson.loads(line)["level"]
+    assert last == (
+        b"collector: once: 2 files, 3 lines, "
+        + str(written).encode()
+        + b" bytes read; 3 records, 3 delivered, 0 undelivered"
+    )
+
+
+def test_missing_roots_and_globs_matching_nothing_are_said(tmp_path: Path) -> None:
+    done = collector(
+        "--once", "--sink", "stdout", "--docker-root", str(tmp_path / "no-docker"),
+        "--log-root", str(tmp_path / "no-log"), "--state-dir", str(tmp_path / "state"),
+        "--metrics-port", "0", "--include", "*/nothing-like-this/*",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    *logged, last = done.stderr.decode().splitlines()
+    warnings = [orjson.loads(line)["message"] for line in logged]
+    assert f"docker_root {tmp_path / 'no-docker'} is not a folder: no logs will be found there" in (
+        warnings
+    )
+    assert f"log_root {tmp_path / 'no-log'} is not a folder: no logs will be found there" in (
+        warnings
+    )
+    assert any(w.startswith("no log file passes include") for w in warnings)
+    assert last.startswith("collector: once: 0 files, 0 lines")
 
 
 def test_settings_from_yaml_then_flags(tmp_path: Path) -> None:

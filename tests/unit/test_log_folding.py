@@ -142,4 +142,5 @@ def test_the_collector_with_kafka_away_logs_a_handful_of_lines(tmp_path: Path) -
     lines = [orjson.loads(line) for line in collector.stderr.read().splitlines() if line[:1] == "{"]
     kafka = [line for line in lines if "kafka" in line["logger"] or "kafka" in line["message"]]
     assert kafka, lines
-    assert len([line for line in lines if line["level"] in ("warning", "error")]) <= 8, lines
+    # About 200 without folding; distinct librdkafka states (refused, timed out) each count.
+    assert len([line for line in lines if line["level"] in ("warning", "error")]) <= 12, lines
