@@ -249,6 +249,21 @@ do_start() {
         if ((major >= 21)); then
             jvm_opts+=(--enable-native-access=ALL-UNNAMED)
         fi
+        if [[ "$SEARCH" == elasticsearch9 ]]; then
+            # Elasticsearch 9 reaches libc and zstd (the best_compression codec, which logsdb uses) through
+            # Java's foreign function API, loading zstd from its distribution's lib/platform folder: without
+            # one, its native access is off and flushing such an index fails. The system's libzstd stands in;
+            # the SIMD vector library has no such stand-in and is turned off.
+            local native_dir=$ES_DIR/native zstd
+            mkdir -p "$native_dir"
+            zstd=$(ldconfig -p 2>/dev/null | sed -n 's/^[[:space:]]*libzstd\.so\.1 (.*) => //p' | head -n1 || true)
+            if [[ -n "$zstd" ]]; then
+                ln -sfn "$zstd" "$native_dir/libzstd.so"
+            else
+                say "no libzstd.so.1 found by ldconfig: indices with index.codec best_compression will fail to flush"
+            fi
+            jvm_opts+=("-Des.nativelibs.path=$native_dir" -Dorg.elasticsearch.nativeaccess.enableVectorLibrary=false)
+        fi
         if [[ -n "${ES_JAVA_OPTS:-}" ]]; then
             # shellcheck disable=SC2206 # word splitting of user-supplied options is intended
             jvm_opts+=($ES_JAVA_OPTS)

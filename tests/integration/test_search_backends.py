@@ -127,6 +127,28 @@ def test_a_document_indexed_under_a_template_is_mapped_by_it_and_found(
     assert [(hit["_id"], hit["_source"]) for hit in found["hits"]["hits"]] == [("e1", document)]
 
 
+def test_an_index_compressed_with_best_compression_takes_and_keeps_documents(
+    backend: tuple[str, Server],
+) -> None:
+    # Elasticsearch 9 compresses it with zstd, through its native access (logsdb indices use it)
+    server = backend[1]
+    index = f"logferry-z{uuid.uuid4().hex[:8]}"
+    server.call(
+        "PUT",
+        f"/{index}",
+        {"settings": {"index": {"codec": "best_compression", "number_of_replicas": 0}}},
+    )
+    try:
+        for n in range(3):
+            server.call("PUT", f"/{index}/_create/{n}", {"message": f"compressed line {n}"})
+        flushed = server.call("POST", f"/{index}/_flush")
+        assert flushed["_shards"]["failed"] == 0, flushed
+        server.call("POST", f"/{index}/_refresh")
+        assert server.call("GET", f"/{index}/_count")["count"] == 3
+    finally:
+        server.call("DELETE", f"/{index}")
+
+
 def test_a_data_stream_is_created_by_indexing_into_it_and_searched(
     backend: tuple[str, Server],
 ) -> None:
