@@ -104,8 +104,10 @@ java_major() {
     echo "${version%%[.+-]*}"
 }
 
-# A JDK of at least JAVA_MIN when JAVA_HOME's is older and SEARCH_JAVA_HOME is unset: the newest in /usr/lib/jvm.
-if [[ -z "${SEARCH_JAVA_HOME:-}" ]] && java=$(java_bin) && [[ -n "$java" ]] && (($(java_major "$java") < JAVA_MIN)); then
+# A JDK of at least JAVA_MIN when JAVA_HOME's (or the PATH's) is older or missing and SEARCH_JAVA_HOME is unset:
+# the newest in /usr/lib/jvm.
+java=$(java_bin)
+if [[ -z "${SEARCH_JAVA_HOME:-}" ]] && { [[ -z "$java" ]] || (($(java_major "$java") < JAVA_MIN)); }; then
     newest=
     for candidate in /usr/lib/jvm/*/bin/java; do
         [[ -x "$candidate" ]] || continue
