@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Local single-node search server for logferry's tests, booted from the published server jars by a small
 # launcher (no Docker, no tarball). SEARCH picks which (default elasticsearch8):
-#   elasticsearch8   Elasticsearch 8.19  launcher deploy/local/elasticsearch/ (pom.xml)    state $STATE/elasticsearch    port 19200
-#   elasticsearch9   Elasticsearch 9.2   launcher deploy/local/elasticsearch/ (pom-9.xml)  state $STATE/elasticsearch9   port 19201
-#   opensearch       OpenSearch 2.19     launcher deploy/local/opensearch/                 state $STATE/opensearch       port 19202
+#   elasticsearch8   Elasticsearch 8.19  launcher deploy/local/elasticsearch/   state $STATE/elasticsearch    port 19200
+#   elasticsearch9   Elasticsearch 9.5   launcher deploy/local/elasticsearch9/  state $STATE/elasticsearch9   port 19201
+#   opensearch       OpenSearch 2.19     launcher deploy/local/opensearch/      state $STATE/opensearch       port 19202
 # Each kind has its own state folder and default ports, so they can run side by side.
 #
 #   deploy/local/elasticsearch.sh fetch    build the launcher and gather the jars into $STATE/<kind>/lib
@@ -33,18 +33,18 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
 SEARCH=${SEARCH:-elasticsearch8}
-# KIND: state folder and log name; POM: the launcher's build in PROJECT_DIR; JAVA_MIN: oldest Java the server runs on
+# KIND: state folder and log name; PROJECT_DIR: the launcher's build; JAVA_MIN: oldest Java the server runs on
 case "$SEARCH" in
     elasticsearch8)
-        KIND=elasticsearch PROJECT_DIR=$SCRIPT_DIR/elasticsearch POM=pom.xml DEFAULT_PORT=19200 JAVA_MIN=17
+        KIND=elasticsearch PROJECT_DIR=$SCRIPT_DIR/elasticsearch DEFAULT_PORT=19200 JAVA_MIN=17
         LAUNCHER_CLASS=dev.logferry.eslocal.Launcher LAUNCHER_JAR=logferry-es-local.jar
         ;;
     elasticsearch9)
-        KIND=elasticsearch9 PROJECT_DIR=$SCRIPT_DIR/elasticsearch POM=pom-9.xml DEFAULT_PORT=19201 JAVA_MIN=21
+        KIND=elasticsearch9 PROJECT_DIR=$SCRIPT_DIR/elasticsearch9 DEFAULT_PORT=19201 JAVA_MIN=21
         LAUNCHER_CLASS=dev.logferry.eslocal.Launcher LAUNCHER_JAR=logferry-es9-local.jar
         ;;
     opensearch)
-        KIND=opensearch PROJECT_DIR=$SCRIPT_DIR/opensearch POM=pom.xml DEFAULT_PORT=19202 JAVA_MIN=17
+        KIND=opensearch PROJECT_DIR=$SCRIPT_DIR/opensearch DEFAULT_PORT=19202 JAVA_MIN=17
         LAUNCHER_CLASS=dev.logferry.oslocal.Launcher LAUNCHER_JAR=logferry-os-local.jar
         ;;
     *)
@@ -125,7 +125,7 @@ fi
 fingerprint() {
     (
         cd "$PROJECT_DIR"
-        find "$POM" src -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+        find pom.xml src -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
     ) | sha256sum | cut -d' ' -f1
 }
 
@@ -152,7 +152,7 @@ do_fetch() {
     local build_dir=$ES_DIR/build staging=$ES_DIR/lib.new build_log=$ES_DIR/build.log
     rm -rf "$staging"
     say "building the launcher and gathering jars into $LIB_DIR (log: $build_log)"
-    if ! mvn -q -B -f "$PROJECT_DIR/$POM" \
+    if ! mvn -q -B -f "$PROJECT_DIR/pom.xml" \
         "-Dlogferry.build.dir=$build_dir" \
         "-DoutputDirectory=$staging" \
         package dependency:copy-dependencies >"$build_log" 2>&1; then
