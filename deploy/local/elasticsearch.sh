@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Local single-node Elasticsearch for logferry's tests: a real Elasticsearch 8.19 node booted from the
-# published server jars by the small launcher in deploy/local/elasticsearch/ (no Docker, no tarball).
+# Local single-node search server for logferry's tests, booted from the published server jars by a small
+# launcher (no Docker, no tarball). SEARCH picks which (default elasticsearch8):
+#   elasticsearch8   Elasticsearch 8.19  launcher deploy/local/elasticsearch/   state $STATE/elasticsearch    port 19200
+#   elasticsearch9   Elasticsearch 9.5   launcher deploy/local/elasticsearch9/  state $STATE/elasticsearch9   port 19201
+#   opensearch       OpenSearch 2.19     launcher deploy/local/opensearch/      state $STATE/opensearch       port 19202
+# Each kind has its own state folder and default ports, so they can run side by side.
 #
-#   deploy/local/elasticsearch.sh fetch    build the launcher and gather the jars into $STATE/elasticsearch/lib
+#   deploy/local/elasticsearch.sh fetch    build the launcher and gather the jars into $STATE/<kind>/lib
 #   deploy/local/elasticsearch.sh start    fetch if needed, start in the background, wait until healthy;
 #                                          prints ELASTICSEARCH_URL=http://127.0.0.1:$ES_PORT
 #   deploy/local/elasticsearch.sh stop     SIGTERM, up to 30 s, then SIGKILL
@@ -13,39 +17,61 @@
 #   eval "export $(deploy/local/elasticsearch.sh start)"
 # Exit codes: 0 ok, 1 failure (build failed, node died, start timeout, port taken...),
 #             3 start impossible because java or mvn (or the jars) are missing; fetch exits 0 then.
-# Health is GET /_cluster/health; the launcher also serves GET / and HEAD / (elasticsearch-py info()/ping()).
+# Health is GET /_cluster/health; every kind answers GET / and HEAD / (elasticsearch-py info()/ping()).
 #
 # Environment:
-#   LOGFERRY_SERVICES_DIR  folder (default: <repo>/.state); everything lives in $STATE/elasticsearch
-#   ES_PORT             HTTP port (default 19200)          ES_TRANSPORT_PORT  transport port (default 19300)
+#   SEARCH              elasticsearch8 (default), elasticsearch9 or opensearch
+#   LOGFERRY_SERVICES_DIR  folder (default: <repo>/.state); everything lives in $STATE/<kind> (see above)
+#   ES_PORT             HTTP port (default per kind, above) ES_TRANSPORT_PORT  transport port (default 19300, 19301, 19302)
 #   ES_HEAP             max heap, e.g. 1g (default 1g)     ES_HEAP_MIN        initial heap (default 512m, capped at ES_HEAP)
 #   ES_JAVA_OPTS        extra JVM options                  ES_START_TIMEOUT   seconds to wait for health (default 120)
-#   JAVA_HOME           JDK to use (default /usr/lib/jvm/java-17-openjdk-amd64 when unset)
+#   JAVA_HOME           JDK to use (default /usr/lib/jvm/java-17-openjdk-amd64 when unset); a kind that needs a newer
+#                       Java than JAVA_HOME's (elasticsearch9: 21) takes the newest JDK of /usr/lib/jvm instead
+#   SEARCH_JAVA_HOME    JDK to use for this kind, whatever JAVA_HOME says
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
-PROJECT_DIR=$SCRIPT_DIR/elasticsearch
+SEARCH=${SEARCH:-elasticsearch8}
+# KIND: state folder and log name; PROJECT_DIR: the launcher's build; JAVA_MIN: oldest Java the server runs on
+case "$SEARCH" in
+    elasticsearch8)
+        KIND=elasticsearch PROJECT_DIR=$SCRIPT_DIR/elasticsearch DEFAULT_PORT=19200 JAVA_MIN=17
+        LAUNCHER_CLASS=dev.logferry.eslocal.Launcher LAUNCHER_JAR=logferry-es-local.jar
+        ;;
+    elasticsearch9)
+        KIND=elasticsearch9 PROJECT_DIR=$SCRIPT_DIR/elasticsearch9 DEFAULT_PORT=19201 JAVA_MIN=21
+        LAUNCHER_CLASS=dev.logferry.eslocal.Launcher LAUNCHER_JAR=logferry-es9-local.jar
+        ;;
+    opensearch)
+        KIND=opensearch PROJECT_DIR=$SCRIPT_DIR/opensearch DEFAULT_PORT=19202 JAVA_MIN=17
+        LAUNCHER_CLASS=dev.logferry.oslocal.Launcher LAUNCHER_JAR=logferry-os-local.jar
+        ;;
+    *)
+        echo "elasticsearch.sh: SEARCH must be elasticsearch8, elasticsearch9 or opensearch, not '$SEARCH'" >&2
+        exit 2
+        ;;
+esac
 STATE=${LOGFERRY_SERVICES_DIR:-$REPO_ROOT/.state}
-ES_DIR=$STATE/elasticsearch
+ES_DIR=$STATE/$KIND
 LIB_DIR=$ES_DIR/lib
 LOG_DIR=$ES_DIR/logs
-LOG_FILE=$LOG_DIR/elasticsearch.log
+LOG_FILE=$LOG_DIR/$KIND.log
 PID_FILE=$ES_DIR/pid
 FINGERPRINT_FILE=$LIB_DIR/.fingerprint
-ES_PORT=${ES_PORT:-19200}
-ES_TRANSPORT_PORT=${ES_TRANSPORT_PORT:-19300}
+ES_PORT=${ES_PORT:-$DEFAULT_PORT}
+ES_TRANSPORT_PORT=${ES_TRANSPORT_PORT:-$((DEFAULT_PORT + 100))}
 ES_HEAP=${ES_HEAP:-1g}
 ES_START_TIMEOUT=${ES_START_TIMEOUT:-120}
 ES_URL="http://127.0.0.1:$ES_PORT"
-LAUNCHER_CLASS=dev.logferry.eslocal.Launcher
-LAUNCHER_JAR=logferry-es-local.jar
 
-if [[ -z "${JAVA_HOME:-}" && -x /usr/lib/jvm/java-17-openjdk-amd64/bin/java ]]; then
+if [[ -n "${SEARCH_JAVA_HOME:-}" ]]; then
+    export JAVA_HOME=$SEARCH_JAVA_HOME
+elif [[ -z "${JAVA_HOME:-}" && -x /usr/lib/jvm/java-17-openjdk-amd64/bin/java ]]; then
     export JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64
 fi
 
-say() { echo "elasticsearch: $*" >&2; }
+say() { echo "$KIND: $*" >&2; }
 
 # Serialises start/stop/reset (e.g. parallel test workers all calling start).
 take_lock() {
@@ -78,6 +104,23 @@ java_major() {
     echo "${version%%[.+-]*}"
 }
 
+# A JDK of at least JAVA_MIN when JAVA_HOME's (or the PATH's) is older or missing and SEARCH_JAVA_HOME is unset:
+# the newest in /usr/lib/jvm.
+java=$(java_bin)
+if [[ -z "${SEARCH_JAVA_HOME:-}" ]] && { [[ -z "$java" ]] || (($(java_major "$java") < JAVA_MIN)); }; then
+    newest=
+    for candidate in /usr/lib/jvm/*/bin/java; do
+        [[ -x "$candidate" ]] || continue
+        if [[ -z "$newest" ]] || (($(java_major "$candidate") > $(java_major "$newest"))); then
+            newest=$candidate
+        fi
+    done
+    if [[ -n "$newest" ]] && (($(java_major "$newest") >= JAVA_MIN)); then
+        JAVA_HOME=$(dirname "$(dirname "$newest")")
+        export JAVA_HOME
+    fi
+fi
+
 # Checksum of everything the lib folder is built from.
 fingerprint() {
     (
@@ -97,8 +140,8 @@ do_fetch() {
     fi
     local java
     java=$(java_bin)
-    if [[ -z "$java" ]]; then
-        say "java not found (set JAVA_HOME or install a JDK 17); not fetching"
+    if [[ -z "$java" ]] || (($(java_major "$java") < JAVA_MIN)); then
+        say "no Java $JAVA_MIN or newer found (set SEARCH_JAVA_HOME or JAVA_HOME, or install a JDK $JAVA_MIN); not fetching"
         return 2
     fi
     if ! command -v mvn >/dev/null 2>&1; then
@@ -182,8 +225,8 @@ do_start() {
         fi
         local java major heap_min locale_providers
         java=$(java_bin)
-        if [[ -z "$java" ]]; then
-            say "java not found (set JAVA_HOME or install a JDK 17); not starting"
+        if [[ -z "$java" ]] || (($(java_major "$java") < JAVA_MIN)); then
+            say "no Java $JAVA_MIN or newer found (set SEARCH_JAVA_HOME or JAVA_HOME, or install a JDK $JAVA_MIN); not starting"
             return 3
         fi
         major=$(java_major "$java")
@@ -191,8 +234,9 @@ do_start() {
         if (($(size_bytes "$heap_min") > $(size_bytes "$ES_HEAP"))); then
             heap_min=$ES_HEAP
         fi
-        # what Elasticsearch 8.x's launcher picks: SPI for its ISO calendar data, COMPAT (removed in JDK 23) before that
-        if ((major >= 23)); then locale_providers=CLDR; else locale_providers=SPI,COMPAT; fi
+        # what Elasticsearch 8.x's launcher picks: SPI for its ISO calendar data, COMPAT (removed in JDK 23) before that;
+        # Elasticsearch 9 always runs on CLDR
+        if ((major >= 23)) || [[ "$SEARCH" == elasticsearch9 ]]; then locale_providers=CLDR; else locale_providers=SPI,COMPAT; fi
         local -a jvm_opts=(
             "-Xms$heap_min" "-Xmx$ES_HEAP" -Xss1m
             -XX:+UseG1GC -XX:-OmitStackTraceInFastThrow
@@ -206,6 +250,21 @@ do_start() {
         )
         if ((major >= 21)); then
             jvm_opts+=(--enable-native-access=ALL-UNNAMED)
+        fi
+        if [[ "$SEARCH" == elasticsearch9 ]]; then
+            # Elasticsearch 9 reaches libc and zstd (the best_compression codec, which logsdb uses) through
+            # Java's foreign function API, loading zstd from its distribution's lib/platform folder: without
+            # one, its native access is off and flushing such an index fails. The system's libzstd stands in;
+            # the SIMD vector library has no such stand-in and is turned off.
+            local native_dir=$ES_DIR/native zstd
+            mkdir -p "$native_dir"
+            zstd=$(ldconfig -p 2>/dev/null | sed -n 's/^[[:space:]]*libzstd\.so\.1 (.*) => //p' | head -n1 || true)
+            if [[ -n "$zstd" ]]; then
+                ln -sfn "$zstd" "$native_dir/libzstd.so"
+            else
+                say "no libzstd.so.1 found by ldconfig: indices with index.codec best_compression will fail to flush"
+            fi
+            jvm_opts+=("-Des.nativelibs.path=$native_dir" -Dorg.elasticsearch.nativeaccess.enableVectorLibrary=false)
         fi
         if [[ -n "${ES_JAVA_OPTS:-}" ]]; then
             # shellcheck disable=SC2206 # word splitting of user-supplied options is intended
