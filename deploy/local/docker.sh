@@ -17,6 +17,10 @@
 #                                   `docker import`; prints LOGFERRY_BASE_IMAGE=<name>
 #   deploy/local/docker.sh base-tar only build (or find) that tarball; prints
 #                                   LOGFERRY_BASE_TAR=<path> (deploy/local/podman.sh imports it)
+#   deploy/local/docker.sh jvm-base the same for a JVM base: bookworm minbase with
+#                                   openjdk-17-jre-headless, ca-certificates and curl, cached as
+#                                   $STATE/docker/jvm-bookworm.tar; prints LOGFERRY_JVM_IMAGE=<name>
+#                                   (deploy/local/server-images.sh builds Kafka and ES on it)
 #   deploy/local/docker.sh reset    stop and delete the data root (keeps the base tarball)
 #
 # stdout carries only the NAME=value line, so this works:
@@ -35,6 +39,7 @@
 #   DOCKERD_OPTS           extra dockerd flags
 #   DOCKER_START_TIMEOUT   seconds to wait for the API (default 60)
 #   LOGFERRY_BASE_IMAGE    name of the base image (default logferry/base:bookworm)
+#   LOGFERRY_JVM_IMAGE     name of the JVM base image (default logferry/jvm:bookworm)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -48,8 +53,11 @@ DOCKERD_OPTS=${DOCKERD_OPTS:-}
 DOCKER_START_TIMEOUT=${DOCKER_START_TIMEOUT:-60}
 BASE_IMAGE=${LOGFERRY_BASE_IMAGE:-logferry/base:bookworm}
 BASE_TAR="$D/base-bookworm.tar"
-BASE_NEW="$D/base-bookworm.new.tar"   # mmdebstrap picks the format from the name
 BASE_PACKAGES="python3,ca-certificates"
+JVM_IMAGE=${LOGFERRY_JVM_IMAGE:-logferry/jvm:bookworm}
+JVM_TAR="$D/jvm-bookworm.tar"
+# curl: the servers' health checks (compose, testcontainers) ask their HTTP ports with it.
+JVM_PACKAGES="openjdk-17-jre-headless,ca-certificates,curl"
 PIDFILE="$D/dockerd.pid"
 LOG="$D/dockerd.log"
 HOST="unix://$SOCKET"
@@ -197,52 +205,57 @@ cmd_status() {
     echo "DOCKER_HOST=$HOST"
 }
 
-# The tarball is rebuilt only when the package list changes (its name is kept beside it).
-build_base_tar() {
-    if [[ -s "$BASE_TAR" && "$(cat "$BASE_TAR.packages" 2>/dev/null)" == "$BASE_PACKAGES" ]]; then
+# build_tar <tarball> <packages>: a bookworm minbase with those packages, rebuilt only when the
+# package list changes (it is kept beside the tarball).
+build_tar() {
+    local tar=$1 packages=$2 new="${1%.tar}.new.tar"   # mmdebstrap picks the format from the name
+    if [[ -s "$tar" && "$(cat "$tar.packages" 2>/dev/null)" == "$packages" ]]; then
         return 0
     fi
     if ! command -v mmdebstrap >/dev/null; then
         log "mmdebstrap not found (deploy/local/docker.sh fetch installs it as root); no base image"
         exit 3
     fi
-    local t0=$SECONDS
-    log "building $BASE_TAR with mmdebstrap (about a minute or two, once)"
-    if ! mmdebstrap --variant=minbase --include="$BASE_PACKAGES" bookworm "$BASE_NEW" \
-            >"$D/mmdebstrap.log" 2>&1 </dev/null; then
-        log "mmdebstrap failed; last lines of $D/mmdebstrap.log:"
-        tail -n 30 "$D/mmdebstrap.log" >&2
-        rm -f "$BASE_NEW"
+    local t0=$SECONDS mlog="$D/mmdebstrap-$(basename "$tar" .tar).log"
+    log "building $tar with mmdebstrap (a minute or a few, once)"
+    if ! mmdebstrap --variant=minbase --include="$packages" bookworm "$new" \
+            >"$mlog" 2>&1 </dev/null; then
+        log "mmdebstrap failed; last lines of $mlog:"
+        tail -n 30 "$mlog" >&2
+        rm -f "$new"
         exit 1
     fi
-    mv "$BASE_NEW" "$BASE_TAR"
-    echo "$BASE_PACKAGES" >"$BASE_TAR.packages"
-    log "base tarball built in $((SECONDS - t0))s"
+    mv "$new" "$tar"
+    echo "$packages" >"$tar.packages"
+    log "$tar built in $((SECONDS - t0))s"
 }
 
-cmd_base() {
+# import_image <tarball> <packages> <image> <NAME>: start, build the tarball if needed, import it
+# unless the engine holds the image; prints NAME=<image>.
+import_image() {
+    local tar=$1 packages=$2 image=$3 name=$4
     cmd_start >/dev/null
     lock
     local cli
     cli=$(docker_cli) || { log "the engine stopped answering"; exit 1; }
-    if DOCKER_HOST="$HOST" "$cli" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-        echo "LOGFERRY_BASE_IMAGE=$BASE_IMAGE"; return 0
+    if DOCKER_HOST="$HOST" "$cli" image inspect "$image" >/dev/null 2>&1; then
+        echo "$name=$image"; return 0
     fi
-    build_base_tar
+    build_tar "$tar" "$packages"
     if ! DOCKER_HOST="$HOST" "$cli" import \
             --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
             --change 'CMD ["/bin/bash"]' \
-            "$BASE_TAR" "$BASE_IMAGE" >/dev/null; then
-        log "docker import of $BASE_TAR failed"; exit 1
+            "$tar" "$image" >/dev/null; then
+        log "docker import of $tar failed"; exit 1
     fi
-    log "imported $BASE_IMAGE"
-    echo "LOGFERRY_BASE_IMAGE=$BASE_IMAGE"
+    log "imported $image"
+    echo "$name=$image"
 }
 
 cmd_reset() {
     cmd_stop
     rm -rf "$DATA_ROOT" "$EXEC_ROOT" "$LOG"
-    log "engine data deleted (kept $BASE_TAR)"
+    log "engine data deleted (kept the base tarballs)"
 }
 
 case "${1:-}" in
@@ -250,8 +263,9 @@ case "${1:-}" in
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
-    base) cmd_base ;;
-    base-tar) lock; build_base_tar; echo "LOGFERRY_BASE_TAR=$BASE_TAR" ;;
+    base) import_image "$BASE_TAR" "$BASE_PACKAGES" "$BASE_IMAGE" LOGFERRY_BASE_IMAGE ;;
+    base-tar) lock; build_tar "$BASE_TAR" "$BASE_PACKAGES"; echo "LOGFERRY_BASE_TAR=$BASE_TAR" ;;
+    jvm-base) import_image "$JVM_TAR" "$JVM_PACKAGES" "$JVM_IMAGE" LOGFERRY_JVM_IMAGE ;;
     reset) cmd_reset ;;
-    *) echo "usage: $0 {fetch|start|stop|status|base|base-tar|reset}" >&2; exit 2 ;;
+    *) echo "usage: $0 {fetch|start|stop|status|base|base-tar|jvm-base|reset}" >&2; exit 2 ;;
 esac
