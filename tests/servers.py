@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 LOCAL = REPO / "deploy" / "local"
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 ELASTICSEARCH_IMAGE = "elasticsearch:8.19.7"
+CONTAINER_START_TIMEOUT = 300
+"""Seconds a server container may take to answer: JVMs start slowly on a busy machine."""
 
 
 def in_ci() -> bool:
@@ -133,18 +136,110 @@ def find_server(
         yield address
 
 
-def kafka_container() -> Iterator[str]:
-    from testcontainers.kafka import KafkaContainer
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
-    with KafkaContainer(KAFKA_IMAGE).with_kraft() as kafka:
-        yield kafka.get_bootstrap_server()
+
+@contextmanager
+def container_network() -> Iterator[Any]:
+    """A network of its own for server containers, with the reaper off where its image is missing.
+
+    An engine need not have the default bridge (deploy/local/docker.sh runs with --bridge=none),
+    and the reaper (Ryuk) would be pulled from a registry that may not answer.
+    """
+    from testcontainers.core.config import testcontainers_config
+    from testcontainers.core.network import Network
+
+    if not image_at_hand(testcontainers_config.ryuk_image):
+        testcontainers_config.ryuk_disabled = True
+    with Network() as network:
+        yield network
 
 
-def elasticsearch_container() -> Iterator[str]:
-    from testcontainers.elasticsearch import ElasticSearchContainer
+def kafka_container(image: str = KAFKA_IMAGE) -> Iterator[str]:
+    """One KRaft node of `image` (apache/kafka, or deploy/local/server-images.sh's): its bootstrap.
 
-    with ElasticSearchContainer(ELASTICSEARCH_IMAGE, mem_limit="1g") as es:
-        yield es.get_url()
+    A plain container, not testcontainers' KafkaContainer, which reads the tag as a Confluent
+    Platform version. Both images take their settings as KAFKA_* variables; clients reach the
+    HOST listener through a host port chosen before the start, since it must be advertised.
+    """
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    port = free_port()
+    with container_network() as network:
+        kafka = (
+            DockerContainer(image)
+            .with_network(network)
+            .with_bind_ports(9092, port)
+            .with_envs(
+                KAFKA_NODE_ID="1",
+                KAFKA_PROCESS_ROLES="broker,controller",
+                KAFKA_LISTENERS="HOST://:9092,BROKER://:19092,CONTROLLER://:9093",
+                KAFKA_ADVERTISED_LISTENERS=f"HOST://127.0.0.1:{port},BROKER://localhost:19092",
+                KAFKA_LISTENER_SECURITY_PROTOCOL_MAP=(
+                    "HOST:PLAINTEXT,BROKER:PLAINTEXT,CONTROLLER:PLAINTEXT"
+                ),
+                KAFKA_INTER_BROKER_LISTENER_NAME="BROKER",
+                KAFKA_CONTROLLER_LISTENER_NAMES="CONTROLLER",
+                KAFKA_CONTROLLER_QUORUM_VOTERS="1@localhost:9093",
+                KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR="1",
+                KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR="1",
+                KAFKA_TRANSACTION_STATE_LOG_MIN_ISR="1",
+                KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR="1",
+                KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR="1",
+                KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS="0",
+            )
+            .waiting_for(
+                LogMessageWaitStrategy("Kafka Server started").with_startup_timeout(
+                    CONTAINER_START_TIMEOUT
+                )
+            )
+        )
+        with kafka:
+            yield f"127.0.0.1:{port}"
+
+
+def elasticsearch_container(image: str = ELASTICSEARCH_IMAGE) -> Iterator[str]:
+    """One node of `image` (elasticsearch or server-images.sh's), security off: its URL."""
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import HttpWaitStrategy
+
+    with container_network() as network:
+        es = (
+            DockerContainer(image)
+            .with_network(network)
+            .with_exposed_ports(9200)
+            .with_envs(
+                **{
+                    "discovery.type": "single-node",
+                    "xpack.security.enabled": "false",
+                    "ES_JAVA_OPTS": "-Xms512m -Xmx1g",
+                }
+            )
+            .waiting_for(
+                HttpWaitStrategy(9200, "/_cluster/health?wait_for_status=yellow&timeout=1s")
+                .for_status_code(200)
+                .with_startup_timeout(CONTAINER_START_TIMEOUT)
+            )
+        )
+        with es:
+            yield f"http://{es.get_container_host_ip()}:{es.get_exposed_port(9200)}"
+
+
+def container_images() -> tuple[str, str]:
+    """Kafka and Elasticsearch images for testcontainers in the engine of DOCKER_HOST.
+
+    The official ones where the engine holds them, else the ones deploy/local/server-images.sh
+    builds from the local servers' Maven jars (no registry needed), or skip (fail in CI).
+    """
+    if image_at_hand(KAFKA_IMAGE) and image_at_hand(ELASTICSEARCH_IMAGE):
+        return KAFKA_IMAGE, ELASTICSEARCH_IMAGE
+    built = local_script("server-images.sh", "build")
+    return built["LOGFERRY_KAFKA_IMAGE"], built["LOGFERRY_ELASTICSEARCH_IMAGE"]
 
 
 def local_instance(script: str, variable: str, address: str) -> Path:
