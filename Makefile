@@ -61,19 +61,20 @@ services-status:
 images: $(VENV)/.installed
 	@PYTHON=$(PY) $(LOCAL)/images.sh build
 
-# With a Docker engine: the compose stack with Kibana; without: local servers and processes.
+# With a Docker engine: the compose stack (demo-compose); without: local servers and processes.
 demo: $(VENV)/.installed
 	@if docker info >/dev/null 2>&1; then $(MAKE) demo-compose; else $(MAKE) demo-local; fi
 
 demo-local: $(VENV)/.installed
 	$(PY) deploy/demo/local_demo.py
 
-demo-compose:
-	docker compose -f deploy/compose/docker-compose.yml up --build -d
-	@echo "Kibana: http://localhost:5601/app/dashboards#/view/logferry-overview"
+# The compose stack on the local engine with images built here (no registry needed; no Kibana,
+# see deploy/compose/docker-compose.yml for its profile where a registry answers).
+demo-compose: $(VENV)/.installed
+	@PYTHON=$(PY) $(LOCAL)/compose-demo.sh up
 
 demo-compose-down:
-	docker compose -f deploy/compose/docker-compose.yml down -v
+	@$(LOCAL)/compose-demo.sh down
 
 bench-latency: $(VENV)/.installed
 	$(PY) bench/e2e_latency.py

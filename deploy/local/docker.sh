@@ -3,7 +3,8 @@
 # with its own data root, exec root and socket under $STATE/docker, so it never touches a
 # system engine at /var/run/docker.sock or /var/lib/docker, and two checkouts can each run one.
 #
-#   deploy/local/docker.sh fetch    install Debian's docker.io and mmdebstrap when missing (as
+#   deploy/local/docker.sh fetch    install Debian's docker.io, mmdebstrap and docker-compose (when
+#                                   there is no `docker compose`) when missing (as
 #                                   root, with apt-get); says why in one line and exits 0 if not
 #   deploy/local/docker.sh start    fetch, start dockerd in the background, wait until it answers;
 #                                   prints DOCKER_HOST=unix://$STATE/docker/docker.sock
@@ -70,6 +71,9 @@ cmd_fetch() {
     local want=()
     [[ -n "$(command -v dockerd || true)" ]] || want+=(docker.io)
     command -v mmdebstrap >/dev/null || want+=(mmdebstrap)
+    # Compose for deploy/local/compose-demo.sh: v2 when the client has it, else Debian's 1.29.
+    docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null ||
+        want+=(docker-compose)
     ((${#want[@]})) || return 0
     if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
         log "${want[*]} missing and not installable here (needs root and apt-get); skipped"
