@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Producer
-from elasticsearch import Elasticsearch, helpers
+from elasticsearch import ApiError, Elasticsearch, helpers
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACES = ("shop", "payments", "web")
@@ -95,7 +95,15 @@ def wait_for_count(es: Elasticsearch, prefix: str, expected: int, timeout: float
     deadline = time.monotonic() + timeout
     seen = -1
     while time.monotonic() < deadline:
-        seen = count(es, prefix)
+        try:
+            seen = count(es, prefix)
+        except ApiError as exc:
+            # A shard of an index the pipeline just created may not have started yet (503 on
+            # a busy node): not a count, ask again.
+            if exc.meta.status != 503:
+                raise
+            time.sleep(0.5)
+            continue
         if seen >= expected:
             time.sleep(1.5)
             return count(es, prefix)
