@@ -24,6 +24,7 @@ from harness.pipeline_run import (
     produce,
     record,
     start_pipeline,
+    wait_for_commits,
     wait_for_count,
 )
 
@@ -62,7 +63,7 @@ def test_100k_records_become_100k_documents_and_a_replay_adds_none(
     try:
         assert wait_for_count(es, prefix, 100_000, timeout=180) == 100_000
         produce(kafka_bootstrap, topic, records)
-        time.sleep(8)
+        assert wait_for_commits(kafka_bootstrap, topic, timeout=180), "the replay not committed"
         assert count(es, prefix) == 100_000
     finally:
         stop(pipeline)
