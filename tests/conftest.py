@@ -15,6 +15,7 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from pipeline.setup import install_templates
+from pipeline.templates import SINGLE_NODE
 from tests import servers
 
 
@@ -50,7 +51,7 @@ def elasticsearch_url() -> Iterator[str]:
 def es(elasticsearch_url: str) -> Iterator[Elasticsearch]:
     """A client of the real Elasticsearch, with logferry's templates installed."""
     client = Elasticsearch(elasticsearch_url, request_timeout=60)
-    install_templates(client, say=lambda _: None)
+    install_templates(client, SINGLE_NODE, say=lambda _: None)
     yield client
     client.close()
 
