@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import pytest
 from elasticsearch import Elasticsearch
 
+from pipeline.backend import connect, kind
 from pipeline.setup import install_templates
 from pipeline.templates import SINGLE_NODE
 from tests import servers
@@ -54,6 +57,47 @@ def es(elasticsearch_url: str) -> Iterator[Elasticsearch]:
     install_templates(client, SINGLE_NODE, say=lambda _: None)
     yield client
     client.close()
+
+
+@dataclass(frozen=True)
+class Search:
+    """One search server of the backend matrix."""
+
+    name: str
+    """elasticsearch8, elasticsearch9 or opensearch"""
+    url: str
+    client: Elasticsearch
+    """pipeline's own client of it, with logferry's templates installed"""
+
+
+@contextmanager
+def search_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "elasticsearch8":
+        yield request.getfixturevalue("elasticsearch_url")
+        return
+    with servers.other_search(request.param) as url:
+        yield url
+
+
+@pytest.fixture(scope="session", params=["elasticsearch8", *sorted(servers.OTHER_SEARCH)])
+def search(request: pytest.FixtureRequest) -> Iterator[Search]:
+    """Each search server the pipeline supports in turn: the Elasticsearch 8 of `es`, then an
+    Elasticsearch 9 and an OpenSearch node (deploy/local/elasticsearch.sh with SEARCH=...)."""
+    with search_url(request) as url:
+        client = connect(url, request_timeout=60)
+        expected = "opensearch" if request.param == "opensearch" else "elasticsearch"
+        assert kind(client) == expected, f"{url} is not {request.param}"
+        install_templates(client, SINGLE_NODE, say=lambda _: None)
+        yield Search(request.param, url, client)
+        client.close()
+
+
+@pytest.fixture
+def search_prefix(search: Search) -> Iterator[str]:
+    """A fresh index prefix on the matrix's server, deleted after the test."""
+    name = f"logferry-t{uuid.uuid4().hex[:8]}"
+    yield name
+    search.client.indices.delete(index=f"{name}-*", allow_no_indices=True, ignore_unavailable=True)
 
 
 @pytest.fixture
