@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 from harness.collector_run import new_topic
 from harness.pipeline_run import count, produce, record, start_pipeline, wait_for_count
@@ -92,3 +93,34 @@ def test_a_document_that_cannot_be_mapped_goes_to_the_dead_letter_topic(
     assert orjson.loads(letter["record"])["event"]["id"] == f"{prefix}-500"
     assert "offset" in letter["error"]
     assert letter["index"] == f"{prefix}-web-2026.11.27"
+
+
+def test_setup_gives_new_indices_the_shards_replicas_and_refresh_chosen(
+    search: Search, search_prefix: str
+) -> None:
+    if search.name == "elasticsearch8":
+        # The other tests index into it at the same time, under the same templates.
+        pytest.skip("the Elasticsearch 8 node is shared with the rest of the suite")
+    es = search.client
+
+    def setup(*flags: str) -> None:
+        command = ["setup", "--elasticsearch-url", search.url, *flags]
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", *command], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+
+    setup("--shards", "2", "--replicas", "0", "--refresh-interval", "30s")
+    try:
+        index = f"{search_prefix}-shop-2026.11.27"
+        es.indices.create(index=index)
+        chosen = es.indices.get_settings(index=index)[index]["settings"]["index"]
+        assert (chosen["number_of_shards"], chosen["number_of_replicas"]) == ("2", "0")
+        assert chosen["refresh_interval"] == "30s"
+    finally:
+        setup("--replicas", "0")
+    # The defaults again: one shard, refreshed every second.
+    later = f"{search_prefix}-web-2026.11.27"
+    es.indices.create(index=later)
+    chosen = es.indices.get_settings(index=later)[later]["settings"]["index"]
+    assert (chosen["number_of_shards"], chosen["refresh_interval"]) == ("1", "1s")
