@@ -57,17 +57,18 @@ class SearchTransport(Transport):
         **kwargs: Any,
     ) -> TransportApiResponse:
         if self.kind is None:
-            self.kind = self.detect(kwargs.get("max_retries", DEFAULT))
+            self.kind = self.detect()
         if self.kind == OPENSEARCH and not isinstance(headers, DefaultType):
             headers = plain(headers)
         return super().perform_request(method, target, headers=headers, **kwargs)
 
-    def detect(self, max_retries: Any) -> str | None:
+    def detect(self) -> str | None:
         """The kind GET / says; None when it did not answer 200 (the request that follows
         then fails with the server's own reason, 401 or the like, and the next one asks
-        again). A connection failure is raised as the request's own would be."""
+        again). A connection failure is raised, once, untried again: the caller's own
+        retries (preflight's, the bulk's) cover it."""
         reply = Transport.perform_request(
-            self, "GET", "/", headers={"accept": "application/json"}, max_retries=max_retries
+            self, "GET", "/", headers={"accept": "application/json"}, max_retries=0
         )
         if reply.meta.status != 200 or not isinstance(reply.body, dict):
             return None
@@ -95,5 +96,5 @@ def kind(es: Elasticsearch) -> str:
     if not isinstance(transport, SearchTransport):
         return ELASTICSEARCH
     if transport.kind is None:
-        transport.kind = transport.detect(DEFAULT)
+        transport.kind = transport.detect()
     return transport.kind or ELASTICSEARCH
