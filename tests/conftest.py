@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -70,26 +69,39 @@ class Search:
     """pipeline's own client of it, with logferry's templates installed"""
 
 
-@contextmanager
-def search_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "elasticsearch8":
-        yield request.getfixturevalue("elasticsearch_url")
-        return
-    with servers.other_search(request.param) as url:
+@pytest.fixture(scope="session")
+def elasticsearch9_url() -> Iterator[str]:
+    """URL of a real Elasticsearch 9 node (ELASTICSEARCH9_URL, else started for the session)."""
+    with servers.other_search("elasticsearch9") as url:
         yield url
 
 
-@pytest.fixture(scope="session", params=["elasticsearch8", *sorted(servers.OTHER_SEARCH)])
+@pytest.fixture(scope="session")
+def opensearch_url() -> Iterator[str]:
+    """URL of a real OpenSearch node (OPENSEARCH_URL, else started for the session)."""
+    with servers.other_search("opensearch") as url:
+        yield url
+
+
+SEARCH_URLS = {
+    "elasticsearch8": "elasticsearch_url",
+    "elasticsearch9": "elasticsearch9_url",
+    "opensearch": "opensearch_url",
+}
+"""Each server of the backend matrix, and the fixture that gives its URL."""
+
+
+@pytest.fixture(scope="session", params=list(SEARCH_URLS))
 def search(request: pytest.FixtureRequest) -> Iterator[Search]:
     """Each search server the pipeline supports in turn: the Elasticsearch 8 of `es`, then an
     Elasticsearch 9 and an OpenSearch node (deploy/local/elasticsearch.sh with SEARCH=...)."""
-    with search_url(request) as url:
-        client = connect(url, request_timeout=60)
-        expected = "opensearch" if request.param == "opensearch" else "elasticsearch"
-        assert kind(client) == expected, f"{url} is not {request.param}"
-        install_templates(client, SINGLE_NODE, say=lambda _: None)
-        yield Search(request.param, url, client)
-        client.close()
+    url = request.getfixturevalue(SEARCH_URLS[request.param])
+    client = connect(url, request_timeout=60)
+    expected = "opensearch" if request.param == "opensearch" else "elasticsearch"
+    assert kind(client) == expected, f"{url} is not {request.param}"
+    install_templates(client, SINGLE_NODE, say=lambda _: None)
+    yield Search(request.param, url, client)
+    client.close()
 
 
 @pytest.fixture

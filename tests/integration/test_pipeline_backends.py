@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import orjson
@@ -20,6 +21,9 @@ import pytest
 
 from harness.collector_run import new_topic
 from harness.pipeline_run import count, produce, record, start_pipeline, wait_for_count
+from pipeline.backend import connect
+from pipeline.setup import install_templates
+from pipeline.templates import SINGLE_NODE
 from tests.conftest import Search
 from tests.integration.test_pipeline import dead_letters, stop
 
@@ -95,32 +99,38 @@ def test_a_document_that_cannot_be_mapped_goes_to_the_dead_letter_topic(
     assert letter["index"] == f"{prefix}-web-2026.11.27"
 
 
+@pytest.mark.parametrize("server", ["elasticsearch9_url", "opensearch_url"])
 def test_setup_gives_new_indices_the_shards_replicas_and_refresh_chosen(
-    search: Search, search_prefix: str
+    server: str, request: pytest.FixtureRequest
 ) -> None:
-    if search.name == "elasticsearch8":
-        # The other tests index into it at the same time, under the same templates.
-        pytest.skip("the Elasticsearch 8 node is shared with the rest of the suite")
-    es = search.client
+    # Not on the Elasticsearch 8 node: the rest of the suite indexes into it meanwhile, under
+    # the same templates, and Elasticsearch 9 takes the same requests.
+    url = request.getfixturevalue(server)
+    es = connect(url, request_timeout=60)
+    prefix = f"logferry-t{uuid.uuid4().hex[:8]}"
 
     def setup(*flags: str) -> None:
-        command = ["setup", "--elasticsearch-url", search.url, *flags]
+        command = ["setup", "--elasticsearch-url", url, *flags]
         done = subprocess.run(
             [sys.executable, "-m", "pipeline", *command], capture_output=True, text=True, timeout=60
         )
         assert done.returncode == 0, done.stderr
 
-    setup("--shards", "2", "--replicas", "0", "--refresh-interval", "30s")
     try:
-        index = f"{search_prefix}-shop-2026.11.27"
+        setup("--shards", "2", "--replicas", "0", "--refresh-interval", "30s")
+        index = f"{prefix}-shop-2026.11.27"
         es.indices.create(index=index)
         chosen = es.indices.get_settings(index=index)[index]["settings"]["index"]
         assert (chosen["number_of_shards"], chosen["number_of_replicas"]) == ("2", "0")
         assert chosen["refresh_interval"] == "30s"
-    finally:
+        # The defaults again (replicas aside): one shard, refreshed every second.
         setup("--replicas", "0")
-    # The defaults again: one shard, refreshed every second.
-    later = f"{search_prefix}-web-2026.11.27"
-    es.indices.create(index=later)
-    chosen = es.indices.get_settings(index=later)[later]["settings"]["index"]
-    assert (chosen["number_of_shards"], chosen["refresh_interval"]) == ("1", "1s")
+        later = f"{prefix}-web-2026.11.27"
+        es.indices.create(index=later)
+        chosen = es.indices.get_settings(index=later)[later]["settings"]["index"]
+        assert (chosen["number_of_shards"], chosen["refresh_interval"]) == ("1", "1s")
+    finally:
+        # What the matrix's other tests on this server expect.
+        install_templates(es, SINGLE_NODE, say=lambda _: None)
+        es.indices.delete(index=f"{prefix}-*", allow_no_indices=True, ignore_unavailable=True)
+        es.close()
