@@ -44,6 +44,7 @@ from harness.k8s_api import KubeAPI, namespace  # noqa: E402
 from harness.nodewriter import NodeWriter, Rotation, Truth, default_node  # noqa: E402
 from harness.pipeline_run import start_pipeline  # noqa: E402
 from pipeline.setup import install_templates  # noqa: E402
+from pipeline.templates import SINGLE_NODE  # noqa: E402
 
 SLICE_MS = 100
 
@@ -192,7 +193,7 @@ def main() -> int:
     args = parser.parse_args()
 
     es = Elasticsearch(args.elasticsearch_url, request_timeout=60)
-    install_templates(es, say=lambda _: None)
+    install_templates(es, SINGLE_NODE, say=lambda _: None)
     prefix = f"logferry-lat{uuid.uuid4().hex[:6]}"
     topic = new_topic(args.bootstrap_servers, partitions=6)
     tmp = Path(tempfile.mkdtemp(prefix="logferry-latency-"))

@@ -34,8 +34,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from elasticsearch import Elasticsearch
 
+from pipeline.backend import connect
 from pipeline.documents import IndexName, document, now
 from pipeline.setup import install_templates
+from pipeline.templates import SINGLE_NODE
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -251,8 +253,8 @@ def main() -> None:
     args = parser.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
     es_url = os.environ.get("ELASTICSEARCH_URL", "http://127.0.0.1:19200")
-    es = Elasticsearch(es_url, request_timeout=120)
-    install_templates(es, say=lambda _: None)
+    es = connect(es_url, request_timeout=120)
+    install_templates(es, SINGLE_NODE, say=lambda _: None)
     run = uuid.uuid4().hex[:8]
     topic = f"bench-{run}"
     load(bootstrap, topic, args.records, run)

@@ -29,7 +29,7 @@ from collector.metrics import METRICS
 from collector.multiline import MultilineRule, rule_for
 from collector.process import Processor
 from collector.reload import Reloader
-from collector.sink import Interrupted, KafkaSink, Sink
+from collector.sink import Interrupted, Sink
 from collector.structured import Limits, mode
 from collector.tail import FINGERPRINT_BYTES, Chunk, Tail, plain
 from logferry.probes import Health
@@ -668,8 +668,7 @@ class Agent:
         return self.stopping
 
     def run(self) -> int:
-        if isinstance(self.sink, KafkaSink):
-            self.sink.waiting = self.paused
+        self.sink.waiting = self.paused
         try:
             self.loop()
         except Interrupted:

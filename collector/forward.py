@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgpack
 import orjson
-from confluent_kafka import KafkaError, KafkaException
 from msgpack import ExtType, Timestamp
 from prometheus_client import Counter, Gauge
 
@@ -38,7 +37,7 @@ from collector.budget import Budget
 from collector.config import Config
 from collector.encode import nest
 from collector.metrics import METRICS
-from collector.sink import MAX_KEY_BYTES, Done, KafkaSink, Sink, largest_record
+from collector.sink import MAX_KEY_BYTES, Done, Sink, largest_record
 
 if TYPE_CHECKING:
     # The kubernetes client is imported only where enrichment is configured.
@@ -325,15 +324,14 @@ class Batch:
 class Handoff:
     """Batches from the listener's thread to the sink.
 
-    `KafkaSink.send`, when librdkafka's queue is full, polls the producer until it has room:
-    from this thread, that would run the agent's delivery callbacks here, beside the agent's
-    own thread. So records go to the producer directly; a batch it has no room for waits
-    (and its connection is soon not read) until the main loop's polls made room.
+    A sink's `send` may wait for room by serving deliveries (Kafka polls its producer): from
+    this thread, that would run the agent's delivery callbacks here, beside the agent's own
+    thread. So batches are offered (`Sink.offer`, which never waits); a batch the sink has no
+    room for waits (and its connection is soon not read) until the main loop made room.
     """
 
     def __init__(self, sink: Sink, loop: asyncio.AbstractEventLoop) -> None:
         self.sink = sink
-        self.kafka = sink if isinstance(sink, KafkaSink) else None
         self.loop = loop
         self.waiting: deque[Batch] = deque()
 
@@ -352,45 +350,21 @@ class Handoff:
             self.waiting.popleft()
 
     def offer(self, batch: Batch) -> bool:
-        """False when the producer has no room for the rest of the batch yet."""
+        """False when the sink has no room for the rest of the batch yet."""
         if not batch.values:
             batch.done(True)
             return True
-        if self.kafka is None:
-            try:
-                self.sink.send(batch.key, batch.values, batch.done)
-            except (OSError, ValueError) as exc:
-                METRICS.delivery_errors.inc()
-                log.error("the sink refused forwarded events: %s", exc)
-                batch.done(False)
-            return True
-        producer, topic = self.kafka.producer, self.kafka.topic
-        values = batch.values
         key = batch.key.encode("utf-8", "surrogateescape")
-        last = len(values) - 1
-
-        def delivered(error: KafkaError | None, _message: object) -> None:
-            if error is not None:
-                METRICS.delivery_errors.inc()
-                log.error("kafka delivery of forwarded events failed: %s", error.str())
-            batch.done(error is None)
-
-        # One key, so one partition: with idempotence on, Kafka keeps the batch's order, and
-        # the report for its last record speaks for all of it (as in KafkaSink).
         try:
-            while batch.sent < last:
-                producer.produce(topic, values[batch.sent], key)
-                batch.sent += 1
-            producer.produce(topic, values[last], key, on_delivery=delivered)
-        except BufferError:
-            return False
-        except KafkaException as exc:
+            batch.sent = self.sink.offer(key, batch.values, batch.sent, batch.done)
+        except (OSError, ValueError) as exc:
             METRICS.delivery_errors.inc()
-            log.error("kafka refused forwarded events: %s", exc)
+            log.error("the sink refused forwarded events: %s", exc)
             batch.done(False)
             return True
-        METRICS.records_produced.inc(len(values))
-        # librdkafka holds its own copy until delivery: this one would be held twice.
+        if batch.sent < len(batch.values):
+            return False
+        # The sink holds its own copy until delivery: this one would be held twice.
         batch.values = []
         return True
 

@@ -56,12 +56,25 @@ def largest_record(kafka: dict[str, Any]) -> int:
 
 
 class Sink(Protocol):
+    """Where records go. Adding an output is one class with these members, and its name in
+    `collector.config.sink_spec` and `collector.cli`; the agent and the forward listener
+    know no more of it than this."""
+
     failure: str | None
     """Why the sink will deliver nothing more, once it knows; the program then stops."""
     where: str
     """Where records go, as the last line names it: the brokers, or the stream."""
+    waiting: Callable[[], bool]
+    """Set by the agent: called while `send` waits for room, True to give the wait up."""
 
-    def send(self, key: str, values: list[bytes], done: Done) -> None: ...
+    def send(self, key: str, values: list[bytes], done: Done) -> None:
+        """On the agent's thread: takes the batch, waiting for room if need be; `done` is
+        told once whether all of it was delivered."""
+
+    def offer(self, key: bytes, values: list[bytes], sent: int, done: Done) -> int:
+        """From any thread, never waiting: takes `values[sent:]` as far as there is room and
+        returns how many of `values` are taken; `done` as for send, once all are taken."""
+
     def poll(self, timeout: float) -> None: ...
     def flush(self, timeout: float) -> int: ...
     def close(self) -> None: ...
@@ -267,6 +280,34 @@ class KafkaSink:
             except BufferError:
                 continue
 
+    def offer(self, key: bytes, values: list[bytes], sent: int, done: Done) -> int:
+        producer, topic, last = self.producer, self.topic, len(values) - 1
+
+        def delivered(error: KafkaError | None, _message: object) -> None:
+            if error is not None:
+                METRICS.delivery_errors.inc()
+                log.error("kafka delivery failed: %s", error.str())
+            else:
+                METRICS.records_acknowledged.inc(len(values))
+            done(error is None)
+
+        # One key, so one partition: with idempotence on, Kafka keeps the batch's order, and
+        # the report for its last record speaks for all of it (as in send).
+        try:
+            while sent < last:
+                producer.produce(topic, values[sent], key)
+                sent += 1
+            producer.produce(topic, values[last], key, on_delivery=delivered)
+        except BufferError:
+            return sent
+        except KafkaException as exc:
+            METRICS.delivery_errors.inc()
+            log.error("kafka refused records: %s", exc)
+            done(False)
+            return len(values)
+        METRICS.records_produced.inc(len(values))
+        return len(values)
+
     def poll(self, timeout: float) -> None:
         self.producer.poll(timeout)
         self.check_delivery()
@@ -311,6 +352,8 @@ class StreamSink:
         self.owned = owned
         self.where = where
         self.failure: str | None = None
+        self.waiting: Callable[[], bool] = lambda: False
+        """Never called: a write does not wait for room."""
 
     @classmethod
     def for_spec(cls, spec: str) -> StreamSink:
@@ -326,6 +369,11 @@ class StreamSink:
             METRICS.records_produced.inc(len(values))
             METRICS.records_acknowledged.inc(len(values))
         done(True)
+
+    def offer(self, key: bytes, values: list[bytes], sent: int, done: Done) -> int:
+        # One write call: the writer's lock keeps it whole beside the agent's writes.
+        self.send(key.decode("utf-8", "surrogateescape"), values[sent:], done)
+        return len(values)
 
     def poll(self, timeout: float) -> None:
         if timeout > 0:

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Producer
-from elasticsearch import Elasticsearch, helpers
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from elasticsearch import ApiError, Elasticsearch, helpers
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACES = ("shop", "payments", "web")
@@ -95,12 +96,44 @@ def wait_for_count(es: Elasticsearch, prefix: str, expected: int, timeout: float
     deadline = time.monotonic() + timeout
     seen = -1
     while time.monotonic() < deadline:
-        seen = count(es, prefix)
+        try:
+            seen = count(es, prefix)
+        except ApiError as exc:
+            # A shard of an index the pipeline just created may not have started yet (503 on
+            # a busy node): not a count, ask again.
+            if exc.meta.status != 503:
+                raise
+            time.sleep(0.5)
+            continue
         if seen >= expected:
             time.sleep(1.5)
             return count(es, prefix)
         time.sleep(0.5)
     return seen
+
+
+def wait_for_commits(bootstrap: str, topic: str, timeout: float) -> bool:
+    """True once start_pipeline's group has committed every partition of `topic` to its end:
+    all its records were indexed or dead-lettered."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex}"})
+    try:
+        partitions = admin.list_topics(topic, timeout=30).topics[topic].partitions
+        ends = {
+            p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+            for p in partitions
+        }
+        request = ConsumerGroupTopicPartitions(f"group-{topic}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reply = admin.list_consumer_group_offsets([request])[request.group_id].result(30)
+            done = {tp.partition: tp.offset for tp in reply.topic_partitions if tp.topic == topic}
+            if all(done.get(p, 0) >= end for p, end in ends.items()):
+                return True
+            time.sleep(0.5)
+        return False
+    finally:
+        probe.close()
 
 
 def ids(es: Elasticsearch, prefix: str) -> list[str]:

@@ -21,6 +21,7 @@ from pipeline.indexer import Indexer, client
 from pipeline.readiness import Readiness
 from pipeline.retention import retain
 from pipeline.setup import install_dashboards, install_templates
+from pipeline.templates import IndexSettings
 
 log = logging.getLogger("pipeline")
 
@@ -70,7 +71,9 @@ def where(config: Config, exc: ApiError | TransportError) -> str:
 def setup(config: Config) -> int:
     es = client(config)
     try:
-        install_templates(es)
+        install_templates(
+            es, IndexSettings(config.shards, config.replicas, config.refresh_interval)
+        )
     except (ApiError, TransportError) as exc:
         print(f"pipeline: setup failed at {where(config, exc)}", file=sys.stderr)
         return 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,9 @@ from logferry.settings import (
     positive_int,
     seconds,
     size,
+    whole_number,
 )
+from pipeline.backend import AUTO, backend_name
 from pipeline.documents import IndexName
 
 
@@ -52,6 +55,26 @@ def readable_file(text: str) -> str:
     return text
 
 
+def replicas(text: str) -> int:
+    value = whole_number(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {text}")
+    return value
+
+
+REFRESH = re.compile(r"-1|[1-9]\d*(ms|s|m|h)")
+
+
+def refresh_interval(text: str) -> str:
+    """Kept as written, for the server: a duration with its unit, or -1 (no refresh)."""
+    text = text.strip()
+    if not REFRESH.fullmatch(text):
+        raise ValueError(
+            f"must be a whole duration with its unit (1s, 500ms, 1m) or -1, got {text!r}"
+        )
+    return text
+
+
 def index_name(text: str) -> str:
     IndexName(text)
     return text
@@ -76,6 +99,11 @@ OPTIONS = (
         commands=RUN,
     ),
     Option("elasticsearch_url", "", "Elasticsearch URL", url, env="ELASTICSEARCH_URL"),
+    Option(
+        "backend", AUTO,
+        "auto (the server's answer to GET /), elasticsearch (8 or 9) or opensearch",
+        backend_name, env="LOGFERRY_BACKEND",
+    ),
     Option("elasticsearch_api_key", "", "API key", env="ELASTICSEARCH_API_KEY"),
     Option("elasticsearch_username", "", "basic auth user", env="ELASTICSEARCH_USERNAME"),
     Option("elasticsearch_password", "", "basic auth password", env="ELASTICSEARCH_PASSWORD"),
@@ -107,6 +135,15 @@ OPTIONS = (
         "metrics_port", 2021, "port of /metrics, /healthz, /readyz (0: off)", port,
         env="LOGFERRY_METRICS_PORT", commands=RUN,
     ),
+    Option("shards", 1, "primary shards of each new index", positive_int, commands=SETUP),
+    Option(
+        "replicas", 1, "replicas of each shard of each new index (0 on a one-node cluster)",
+        replicas, commands=SETUP,
+    ),
+    Option(
+        "refresh_interval", "1s", "how soon new documents are searchable (1s, 30s; -1: off)",
+        refresh_interval, commands=SETUP,
+    ),
     Option("kibana", "", "also import the dashboards into this Kibana URL", url, commands=SETUP),
     Option(
         "keep_days", 0, "retention: keep indices whose day is within this many days", positive_int,
@@ -134,6 +171,7 @@ class Config:
     dead_letter_topic: str
     kafka: dict[str, Any]
     elasticsearch_url: str
+    backend: str
     elasticsearch_api_key: str
     elasticsearch_username: str
     elasticsearch_password: str
@@ -145,6 +183,9 @@ class Config:
     max_backoff: float
     stop_grace: float
     metrics_port: int
+    shards: int
+    replicas: int
+    refresh_interval: str
     kibana: str
     keep_days: int
     apply: bool

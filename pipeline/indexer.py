@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from elasticsearch import Elasticsearch
 
 from pipeline import bulk, preflight
+from pipeline.backend import connect
 from pipeline.config import Config
 from pipeline.deadletter import DeadLetters, Letter
 from pipeline.documents import Document, IndexName, Undecodable, document, now
@@ -435,8 +436,9 @@ def client(config: Config) -> Elasticsearch:
         auth["basic_auth"] = (config.elasticsearch_username, config.elasticsearch_password)
     if config.elasticsearch_ca_certs:
         auth["ca_certs"] = config.elasticsearch_ca_certs
-    return Elasticsearch(
+    return connect(
         config.elasticsearch_url,
+        config.backend,
         request_timeout=60,
         max_retries=0,
         serializers={

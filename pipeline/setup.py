@@ -9,7 +9,15 @@ from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError
 
-from pipeline.templates import COMPONENTS, INDEX_TEMPLATES, fingerprint
+from pipeline.backend import kind
+from pipeline.templates import (
+    DEFAULT_SETTINGS,
+    INDEX_TEMPLATES,
+    IndexSettings,
+    components,
+    fingerprint,
+    index_template_fingerprint,
+)
 
 DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards" / "logferry.ndjson"
 
@@ -24,13 +32,10 @@ def installed_fingerprint(get: Callable[[], Any], kind: str) -> str | None:
     return meta.get("logferry_fingerprint")
 
 
-def index_template_fingerprint(name: str) -> str:
-    return fingerprint({"index": INDEX_TEMPLATES[name], "components": COMPONENTS})
-
-
 def template_states(es: Elasticsearch) -> tuple[list[str], list[str]]:
-    """logferry's index templates missing from Elasticsearch, and those installed by
-    another version of `setup`."""
+    """logferry's index templates missing from the server, and those installed by
+    another version of `setup` (or for another kind of server)."""
+    backend = kind(es)
     missing, outdated = [], []
     for name in INDEX_TEMPLATES:
         have = installed_fingerprint(
@@ -38,15 +43,21 @@ def template_states(es: Elasticsearch) -> tuple[list[str], list[str]]:
         )
         if have is None:
             missing.append(name)
-        elif have != index_template_fingerprint(name):
+        elif have != index_template_fingerprint(name, backend):
             outdated.append(name)
     return missing, outdated
 
 
-def install_templates(es: Elasticsearch, say: Callable[[str], None] = print) -> list[str]:
-    """Put what differs from what is installed; returns the names changed. Idempotent."""
+def install_templates(
+    es: Elasticsearch,
+    chosen: IndexSettings = DEFAULT_SETTINGS,
+    say: Callable[[str], None] = print,
+) -> list[str]:
+    """Put what differs from what is installed, in the variant the server's kind takes;
+    returns the names changed. Idempotent."""
+    backend = kind(es)
     changed = []
-    for name, body in COMPONENTS.items():
+    for name, body in components(backend, chosen).items():
         mark = fingerprint(body)
         have = installed_fingerprint(
             lambda name=name: es.cluster.get_component_template(name=name), "component_templates"
@@ -60,7 +71,7 @@ def install_templates(es: Elasticsearch, say: Callable[[str], None] = print) -> 
         say(f"component template {name}: {'created' if have is None else 'updated'}")
         changed.append(name)
     for name, body in INDEX_TEMPLATES.items():
-        mark = index_template_fingerprint(name)
+        mark = index_template_fingerprint(name, backend)
         have = installed_fingerprint(
             lambda name=name: es.indices.get_index_template(name=name), "index_templates"
         )

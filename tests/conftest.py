@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from elasticsearch import Elasticsearch
 
+from pipeline.backend import connect, kind
 from pipeline.setup import install_templates
+from pipeline.templates import SINGLE_NODE
 from tests import servers
 
 
@@ -50,9 +53,63 @@ def elasticsearch_url() -> Iterator[str]:
 def es(elasticsearch_url: str) -> Iterator[Elasticsearch]:
     """A client of the real Elasticsearch, with logferry's templates installed."""
     client = Elasticsearch(elasticsearch_url, request_timeout=60)
-    install_templates(client, say=lambda _: None)
+    install_templates(client, SINGLE_NODE, say=lambda _: None)
     yield client
     client.close()
+
+
+@dataclass(frozen=True)
+class Search:
+    """One search server of the backend matrix."""
+
+    name: str
+    """elasticsearch8, elasticsearch9 or opensearch"""
+    url: str
+    client: Elasticsearch
+    """pipeline's own client of it, with logferry's templates installed"""
+
+
+@pytest.fixture(scope="session")
+def elasticsearch9_url() -> Iterator[str]:
+    """URL of a real Elasticsearch 9 node (ELASTICSEARCH9_URL, else started for the session)."""
+    with servers.other_search("elasticsearch9") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def opensearch_url() -> Iterator[str]:
+    """URL of a real OpenSearch node (OPENSEARCH_URL, else started for the session)."""
+    with servers.other_search("opensearch") as url:
+        yield url
+
+
+SEARCH_URLS = {
+    "elasticsearch8": "elasticsearch_url",
+    "elasticsearch9": "elasticsearch9_url",
+    "opensearch": "opensearch_url",
+}
+"""Each server of the backend matrix, and the fixture that gives its URL."""
+
+
+@pytest.fixture(scope="session", params=list(SEARCH_URLS))
+def search(request: pytest.FixtureRequest) -> Iterator[Search]:
+    """Each search server the pipeline supports in turn: the Elasticsearch 8 of `es`, then an
+    Elasticsearch 9 and an OpenSearch node (deploy/local/elasticsearch.sh with SEARCH=...)."""
+    url = request.getfixturevalue(SEARCH_URLS[request.param])
+    client = connect(url, request_timeout=60)
+    expected = "opensearch" if request.param == "opensearch" else "elasticsearch"
+    assert kind(client) == expected, f"{url} is not {request.param}"
+    install_templates(client, SINGLE_NODE, say=lambda _: None)
+    yield Search(request.param, url, client)
+    client.close()
+
+
+@pytest.fixture
+def search_prefix(search: Search) -> Iterator[str]:
+    """A fresh index prefix on the matrix's server, deleted after the test."""
+    name = f"logferry-t{uuid.uuid4().hex[:8]}"
+    yield name
+    search.client.indices.delete(index=f"{name}-*", allow_no_indices=True, ignore_unavailable=True)
 
 
 @pytest.fixture

@@ -9,11 +9,13 @@ fails the run. The Docker engine itself comes from deploy/local/docker.sh.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +30,9 @@ KAFKA_IMAGE = "apache/kafka:4.1.1"
 ELASTICSEARCH_IMAGE = "elasticsearch:8.19.7"
 CONTAINER_START_TIMEOUT = 300
 """Seconds a server container may take to answer: JVMs start slowly on a busy machine."""
+OTHER_SEARCH = {"elasticsearch9": "ELASTICSEARCH9_URL", "opensearch": "OPENSEARCH_URL"}
+"""The other kinds deploy/local/elasticsearch.sh starts (SEARCH=...), and the variable that
+gives the URL of one already running instead."""
 
 
 def in_ci() -> bool:
@@ -67,28 +72,33 @@ def kafka_reachable(bootstrap: str) -> str | None:
 
 
 def elasticsearch_reachable(url: str) -> str | None:
-    """None when the node reports a usable cluster health, else why not."""
-    from elasticsearch import Elasticsearch
-
-    client = Elasticsearch(url, request_timeout=15)
+    """None when the node (Elasticsearch or OpenSearch) reports a usable cluster health, else
+    why not. Plain HTTP: elasticsearch-py's own check refuses OpenSearch."""
+    health = f"{url.rstrip('/')}/_cluster/health?wait_for_status=yellow&timeout=30s"
     try:
-        client.cluster.health(wait_for_status="yellow", timeout="30s")
-    except Exception as exc:
+        with urllib.request.urlopen(health, timeout=45) as reply:
+            status = json.loads(reply.read()).get("status")
+    except (OSError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"
-    finally:
-        client.close()
+    if status not in ("yellow", "green"):
+        return f"cluster health is {status}"
     return None
 
 
 @contextmanager
-def local_server(script: str, variable: str) -> Iterator[str | None]:
-    """Start deploy/local/<script> for the session; stop it after, unless it was already up."""
+def local_server(
+    script: str, variable: str, env: dict[str, str] | None = None
+) -> Iterator[str | None]:
+    """Start deploy/local/<script> for the session; stop it after, unless it was already up.
+    `env` is added to this process's environment for the script."""
     path = LOCAL / script
     if shutil.which("java") is None:
         yield None
         return
-    was_up = subprocess.run([path, "status"], capture_output=True, text=True).returncode == 0
-    started = subprocess.run([path, "start"], capture_output=True, text=True)
+    environ = {**os.environ, **(env or {})}
+    status = subprocess.run([path, "status"], capture_output=True, text=True, env=environ)
+    was_up = status.returncode == 0
+    started = subprocess.run([path, "start"], capture_output=True, text=True, env=environ)
     if started.returncode != 0:
         unavailable(f"{script} start failed:\n{started.stdout}\n{started.stderr}")
     address = None
@@ -99,7 +109,36 @@ def local_server(script: str, variable: str) -> Iterator[str | None]:
         yield address
     finally:
         if not was_up:
-            subprocess.run([path, "stop"], capture_output=True)
+            subprocess.run([path, "stop"], capture_output=True, env=environ)
+
+
+@contextmanager
+def other_search(kind: str) -> Iterator[str]:
+    """URL of an Elasticsearch 9 or OpenSearch node: the one its variable names, else one
+    started by `SEARCH=<kind> deploy/local/elasticsearch.sh start` on its own port for the
+    session (heap 512m unless ES_HEAP says: it runs beside the Elasticsearch 8 node)."""
+    variable = OTHER_SEARCH[kind]
+    given = os.environ.get(variable)
+    if given:
+        why = elasticsearch_reachable(given)
+        if why:
+            unavailable(f"{kind} at {variable}={given} does not answer: {why}")
+        yield given
+        return
+    env = {"SEARCH": kind, "ES_HEAP": os.environ.get("ES_HEAP", "512m")}
+    for name in ("ES_PORT", "ES_TRANSPORT_PORT"):
+        # Those of the Elasticsearch 8 node: each kind has its own default ports.
+        env[name] = os.environ.get(f"{kind.upper()}_{name}", "")
+    with local_server("elasticsearch.sh", "ELASTICSEARCH_URL", env) as address:
+        if address is None:
+            unavailable(
+                f"no {kind}: {variable} is unset and there is no Java to run "
+                f"SEARCH={kind} deploy/local/elasticsearch.sh (run `make install`)"
+            )
+        why = elasticsearch_reachable(address)
+        if why:
+            unavailable(f"{kind} started by deploy/local/elasticsearch.sh at {address}: {why}")
+        yield address
 
 
 @contextmanager

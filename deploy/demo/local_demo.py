@@ -153,7 +153,16 @@ def main() -> int:
     es_url = start_service("elasticsearch.sh", "ELASTICSEARCH_URL")
     es = Elasticsearch(es_url, request_timeout=60)
     subprocess.run(
-        [sys.executable, "-m", "pipeline", "setup", "--elasticsearch-url", es_url],
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "setup",
+            "--elasticsearch-url",
+            es_url,
+            "--replicas",
+            "0",
+        ],
         cwd=REPO,
         check=True,
         stderr=subprocess.DEVNULL,

@@ -209,7 +209,7 @@ def test_pipeline_image_sets_up_and_indexes_as_non_root_and_is_healthy(
         # As the setup Job: `setup` against Elasticsearch, from the image, exit 0.
         output = client.containers.run(
             image,
-            ["setup", "--elasticsearch-url", elasticsearch_url],
+            ["setup", "--elasticsearch-url", elasticsearch_url, "--replicas", "0"],
             network_mode="host",
             read_only=True,
             cap_drop=["ALL"],

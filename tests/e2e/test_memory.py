@@ -4,12 +4,15 @@ Forward clients each send one gzip message that inflates to 100 MB while many fi
 long line still being written; the collector process's peak RSS (VmHWM) stays within
 --memory-limit + 64 MiB, and once the lines end every line and event is in Kafka, once.
 The `long` variant is the issue's size: 1,000 files ending in a 1 MiB line, two clients.
+And with Kafka stopped while the node writes (5 MB/s for 20 s; `long`: 20 MB/s for 30 s)
+after a 100 MB line: the same bound, and every line delivered once Kafka is back.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import msgpack
 import pytest
 
 from harness.collector_run import consume, new_topic, start_collector
+from tests.servers import Outage
 from tests.unit.logfiles import append, cri_line
 from tests.unit.test_forward import Client, free_port, until
 
@@ -135,3 +139,61 @@ def connect(port: int) -> Client | None:
         return Client(port)
     except ConnectionRefusedError:
         return None
+
+
+@pytest.mark.parametrize(
+    ("rate", "seconds"),
+    [
+        pytest.param(5 * MIB, 20, id="5MB/s-20s"),
+        pytest.param(20 * MIB, 30, id="20MB/s-30s", marks=pytest.mark.long),
+    ],
+)
+def test_kafka_away_while_the_node_writes_holds_memory_and_loses_nothing(
+    tmp_path: Path, kafka_bootstrap: str, kafka_outage: Outage, rate: int, seconds: int
+) -> None:
+    """A 100 MB line, then Kafka stopped while the node writes `rate` for `seconds`: reading
+    pauses at the budget (the files are the buffer), RSS stays within --memory-limit + 64 MiB,
+    and when Kafka is back every line arrives once."""
+    logs = []
+    for n in range(20):
+        folder = tmp_path / "log" / "pods" / f"busy_pod-{n}_uid{n}" / "app"
+        folder.mkdir(parents=True)
+        logs.append(folder / "0.log")
+    append(logs[0], cri_line("huge ")[:-1] + b"h" * (100 * 1000 * 1000) + b"\n")
+    topic = new_topic(kafka_bootstrap)
+    process = start_collector(
+        tmp_path, kafka_bootstrap, topic, "--kubernetes", "off", "--memory-limit", str(LIMIT),
+        "--max-record-bytes", "512KiB",
+    )  # fmt: skip
+    written = 1
+    try:
+        kafka_outage.stop()
+        # Unique lines of about 200 bytes, a tenth of a second's worth at a time.
+        pad = "w" * 160
+        deadline = time.monotonic() + seconds
+        tick = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = rate // 10 // 200
+            for n, log in enumerate(logs):
+                part = batch // len(logs)
+                append(log, *(cri_line(f"{n}-{written + i:09d} {pad}") for i in range(part)))
+                written += part
+            tick += 0.1
+            time.sleep(max(0.0, tick - time.monotonic()))
+        during = peak_rss(process.pid)
+        kafka_outage.start()
+        ids: set[str] = set()
+        huge = total = 0
+        for record in consume(kafka_bootstrap, topic, written, timeout=900):
+            total += 1
+            ids.add(record["event"]["id"])
+            huge += record["message"].startswith("huge ")
+        peak = peak_rss(process.pid)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(120)
+    print(f"peak RSS {during / MIB:.0f} MiB while Kafka was away, {peak / MIB:.0f} MiB in all")
+    assert huge == 1
+    assert len(ids) == written, f"{len(ids)} distinct records of {written} lines"
+    assert total == written, f"{total - written} records arrived twice"
+    assert peak <= LIMIT + 64 * MIB, f"peak RSS {peak / MIB:.0f} MiB"

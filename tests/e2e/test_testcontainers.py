@@ -18,6 +18,7 @@ from elasticsearch import Elasticsearch
 from harness.flow import Flow
 from harness.nodewriter import Rotation, default_node
 from pipeline.setup import install_templates
+from pipeline.templates import SINGLE_NODE
 from tests import servers
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +43,7 @@ def test_every_record_once_through_kafka_and_elasticsearch_containers(
 ) -> None:
     bootstrap, url = containers
     es = Elasticsearch(url, request_timeout=60)
-    install_templates(es, say=lambda _: None)
+    install_templates(es, SINGLE_NODE, say=lambda _: None)
     prefix = f"logferry-c{uuid.uuid4().hex[:8]}"
     flow = Flow(
         "testcontainers, no fault",

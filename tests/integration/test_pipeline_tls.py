@@ -81,7 +81,7 @@ def tls_proxy(tmp_path: Path, elasticsearch_url: str) -> Iterator[tuple[str, Pat
 def setup(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ELASTICSEARCH_")}
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", "setup", *args],
+        [sys.executable, "-m", "pipeline", "setup", "--replicas", "0", *args],
         capture_output=True, cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, text=True,
         timeout=120,
     )  # fmt: skip

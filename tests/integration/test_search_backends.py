@@ -1,10 +1,9 @@
 """The other search servers deploy/local starts (issue 21) take our kind of documents.
 
-Each case talks plain HTTP to a real Elasticsearch 9 or OpenSearch node whose URL is in
-ELASTICSEARCH9_URL or OPENSEARCH_URL, e.g. from
-`SEARCH=elasticsearch9 deploy/local/elasticsearch.sh start`, and skips without it, in CI too:
-`make test` does not start these servers yet. Plain HTTP because elasticsearch-py 8 refuses
-a server that does not say it is Elasticsearch.
+Each case talks plain HTTP to a real Elasticsearch 9 or OpenSearch node, the session's of
+the backend matrix (tests/conftest.py: ELASTICSEARCH9_URL or OPENSEARCH_URL, else started
+by `SEARCH=... deploy/local/elasticsearch.sh start`). Plain HTTP, to check the servers
+themselves rather than our client of them.
 
 Our Elasticsearch nodes lack the data-streams module, which is not published as a jar: a data
 stream is created by indexing into it, but there is no `_data_stream` API to delete it, so on
@@ -14,7 +13,6 @@ Elasticsearch 9 each run leaves one small data stream behind.
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.request
 import uuid
@@ -25,7 +23,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-BACKENDS = {"elasticsearch9": "ELASTICSEARCH9_URL", "opensearch": "OPENSEARCH_URL"}
+BACKENDS = {"elasticsearch9": "elasticsearch9_url", "opensearch": "opensearch_url"}
 
 
 class Server:
@@ -51,12 +49,7 @@ class Server:
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest) -> tuple[str, Server]:
-    variable = BACKENDS[request.param]
-    url = os.environ.get(variable)
-    if not url:
-        start = f"SEARCH={request.param} deploy/local/elasticsearch.sh start"
-        pytest.skip(f"{variable} is not set (start a node with {start})")
-    return request.param, Server(url)
+    return request.param, Server(request.getfixturevalue(BACKENDS[request.param]))
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
+from pipeline.backend import ELASTICSEARCH
 from pipeline.documents import IndexName, document
-from pipeline.templates import INDEX_PATTERN, MAPPINGS
+from pipeline.templates import INDEX_PATTERN, mappings
 from tests.unit.logfiles import append, docker_container, docker_line
 
 REPO = Path(__file__).resolve().parents[2]
@@ -190,11 +191,11 @@ def mapped_fields(mapping: dict[str, Any], prefix: str = "") -> Iterator[str]:
 
 
 def test_every_field_is_in_the_index_template(objects: list[dict[str, Any]]) -> None:
-    mappings = MAPPINGS["template"]["mappings"]
-    fields = set(mapped_fields(mappings))
+    mapped = mappings(ELASTICSEARCH)["template"]["mappings"]
+    fields = set(mapped_fields(mapped))
     dynamic = tuple(
         next(iter(t.values()))["path_match"].rstrip("*")
-        for t in mappings["dynamic_templates"]
+        for t in mapped["dynamic_templates"]
         if "path_match" in next(iter(t.values()))
     )
     for object_id, names in fields_used(objects).items():
@@ -204,7 +205,7 @@ def test_every_field_is_in_the_index_template(objects: list[dict[str, Any]]) -> 
 
 def test_aggregated_fields_are_keywords_or_dates(objects: list[dict[str, Any]]) -> None:
     """Terms and histograms on a `text` field fail in Elasticsearch; `message` is text."""
-    types = dict(mapped_types(MAPPINGS["template"]["mappings"]))
+    types = dict(mapped_types(mappings(ELASTICSEARCH)["template"]["mappings"]))
     for o in by_type(objects, "lens"):
         for layer in o["attributes"]["state"]["datasourceStates"]["formBased"]["layers"].values():
             for column in layer["columns"].values():

@@ -506,9 +506,7 @@ def test_one_list_and_one_watch_per_resource_whatever_the_churn(api, enricher):
     }
 
 
-def test_stop_returns_promptly_with_watches_open(api, enricher):
+def test_stop_closes_the_open_watches(api, enricher):
     e = enricher()
-    began = time.monotonic()
     e.stop()
-    assert time.monotonic() - began < 1.0
     until(lambda: api.open_watches() == 0)

@@ -56,6 +56,12 @@ class FakeSink:
         if not self.hold:
             done(self.ok)
 
+    def offer(
+        self, key: bytes, values: list[bytes], sent: int, done: Callable[[bool], None]
+    ) -> int:
+        self.send(key.decode("utf-8", "surrogateescape"), values[sent:], done)
+        return len(values)
+
     def release(self) -> None:
         with self.cond:
             held, self.held = self.held, []

@@ -14,7 +14,8 @@ from msgpack import Timestamp
 
 from collector.forward import RecordEncoder
 from logferry.record import FIELDS, markdown
-from pipeline.templates import MAPPINGS
+from pipeline.backend import ELASTICSEARCH
+from pipeline.templates import mappings
 from tests.unit.logfiles import append, cri_line, docker_container, docker_line
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +44,7 @@ def test_the_document_is_the_declaration() -> None:
 
 
 def test_the_index_template_maps_every_declared_field() -> None:
-    mapped = MAPPINGS["template"]["mappings"]["properties"]
+    mapped = mappings(ELASTICSEARCH)["template"]["mappings"]["properties"]
     for field in FIELDS:
         node: dict[str, Any] = {"properties": mapped}
         for part in field.name.split("."):
