@@ -506,7 +506,12 @@ class Agent:
             file.group.joiner.push(file, offset, decode(raw), out)
             return self.encode(out)
 
-        return Levelled(encoder.level_template, lambda text: level(text, parser), general)
+        return Levelled(
+            encoder.level_template,
+            lambda text: level(text, parser),
+            general,
+            lambda: file.group.joiner.pieces,
+        )
 
     def encode(self, records: list[Record]) -> list[bytes]:
         errors = sum(1 for r in records if "parse_error" in r.tags)
