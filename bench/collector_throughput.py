@@ -120,8 +120,8 @@ def batch(mix: str, args: argparse.Namespace) -> None:
         started = time.perf_counter()
         child = subprocess.Popen(
             collector(work, args, topic, "--once", *flags),
-            cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            cwd=args.repo,
+            env={**os.environ, "PYTHONPATH": str(args.repo)},
         )
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
@@ -171,8 +171,8 @@ def steady(rate: float, args: argparse.Namespace) -> None:
     topic = topic_for(args.bootstrap) if args.sink == "kafka" else "bench"
     child = subprocess.Popen(
         collector(work, args, topic),
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=args.repo,
+        env={**os.environ, "PYTHONPATH": str(args.repo)},
         stderr=subprocess.DEVNULL,
     )
     try:
@@ -202,6 +202,12 @@ def main() -> None:
     parser.add_argument("--steady", type=float, action="append", help="lines/s to follow")
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument(
+        "--repo",
+        type=Path,
+        default=REPO,
+        help="the checkout whose collector runs (e.g. `git archive` of another commit)",
+    )
     parser.add_argument(
         "--sink", default="kafka", help="kafka, or file:/dev/null to leave Kafka out"
     )

@@ -78,6 +78,9 @@ class Levelled(NamedTuple):
     """A line the fast path leaves (raw, offset) -> its record by the general path."""
     held: Callable[[], object]
     """Truthy while the joiner holds a runtime piece: the lines after it go general too."""
+    parsed: Callable[[bytes, bytes, bytes, int], list[bytes]]
+    """A whole runtime line whose text needs parsing (time, JSON-escaped text, stream,
+    offset) -> its record, as the general path makes it but without decoding and joining."""
 
 
 ChunkPath = Callable[[bytes, int, bytes, int, Levelled | None], list[bytes] | None]
@@ -215,7 +218,7 @@ def levelled_records(
     # Non-ASCII lines are validated one by one: decoding a whole read of mixed text to check
     # it costs more than the few lines that need it.
     all_ascii = data.isascii()
-    with_level, level_of, general, held = levelled
+    with_level, level_of, general, held, parsed = levelled
     out: list[bytes] = []
     start = offset
     holding = False
@@ -224,10 +227,13 @@ def levelled_records(
             size = len(raw_text) + len(time) + frame
             if holding or len(text) > limit or not (all_ascii or utf8(raw_text)):
                 level = GENERAL
+                line = data[start - offset : start - offset + size - 1]
             else:
                 level = level_of(text)
-            if level == GENERAL:
-                line = data[start - offset : start - offset + size - 1]
+                if level == GENERAL:
+                    out += parsed(time, text, stream, start)
+                    start += size
+                    continue
         else:
             size = len(line) + 1
             level = GENERAL

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from collector.levels import detect
+from collector.levels import detect, undated
 from collector.metrics import METRICS
 from collector.redact import Redactor, Rule, rules
 from collector.structured import Limits, parse
@@ -72,6 +72,10 @@ class Processor:
         """
         if mode != "auto" and mode != "none":
             return GENERAL
+        if undated(escaped) and (
+            self.redactor is None or b"\\" not in escaped or SPELLING(escaped) is None
+        ):
+            return None
         if b"\\" in escaped:
             text = orjson.loads(b'"' + escaped + b'"')
             if (

@@ -52,6 +52,12 @@ TEXTS = [
     "Debug mode enabled",
     "\tat com.shop.Cart.add(Cart.java:42)",
     "grüße 日本 🚀 INFO",
+    '10.1.2.3 - - [30/Nov/2026:10:00:00 +0000] "GET /?a=1&b=2 HTTP/1.1" 500 12 "-" "curl"',
+    "12:00:01.5 WARN slow",
+    "2026/11/30 10:00:00 [error] 7#7: upstream timed out",
+    "10:00 ERROR",
+    "1234",
+    "7",
 ]
 texts = st.sampled_from(TEXTS) | st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=60
@@ -84,11 +90,16 @@ def chunk_path(kind: str, lines: list[bytes], offset: int, enc: Encoder) -> list
         joiner.push(None, at, DECODERS[kind](raw), out)
         return [enc.encode(r) for r in out]
 
+    def parsed(time: bytes, escaped: bytes, stream: bytes, at: int) -> list[bytes]:
+        text = orjson.loads(b'"' + escaped + b'"')
+        return [enc.encode(Record(None, at, time.decode(), stream.decode(), text, ()))]
+
     levelled = Levelled(
         enc.level_template,
         lambda text: PROCESSOR.fast_level(text, enc.mode),
         general,
         lambda: joiner.pieces,
+        parsed,
     )
     data = b"\n".join(lines)
     if not PROCESSOR.clean(data):
@@ -246,6 +257,9 @@ def test_a_keyword_spelled_with_escapes_is_still_redacted_on_the_chunk_path() ->
         + STAMP.encode()
         + b'"}',
         docker_json('GET /a?b=1&c=2 "curl" <x>\n', "stdout", STAMP).rstrip(b"\n"),
+        b'{"log":"10.0.0.1 \\"p\\u0061ssword=hunter2\\"\\n","stream":"stdout","time":"'
+        + STAMP.encode()
+        + b'"}',
     ]
     fast = chunk_path("docker", raws, 0, enc)
     assert fast is not None
@@ -256,3 +270,4 @@ def test_a_keyword_spelled_with_escapes_is_still_redacted_on_the_chunk_path() ->
     assert "hunter2" not in records[1]["message"]
     assert "redacted" in records[1]["tags"]
     assert records[2]["message"] == 'GET /a?b=1&c=2 "curl" <x>'
+    assert "hunter2" not in records[3]["message"]
