@@ -8,13 +8,14 @@ general path (decode -> join -> encode), which handles every case. Both paths pr
 the same record.
 
 The chunk paths take a whole read at once: one regex pass checks every line and cuts out
-its fields; the text is valid UTF-8 (checked once per read) in the runtime's own escapes,
-so it is copied into the record as it is. Without levels the records are built by C-level
-map/zip, so no Python code runs per line, and the path gives up on the first line it
-cannot take. With levels (a `Levelled`: one Python step a line anyway) a line the pattern
-does not take (a 16 KiB piece, control bytes, a JSON object to parse, text over the limit,
-bytes that are not UTF-8) goes the general path on its own, in its place, and so do the
-lines after a runtime piece until the joiner holds no piece any more.
+its fields; text that is valid UTF-8 (checked once per read, or per non-ASCII line of a
+mixed read) in the runtime's own escapes is copied into the record as it is. Without
+levels the records are built by C-level map/zip, so no Python code runs per line, and the
+path gives up on the first line it cannot take. With levels (a `Levelled`: one Python
+step a line anyway) a line the pattern does not take (a 16 KiB piece, control bytes, text
+over the limit, bytes that are not UTF-8) goes the general path on its own, in its place,
+and so do the lines after a runtime piece until the joiner holds no piece any more; a
+JSON object to parse skips only decoding and joining.
 """
 
 from __future__ import annotations
