@@ -35,7 +35,7 @@ from pathlib import Path
 import orjson
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bench.corpus import MIXES, write
+from bench.corpus import MIXES, specs, write
 from harness.nodewriter import NodeWriter, Rotation
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,8 +155,6 @@ def peak_rss(pid: int) -> float:
 
 def steady(rate: float, args: argparse.Namespace) -> None:
     """The collector following the `node` mix written at `rate` lines/s."""
-    from bench.corpus import specs
-
     work = Path(tempfile.mkdtemp(prefix="logferry-steady-"))
     rotation = Rotation(max_bytes=50 * 1024 * 1024)
     writer = NodeWriter(
@@ -179,13 +177,15 @@ def steady(rate: float, args: argparse.Namespace) -> None:
         thread = threading.Thread(target=writer.run, args=(args.warmup + args.duration,))
         thread.start()
         time.sleep(args.warmup)
-        cpu0, wall0 = cpu_seconds(child.pid), time.monotonic()
+        cpu0, wall0, written0 = cpu_seconds(child.pid), time.monotonic(), writer.bytes_written
         thread.join()
         cpu, wall = cpu_seconds(child.pid) - cpu0, time.monotonic() - wall0
         mb = writer.bytes_written / 1e6
         print(f"steady {rate:.0f} lines/s of the node mix for {args.duration:.0f} s after warm-up")
         print(f"  {writer.lines_written} lines, {mb:.1f} MB written in all")
         print(f"  collector {cpu / wall:.3f} cores, load average {os.getloadavg()[0]:.1f}")
+        window = (writer.bytes_written - written0) / 1e6
+        print(f"  {cpu / window:.3f} CPU-seconds per MB written after warm-up")
         print(f"  peak rss {peak_rss(child.pid):.0f} MiB", flush=True)
     finally:
         child.terminate()
