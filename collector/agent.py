@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from collector.budget import Budget, FileReads
 from collector.checkpoint import Checkpoints
 from collector.config import Config
@@ -506,7 +508,18 @@ class Agent:
             file.group.joiner.push(file, offset, decode(raw), out)
             return self.encode(out)
 
-        return Levelled(encoder.level_template, lambda text: level(text, parser), general)
+        def parsed(time: bytes, escaped: bytes, stream: bytes, offset: int) -> list[bytes]:
+            # The joiner's record of a whole line when it holds nothing and has no rule.
+            text = orjson.loads(b'"' + escaped + b'"')
+            return self.encode([Record(file, offset, time.decode(), stream.decode(), text, ())])
+
+        return Levelled(
+            encoder.level_template,
+            lambda text: level(text, parser),
+            general,
+            lambda: file.group.joiner.pieces,
+            parsed,
+        )
 
     def encode(self, records: list[Record]) -> list[bytes]:
         errors = sum(1 for r in records if "parse_error" in r.tags)

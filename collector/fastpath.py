@@ -8,9 +8,14 @@ general path (decode -> join -> encode), which handles every case. Both paths pr
 the same record.
 
 The chunk paths take a whole read at once: one regex pass checks every line and cuts out
-its fields, and the records are built by C-level map/zip, so no Python code runs per
-line. They give up on the first line they cannot take, and the per-line paths then go
-through that read line by line.
+its fields; text that is valid UTF-8 (checked once per read, or per non-ASCII line of a
+mixed read) in the runtime's own escapes is copied into the record as it is. Without
+levels the records are built by C-level map/zip, so no Python code runs per line, and the
+path gives up on the first line it cannot take. With levels (a `Levelled`: one Python
+step a line anyway) a line the pattern does not take (a 16 KiB piece, control bytes, text
+over the limit, bytes that are not UTF-8) goes the general path on its own, in its place,
+and so do the lines after a runtime piece until the joiner holds no piece any more; a
+JSON object to parse skips only decoding and joining.
 """
 
 from __future__ import annotations
@@ -72,6 +77,11 @@ class Levelled(NamedTuple):
     """A line's JSON-escaped text -> its level, None, or GENERAL."""
     general: Callable[[bytes, int], list[bytes]]
     """A line the fast path leaves (raw, offset) -> its record by the general path."""
+    held: Callable[[], object]
+    """Truthy while the joiner holds a runtime piece: the lines after it go general too."""
+    parsed: Callable[[bytes, bytes, bytes, int], list[bytes]]
+    """A whole runtime line whose text needs parsing (time, JSON-escaped text, stream,
+    offset) -> its record, as the general path makes it but without decoding and joining."""
 
 
 ChunkPath = Callable[[bytes, int, bytes, int, Levelled | None], list[bytes] | None]
@@ -134,22 +144,33 @@ ESCAPE = rb'\\(?:["\\/bfnrt]|u(?!0000)(?:[0-9a-cA-Ce-fE-F][0-9a-fA-F]{3}|[dD][0-
 """One escape orjson reads back as it is: not NUL (a parse error), not half a surrogate."""
 JSON_TEXT = rb'[^"\\\x00-\x1f]*+(?:' + ESCAPE + rb'[^"\\\x00-\x1f]*+)*?'
 """JSON string content; the outer loop is lazy so the line's closing `\n` is left over."""
-DOCKER_LINES = re.compile(
-    rb'^\{"log":"('
-    + JSON_TEXT
-    + rb')\\n","stream":"(stdout|stderr)","time":"('
-    + STAMP
-    + rb')"\}$',
-    re.MULTILINE,
-).findall
+DOCKER_LINE = (
+    rb'\{"log":"(' + JSON_TEXT + rb')\\n","stream":"(stdout|stderr)","time":"(' + STAMP + rb')"\}'
+)
+DOCKER_LINES = re.compile(rb"^" + DOCKER_LINE + rb"$", re.MULTILINE).findall
+DOCKER_ANY = re.compile(rb"^(?:" + DOCKER_LINE + rb"|([^\n]*+))$", re.MULTILINE).findall
+"""One row a line: (text, stream, time, b"") for a runtime line, else (b"", b"", b"", line)."""
 DOCKER_FRAME = len(b'{"log":"\\n","stream":"stdout","time":""}\n')
 """A Docker line's bytes besides its text and time."""
-CRI_LINES = re.compile(
-    rb"^(" + STAMP + rb") (stdout|stderr) F ([^\x00-\x08\x0a-\x1f]*)$", re.MULTILINE
-).findall
+CRI_LINE = rb"(" + STAMP + rb") (stdout|stderr) F ([^\x00-\x08\x0a-\x1f]*)"
 """Tabs are let in (stack traces are full of them) and escaped with the rest."""
+CRI_LINES = re.compile(rb"^" + CRI_LINE + rb"$", re.MULTILINE).findall
+CRI_ANY = re.compile(rb"^(?:" + CRI_LINE + rb"|([^\n]*+))$", re.MULTILINE).findall
+"""As DOCKER_ANY: (time, stream, text, b"") or (b"", b"", b"", line)."""
 CRI_FRAME = len(b" stdout F \n")
 DAY = itemgetter(slice(0, 10))
+FIRST = itemgetter(0)
+
+
+def utf8(data: bytes) -> bool:
+    """Valid UTF-8: the text is then copied into records as it is."""
+    if data.isascii():
+        return True
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def records(
@@ -160,7 +181,6 @@ def records(
     lengths: Iterable[int],
     offset: int,
     data: bytes,
-    levelled: Levelled | None,
 ) -> list[bytes] | None:
     """Fill the template for every line; `lengths` are the matched lines' sizes.
 
@@ -171,22 +191,61 @@ def records(
         return None
     if not all(real_date(day.decode()) for day in set(map(DAY, times))):
         return None
-    if levelled is None:
-        return list(map(template.__mod__, zip(times, texts, streams, starts, starts, strict=True)))
-    # With levels, one Python step a line: the level, and the general path for the lines
-    # that need more (a JSON object to parse).
+    return list(map(template.__mod__, zip(times, texts, streams, starts, starts, strict=True)))
+
+
+Row = tuple[bytes, bytes, bytes, bytes]
+"""(time, stream, text, b"") for a line the pattern takes, (b"", b"", b"", line) if not."""
+
+
+def levelled_records(
+    template: bytes,
+    rows: list[Row],
+    texts: Iterable[bytes],
+    frame: int,
+    offset: int,
+    data: bytes,
+    limit: int,
+    levelled: Levelled,
+) -> list[bytes] | None:
+    """Every line's record, with its level: the template's, or the general path's.
+
+    `texts` are the rows' texts as they go into a record (JSON-escaped).
+    """
+    days = set(map(DAY, map(FIRST, rows)))
+    days.discard(b"")
+    if not all(real_date(day.decode()) for day in days):
+        return None
+    # Non-ASCII lines are validated one by one: decoding a whole read of mixed text to check
+    # it costs more than the few lines that need it.
+    all_ascii = data.isascii()
+    with_level, level_of, general, held, parsed = levelled
     out: list[bytes] = []
-    with_level, level_of, general = levelled
-    for time, text, stream, start in zip(times, texts, streams, starts, strict=True):
-        level = level_of(text)
+    start = offset
+    holding = False
+    for (time, stream, raw_text, line), text in zip(rows, texts, strict=True):
+        if time:
+            size = len(raw_text) + len(time) + frame
+            if holding or len(text) > limit or not (all_ascii or utf8(raw_text)):
+                level = GENERAL
+                line = data[start - offset : start - offset + size - 1]
+            else:
+                level = level_of(text)
+                if level == GENERAL:
+                    out += parsed(time, text, stream, start)
+                    start += size
+                    continue
+        else:
+            size = len(line) + 1
+            level = GENERAL
         if level is None:
             out.append(template % (time, text, stream, start, start))
         elif level == GENERAL:
-            at = start - offset
-            end = data.find(b"\n", at)
-            out += general(data[at : end if end >= 0 else len(data)], start)
+            out += general(line, start)
+            holding = bool(held())
         else:
             out.append(with_level % (time, text, stream, start, start, level.encode()))
+        start += size
     return out
 
 
@@ -195,7 +254,7 @@ Columns = tuple[tuple[bytes, ...], tuple[bytes, ...], tuple[bytes, ...]]
 
 def columns(lines: Callable[[bytes], list[tuple[bytes, bytes, bytes]]], data: bytes) -> Columns:
     """The three fields of every line the pattern takes, field by field; empty if none."""
-    found = lines(data) if data.isascii() else []
+    found = lines(data) if utf8(data) else []
     if not found:
         return (), (), ()
     first, second, third = zip(*found, strict=True)
@@ -209,28 +268,41 @@ def docker_chunk(
 
     `limit` bounds a line's escaped text, so that no record needs cutting to fit.
     """
+    if levelled is not None:
+        rows = [(time, stream, text, line) for text, stream, time, line in DOCKER_ANY(data)]
+        texts = [row[2] for row in rows]
+        return levelled_records(template, rows, texts, DOCKER_FRAME, offset, data, limit, levelled)
     texts, streams, times = columns(DOCKER_LINES, data)
     if not texts or max(map(len, texts)) > limit:
         return None
     lengths = map(add, map(add, map(len, texts), map(len, times)), repeat(DOCKER_FRAME))
-    return records(template, times, texts, streams, lengths, offset, data, levelled)
+    return records(template, times, texts, streams, lengths, offset, data)
+
+
+def cri_escaped(texts: tuple[bytes, ...], data: bytes) -> tuple[bytes, ...]:
+    """CRI texts (UTF-8 without control bytes but tabs) as JSON string content."""
+    if b'"' not in data and b"\\" not in data and b"\t" not in data:
+        return texts
+    joined = b"\n".join(texts).replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+    return tuple(joined.replace(b"\t", b"\\t").split(b"\n"))
 
 
 def cri_chunk(
     data: bytes, offset: int, template: bytes, limit: int, levelled: Levelled | None = None
 ) -> list[bytes] | None:
     """As docker_chunk, for CRI lines."""
+    if levelled is not None:
+        rows = CRI_ANY(data)
+        texts = cri_escaped(tuple(row[2] for row in rows), data)
+        return levelled_records(template, rows, texts, CRI_FRAME, offset, data, limit, levelled)
     times, streams, texts = columns(CRI_LINES, data)
     if not times:
         return None
     lengths = list(map(add, map(add, map(len, texts), map(len, times)), repeat(CRI_FRAME)))
-    if b'"' in data or b"\\" in data or b"\t" in data:
-        # ASCII without control bytes but tabs needs only these escapes to be a JSON string.
-        joined = b"\n".join(texts).replace(b"\\", b"\\\\").replace(b'"', b'\\"')
-        texts = tuple(joined.replace(b"\t", b"\\t").split(b"\n"))
+    texts = cri_escaped(texts, data)
     if max(map(len, texts)) > limit:
         return None
-    return records(template, times, texts, streams, lengths, offset, data, levelled)
+    return records(template, times, texts, streams, lengths, offset, data)
 
 
 class FastPaths(NamedTuple):

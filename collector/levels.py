@@ -114,6 +114,18 @@ def detect(text: str) -> str | None:
     return None
 
 
+def undated(escaped: bytes) -> bool:
+    """For a line's text as the runtime wrote it (JSON-escaped): True when it starts with a
+    digit that begins no date or time, so `detect` finds no level (access logs, mostly).
+    Judged on its first bytes alone, without decoding the line."""
+    head = escaped[:5]
+    if not head[:1].isdigit() or not head.isascii() or b"\\" in head:
+        return False
+    if head[4:5] in (b"-", b"/"):
+        return not head[:4].isdigit()
+    return not (head[2:3] == b":" and head[:2].isdigit())
+
+
 def _dated(text: str) -> bool:
     """Starts with a date (`2026-11-30`, `2026/11/30`) or a time (`10:00:00`)."""
     if text[4:5] in ("-", "/"):

@@ -11,15 +11,20 @@ needs no redaction, and one with a keyword goes the general path whole.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import orjson
 
-from collector.levels import detect
+from collector.levels import detect, undated
 from collector.metrics import METRICS
 from collector.redact import Redactor, Rule, rules
 from collector.structured import Limits, parse
+
+SPELLING = re.compile(rb"\\u00(?:20|[4-7][0-9a-fA-F])").search
+"""An escape that may spell part of a keyword (the keywords are ASCII letters and spaces,
+and only built-in rules have them): Docker's own escapes (`<>&`, control bytes) cannot."""
 
 GENERAL = "general"
 """fast_level's answer for a line the fast path must leave to the general path."""
@@ -67,9 +72,17 @@ class Processor:
         """
         if mode != "auto" and mode != "none":
             return GENERAL
+        if undated(escaped) and (
+            self.redactor is None or b"\\" not in escaped or SPELLING(escaped) is None
+        ):
+            return None
         if b"\\" in escaped:
             text = orjson.loads(b'"' + escaped + b'"')
-            if self.redactor is not None and not self.redactor.clean(text):
+            if (
+                self.redactor is not None
+                and SPELLING(escaped) is not None
+                and not self.redactor.clean(text)
+            ):
                 return GENERAL
         else:
             text = escaped.decode()

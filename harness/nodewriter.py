@@ -130,6 +130,8 @@ class Spec:
     annotations: dict[str, str] = field(default_factory=dict)
     image: str = "registry.example/shop/app:1.4.2"
     deployment: str | None = None
+    vocabulary: tuple[str, ...] = ()
+    """Words the content draws from (default WORDS, about half of them non-ASCII)."""
 
     def __post_init__(self) -> None:
         if self.runtime not in ("docker", "cri"):
@@ -317,8 +319,11 @@ def stamp_ns(ns: int) -> str:
 class Content:
     """Events of one container; `seq` makes most messages unique, which eases diagnosis."""
 
-    def __init__(self, kind: str, key: str, rng: random.Random) -> None:
+    def __init__(
+        self, kind: str, key: str, rng: random.Random, vocabulary: Sequence[str] = ()
+    ) -> None:
         self.kind = kind
+        self.vocabulary = vocabulary or WORDS
         self.key = key
         self.rng = rng
         self.seq = 0
@@ -333,7 +338,7 @@ class Content:
         return self.make()
 
     def words(self, n: int) -> str:
-        return " ".join(self.rng.choice(WORDS) for _ in range(n))
+        return " ".join(self.rng.choice(self.vocabulary) for _ in range(n))
 
     def clock(self) -> str:
         now = time.time()
@@ -446,7 +451,7 @@ class Content:
         parts: list[str] = [f"seq={self.seq} payload="]
         total = 0
         while total < size:
-            word = self.rng.choice(WORDS)
+            word = self.rng.choice(self.vocabulary)
             parts.append(word)
             total += len(word.encode()) + 1
         return " ".join(parts)
@@ -551,7 +556,7 @@ class Container:
         self.spec = spec
         self.node = node
         self.rotation = rotation
-        self.content = Content(spec.content, spec.key, rng)
+        self.content = Content(spec.content, spec.key, rng, spec.vocabulary)
         self.grouping = spec.multiline and spec.content in MULTILINE_CONTENTS
         self.buffer: list[bytes] = []
         self.buffered = 0

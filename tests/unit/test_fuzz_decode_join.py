@@ -39,6 +39,7 @@ from collector.decode import (
 from collector.encode import Encoder
 from collector.join import PARSE_ERROR, Joiner, Record
 from collector.multiline import rule_for
+from harness.nodewriter import docker_json
 from tests.unit.logfiles import ListSink, agent, drain
 
 STREAMS = ("stdout", "stderr")
@@ -169,17 +170,26 @@ good_stamps = st.sampled_from(
 )
 
 
+real_texts = (
+    ascii_texts
+    | st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n"))
+    | st.sampled_from(["grüße 日本 🚀 INFO", "<b>&amp;</b> \u2028 \u2029", "Ωμέγα\tЖ 👍🏽"])
+)
+"""What programs print: any characters, often ASCII, now and then odd ones."""
+
+
 @st.composite
 def runtime_docker_lines(draw: st.DrawFn) -> bytes:
-    """Complete lines as Docker writes them: the ones the chunk path is for."""
-    body = {"log": draw(ascii_texts) + "\n", "stream": draw(st.sampled_from(STREAMS))}
-    return orjson.dumps({**body, "time": draw(good_stamps)})
+    """Complete lines as Docker writes them (its Go encoder's escapes, UTF-8 as it is): the
+    ones the chunk path is for."""
+    text, stream = draw(real_texts) + "\n", draw(st.sampled_from(STREAMS))
+    return docker_json(text, stream, draw(good_stamps)).rstrip(b"\n")
 
 
 @st.composite
 def runtime_cri_lines(draw: st.DrawFn) -> bytes:
     stream = draw(st.sampled_from(STREAMS))
-    return f"{draw(good_stamps)} {stream} F {draw(ascii_texts)}".encode()
+    return f"{draw(good_stamps)} {stream} F {draw(real_texts)}".encode()
 
 
 def reads(runtime: st.SearchStrategy[bytes], odd: st.SearchStrategy[bytes]) -> st.SearchStrategy:
@@ -582,6 +592,28 @@ def test_docker_chunk_path_gives_the_general_records(lines: list[bytes], offset:
 @example([b'2026-11-27T02:20:49Z stdout F a "quoted" \\ path', b"2026-11-27T02:20:49Z stderr F"], 0)
 def test_cri_chunk_path_gives_the_general_records(lines: list[bytes], offset: int) -> None:
     chunk_matches_the_general_path("cri", lines, offset)
+
+
+clean_texts = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc")) | st.just("\t")
+) | st.sampled_from(["grüße 日本 🚀 INFO", "<b>&amp;</b> \u2028 \u2029"])
+"""Text without control bytes (tabs aside): what the runtimes write without a NUL or CR."""
+
+
+@FUZZ
+@given(st.lists(st.tuples(clean_texts, st.sampled_from(STREAMS)), min_size=1, max_size=6))
+@example([("grüße 日本 🚀 <b>&</b> \u2028", "stdout")])
+def test_the_chunk_path_takes_every_line_the_runtimes_write(lines: list[tuple[str, str]]) -> None:
+    """UTF-8 text and every escape Docker's encoder writes, not only ASCII: a read of such
+    lines is one regex pass, each line its general record."""
+    stamp = "2026-11-27T02:20:49.123456789Z"
+    docker = [docker_json(text + "\n", stream, stamp).rstrip(b"\n") for text, stream in lines]
+    cri = [f"{stamp} {stream} F {text}".encode() for text, stream in lines]
+    for kind, raws in (("docker", docker), ("cri", cri)):
+        data = b"\n".join(raws)
+        fast = fastpath.FAST_PATHS[kind].chunk(data, 0, ENCODER.template, 1 << 20)
+        assert fast is not None, (kind, raws)
+        assert_general_records(kind, raws, fast, 0)
 
 
 def expected_records(

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import orjson
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from collector.levels import LEVELS, detect, normalise
+from collector.levels import LEVELS, detect, normalise, undated
 
 
 @pytest.mark.parametrize(
@@ -132,3 +135,17 @@ def test_detect_in_plain_text(text: str, level: str | None) -> None:
 def test_every_result_is_one_of_the_six() -> None:
     produced = {normalise(v) for v in ("trace", "debug", "info", "warn", "error", "fatal")}
     assert produced == set(LEVELS)
+
+
+@given(
+    st.text(alphabet=st.sampled_from('0123456789:-/. \\"[]<>&é日ERORWAN'), max_size=30)
+    | st.text(max_size=30)
+)
+@example("10.1.2.3 - - ERROR")
+@example("2026/11/30 [error] x")
+@example("12:00:01 WARN x")
+def test_undated_lines_have_no_level(text: str) -> None:
+    """`undated` judges the escaped bytes without decoding them: never a line with a level."""
+    escaped = orjson.dumps(text)[1:-1]
+    if undated(escaped):
+        assert detect(text) is None
