@@ -1,4 +1,4 @@
-"""Records -> the JSON contract of ARCHITECTURE.md, one UTF-8 object per Kafka message.
+"""Records -> the record contract (logferry/record.py), one UTF-8 object per Kafka message.
 
 What is the same for every record of a file (container, pod, host) is encoded once into a
 byte suffix; per record only the few changing fields go through orjson. That keeps the
