@@ -12,20 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import math
-import os
-import secrets
 import socket
-import struct
 import threading
 import time
 import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import msgpack
@@ -36,8 +30,10 @@ from prometheus_client import Counter, Gauge
 from collector.budget import Budget
 from collector.config import Config
 from collector.encode import nest
+from collector.forward_delivery import Delivery, Handoff
+from collector.forward_framing import ERRORS, STEP_BYTES, Framing, ProtocolError
 from collector.metrics import METRICS
-from collector.sink import MAX_KEY_BYTES, Done, Sink, largest_record
+from collector.sink import Sink, largest_record
 
 if TYPE_CHECKING:
     # The kubernetes client is imported only where enrichment is configured.
@@ -46,101 +42,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("collector.forward")
 
 CONNECTIONS = Gauge("logferry_collector_forward_connections", "Open forward protocol connections")
-EVENTS = Counter("logferry_collector_forward_events", "Events received by the forward listener")
 BYTES = Counter("logferry_collector_forward_bytes", "Bytes received by the forward listener")
-ERRORS = Counter(
-    "logferry_collector_forward_errors",
-    "Forward connections cut or refused, by reason (malformed, too_large, auth, refused, delivery)",
-    ["reason"],
-)
-
-EVENT_TIME = struct.Struct(">II")
-IN_FLIGHT_BYTES = 8 * 1024 * 1024
-"""Records of one connection not yet delivered past which it is not read: backpressure."""
-INFLATE_RATIO = 8
-"""A CompressedPackedForward message may inflate to this many times forward_max_frame_bytes."""
-STEP_BYTES = 1024 * 1024
-"""Inflated bytes per step of a gzip message, and record bytes per sink batch of a message:
-a message is read a step at a time, so what it holds does not grow with its size."""
 READ_BYTES = 256 * 1024
 """The most one read of a socket brings (asyncio's): the budget's overshoot per connection."""
-READ_MARGIN = 1024 * 1024
-"""Above the frame limit in the unpacker's buffer: room for one read past a frame's end."""
 CUT_TAG_CHARS = 1024
 """A cut record keeps at most this much of its tag: a tag alone may not overflow a record."""
-RETRY_SECONDS = 0.01
 SWEEP_SECONDS = 1.0
 FEED_SECONDS = 0.02
 """How often connections paused for the budget look for room again."""
-
-
-class ProtocolError(ValueError):
-    """Valid msgpack that is not the forward protocol: the connection is cut."""
-
-    reason = "malformed"
-
-
-class TooLarge(ProtocolError):
-    reason = "too_large"
-
-
-def ext_hook(code: int, data: bytes) -> Any:
-    if code == 0 and len(data) == 8:
-        return Timestamp(*EVENT_TIME.unpack(data))
-    return ExtType(code, data)
-
-
-def unpacker(max_bytes: int) -> msgpack.Unpacker:
-    return msgpack.Unpacker(
-        raw=False,
-        # Old clients send PackedForward entries as str holding binary: kept byte for byte.
-        unicode_errors="surrogateescape",
-        strict_map_key=False,
-        ext_hook=ext_hook,
-        max_buffer_size=max(max_bytes, 1),
-    )
-
-
-def as_bytes(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape")
-    raise ProtocolError(f"expected str or bin, got {type(value).__name__}")
-
-
-def inflated(data: bytes, limit: int) -> Iterator[bytes]:
-    """Gzip members one after another (forwarders append one per flush), STEP_BYTES at a time;
-    TooLarge past `limit` bytes out in all. Never more than one step is held."""
-    size = 0
-    while data:
-        member = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        while not member.eof:
-            piece = member.decompress(data, STEP_BYTES)
-            data = member.unconsumed_tail
-            size += len(piece)
-            if size > limit:
-                raise TooLarge(f"compressed entries inflate past {limit} bytes")
-            if piece:
-                yield piece
-            elif not data:
-                raise ProtocolError("compressed entries end inside a gzip member")
-        data = member.unused_data
-
-
-def entries_of(pieces: Iterable[bytes], max_entry: int) -> Iterator[Any]:
-    """The [time, record] entries of a PackedForward message, from its bytes in pieces."""
-    stream = unpacker(max_entry)
-    fed = end = 0
-    for piece in pieces:
-        fed += len(piece)
-        stream.feed(piece)
-        for entry in stream:
-            # Read after each object: past its end, tell() also counts a started next one.
-            end = stream.tell()
-            yield entry
-    if end != fed:
-        raise ProtocolError("packed entries end inside an event")
 
 
 def rfc3339(seconds: int, nanos: int | None) -> str:
@@ -280,15 +189,6 @@ class RecordEncoder:
             room -= over
 
 
-def kafka_key(tag: str) -> str:
-    """A tag as a record key; a long one stands as its digest (one tag, one partition)."""
-    data = tag.encode("utf-8", "surrogateescape")
-    if len(data) <= MAX_KEY_BYTES:
-        return tag
-    digest = hashlib.blake2b(data, digest_size=16)
-    return f"tag-{digest.hexdigest()}"
-
-
 class PeerPods:
     """A peer's address -> its pod's metadata, from the enricher's cache.
 
@@ -312,109 +212,26 @@ class PeerPods:
         self.by_ip = self.enricher.pods_by_address()
 
 
-@dataclass(eq=False, slots=True)
-class Batch:
-    key: str
-    values: list[bytes]
-    done: Done
-    """Called on any thread."""
-    sent: int = 0
-
-
-class Handoff:
-    """Batches from the listener's thread to the sink.
-
-    A sink's `send` may wait for room by serving deliveries (Kafka polls its producer): from
-    this thread, that would run the agent's delivery callbacks here, beside the agent's own
-    thread. So batches are offered (`Sink.offer`, which never waits); a batch the sink has no
-    room for waits (and its connection is soon not read) until the main loop made room.
-    """
-
-    def __init__(self, sink: Sink, loop: asyncio.AbstractEventLoop) -> None:
-        self.sink = sink
-        self.loop = loop
-        self.waiting: deque[Batch] = deque()
-
-    def submit(self, batch: Batch) -> None:
-        if self.waiting:
-            self.waiting.append(batch)
-        elif not self.offer(batch):
-            self.waiting.append(batch)
-            self.loop.call_later(RETRY_SECONDS, self.retry)
-
-    def retry(self) -> None:
-        while self.waiting:
-            if not self.offer(self.waiting[0]):
-                self.loop.call_later(RETRY_SECONDS, self.retry)
-                return
-            self.waiting.popleft()
-
-    def offer(self, batch: Batch) -> bool:
-        """False when the sink has no room for the rest of the batch yet."""
-        if not batch.values:
-            batch.done(True)
-            return True
-        key = batch.key.encode("utf-8", "surrogateescape")
-        try:
-            batch.sent = self.sink.offer(key, batch.values, batch.sent, batch.done)
-        except (OSError, ValueError) as exc:
-            METRICS.delivery_errors.inc()
-            log.error("the sink refused forwarded events: %s", exc)
-            batch.done(False)
-            return True
-        if batch.sent < len(batch.values):
-            return False
-        # The sink holds its own copy until delivery: this one would be held twice.
-        batch.values = []
-        return True
-
-
-@dataclass(eq=False, slots=True)
-class Message:
-    """One message (or chunk) of a connection: its records go to the sink a batch at a time."""
-
-    key: str
-    chunk: str | bytes | None
-    batches: Iterator[list[bytes]] | None
-    """None once every record was handed to the sink."""
-    size: int
-    """Bytes of its msgpack held while it is read: charged to the budget."""
-    outstanding: int = 0
-    """Batches handed to the sink whose outcome the loop has not seen yet."""
-
-
 class Connection(asyncio.Protocol):
-    """One client: its stream of messages, its handshake, its chunks in flight."""
+    """One client: its socket, read while its bounds allow (collector.forward_delivery) and
+    turned into messages (collector.forward_framing)."""
 
     def __init__(self, server: ForwardServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.address = ""
-        self.peer = "?"
-        self.stream = unpacker(server.max_frame_bytes + READ_MARGIN)
-        self.fed = 0
-        self.frame_start = 0
-        """Stream offset where the message being received began."""
-        self.encoder = RecordEncoder(server.object_path, server.max_record_bytes, server.meta)
-        self.key: str | None = None
-        """The peer's container id, when its pod has only one: the Kafka key."""
-        self.meta_version = -1
-        self.uid = secrets.token_hex(6)
-        self.frames = 0
-        self.message: Message | None = None
-        """The message whose records are being handed to the sink; the next waits for it."""
-        self.in_flight = 0
-        """Bytes of records handed to the sink and not yet delivered."""
-        self.charged = 0
-        """Bytes this connection holds in the budget."""
-        self.nonce: bytes | None = None
-        """Set while the handshake is not done."""
-        self.paused = False
-        """Not read while its records in flight are past IN_FLIGHT_BYTES."""
-        self.starved = False
-        """Not read while the memory budget is exhausted."""
+        encoder = RecordEncoder(server.object_path, server.max_record_bytes, server.meta)
+        self.framing = Framing(server, encoder, self.write)
+        self.delivery = Delivery(self)
         self.closed = False
         self.last = 0.0
+
+    @property
+    def peer(self) -> str:
+        return self.framing.peer
+
+    @property
+    def paused(self) -> bool:
+        return self.delivery.paused
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -422,8 +239,8 @@ class Connection(asyncio.Protocol):
         server = self.server
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
-            self.address = str(peer[0]).removeprefix("::ffff:")
-            self.peer = f"{self.address}:{peer[1]}"
+            address = self.framing.address = str(peer[0]).removeprefix("::ffff:")
+            self.framing.peer = f"{address}:{peer[1]}"
         if len(server.connections) >= server.max_connections:
             ERRORS.labels("refused").inc()
             log.warning(
@@ -442,11 +259,9 @@ class Connection(asyncio.Protocol):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.last = server.loop.time()
         if server.budget.exhausted():
-            self.starve()
+            self.delivery.starve()
         self.update()
-        if server.shared_key:
-            self.nonce = os.urandom(16)
-            self.write(["HELO", {"nonce": self.nonce, "auth": "", "keepalive": True}])
+        self.framing.hello()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -456,18 +271,17 @@ class Connection(asyncio.Protocol):
         if server.finisher is self:
             server.finisher = None
         # What it buffered goes with it; records in flight stay charged until they settle.
-        self.message = None
-        self.fed = self.frame_start
-        self.charge()
+        self.delivery.message = None
+        self.framing.drop()
+        self.delivery.charge()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
         self.last = self.server.loop.time()
         BYTES.inc(len(data))
-        self.fed += len(data)
         try:
-            self.stream.feed(data)
+            self.framing.feed(data)
         except msgpack.BufferFull:
             limit = self.server.max_frame_bytes
             self.cut("too_large", f"a message is over forward_max_frame_bytes={limit}")
@@ -479,83 +293,40 @@ class Connection(asyncio.Protocol):
         stops (records in flight past IN_FLIGHT_BYTES, or the budget exhausted) until
         deliveries make room."""
         server = self.server
+        delivery = self.delivery
         limit = server.max_frame_bytes
         try:
             while not self.closed:
-                message = self.message
-                if message is not None:
-                    if self.blocked():
+                if delivery.message is not None:
+                    if delivery.blocked():
                         return
-                    values = None if message.batches is None else next(message.batches, None)
-                    if values is not None:
-                        self.deliver(message, values)
+                    if delivery.step():
                         continue
-                    message.batches = None
-                    self.message = None
-                    if message.outstanding == 0:
-                        self.answer(message)
-                try:
-                    frame = self.stream.unpack()
-                except msgpack.OutOfData:
+                message = self.framing.next_message()
+                if message is None:
                     break
-                # The unpacker drops what it parsed of an unfinished message: the size of
-                # one is counted from where it began.
-                start, self.frame_start = self.frame_start, self.stream.tell()
-                if self.frame_start - start > limit:
-                    raise TooLarge(f"a message is over forward_max_frame_bytes={limit}")
-                self.handle(frame, self.frame_start - start)
-            if not self.closed and self.fed - self.frame_start > limit:
-                raise TooLarge(f"a message is over forward_max_frame_bytes={limit}")
+                delivery.message = message
         except msgpack.BufferFull:
             self.cut("too_large", f"a message is over forward_max_frame_bytes={limit}")
         except ProtocolError as exc:
             self.cut(exc.reason, str(exc))
         except (ValueError, TypeError, OverflowError, msgpack.UnpackException, zlib.error) as exc:
             self.cut("malformed", f"not msgpack of the forward protocol: {exc!r}")
-        self.charge()
+        delivery.charge()
         if self.closed:
             return
         if server.finisher is self and not self.unfinished():
             server.finisher = None
         if server.budget.exhausted() and server.finisher is not self:
-            self.starve()
+            delivery.starve()
 
     def unfinished(self) -> bool:
         """In the middle of receiving a message, or of handing its records on."""
-        return self.message is not None or self.fed > self.frame_start
-
-    def blocked(self) -> bool:
-        """Whether the message being read must wait for deliveries; reading stops meanwhile."""
-        self.charge()
-        if self.in_flight > IN_FLIGHT_BYTES:
-            self.paused = True
-            self.update()
-            return True
-        if self.server.budget.exhausted() and self.server.finisher is not self:
-            self.starve()
-            return True
-        return False
-
-    def charge(self) -> None:
-        """Tells the budget what this connection holds: bytes of an unfinished message, the
-        message being read, records in flight."""
-        held = self.fed - self.frame_start + self.in_flight
-        if self.message is not None:
-            held += self.message.size
-        if held != self.charged:
-            self.server.budget.take(held - self.charged)
-            self.charged = held
-
-    def starve(self) -> None:
-        if not self.starved:
-            self.starved = True
-            self.server.budget.paused("forward")
-            self.server.hungry.append(self)
-            self.server.feed_soon()
-        self.update()
+        return self.delivery.message is not None or self.framing.receiving()
 
     def reading(self) -> bool:
-        return not (self.closed or self.paused or self.starved or self.server.draining)
+        delivery = self.delivery
+        return not (self.closed or delivery.paused or delivery.starved or self.server.draining)
 
     def update(self) -> None:
         """Reads the socket unless a bound or the drain says not to (idempotent)."""
@@ -565,144 +336,6 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
         else:
             self.transport.pause_reading()
-
-    def handle(self, frame: Any, size: int) -> None:
-        if self.nonce is not None:
-            self.handshake(frame, self.nonce)
-            return
-        if type(frame) is not list or len(frame) < 2 or type(frame[0]) is not str:
-            raise ProtocolError("a message is not an array starting with a tag")
-        tag, body = frame[0], frame[1]
-        entries: Iterable[Any]
-        if type(body) is list:
-            option = self.option(frame, 2)
-            entries = body
-        elif isinstance(body, bytes | str):
-            option = self.option(frame, 2)
-            packed = as_bytes(body)
-            compressed = option.get("compressed", "text")
-            pieces: Iterable[bytes] = (packed,)
-            if compressed == "gzip":
-                bound = self.server.max_frame_bytes * INFLATE_RATIO
-                # A first pass refuses a message over the bound before any of it is shipped.
-                try:
-                    for _ in inflated(packed, bound):
-                        pass
-                except TooLarge as exc:
-                    self.skip(tag, option, str(exc))
-                    return
-                pieces = inflated(packed, bound)
-            elif compressed != "text":
-                raise ProtocolError(f"unknown compression {compressed!r}")
-            entries = entries_of(pieces, self.server.max_frame_bytes + STEP_BYTES)
-        else:
-            option = self.option(frame, 3)
-            entries = [frame[1:3]]
-        chunk = option.get("chunk")
-        if chunk is not None and not isinstance(chunk, str | bytes):
-            raise ProtocolError("the chunk option is not a string")
-        self.refresh()
-        if chunk is None:
-            ids = f"{self.uid}-{self.frames}"
-        else:
-            # A chunk sent again after a lost ack keeps its id: so do its records, and the
-            # pipeline stores them once.
-            digest = hashlib.blake2b(as_bytes(tag) + b"\0" + as_bytes(chunk), digest_size=12)
-            ids = digest.hexdigest()
-        self.frames += 1
-        key = self.key or kafka_key(tag)
-        self.message = Message(key, chunk, self.encoder.encode(tag, entries, ids), size)
-
-    def skip(self, tag: str, option: dict[str, Any], detail: str) -> None:
-        """A message read whole and refused for its size: counted, logged, and its chunk
-        acknowledged, as the same chunk sent again would be refused again, for ever."""
-        ERRORS.labels("too_large").inc()
-        log.error(
-            "forward client %s: a message tagged %r skipped: %s", self.peer, tag[:200], detail
-        )
-        chunk = option.get("chunk")
-        if isinstance(chunk, str | bytes):
-            self.write({"ack": chunk})
-
-    def option(self, frame: list[Any], at: int) -> dict[str, Any]:
-        """The option map, which is the item at `at` when there is one."""
-        if not at <= len(frame) <= at + 1:
-            raise ProtocolError(f"a message of {len(frame)} items")
-        option = frame[at] if len(frame) > at else None
-        if option is None:
-            return {}
-        if type(option) is not dict:
-            raise ProtocolError("the option is not a map")
-        return option
-
-    def handshake(self, frame: Any, nonce: bytes) -> None:
-        if type(frame) is not list or len(frame) != 6 or frame[0] != "PING":
-            raise ProtocolError("expected PING after HELO")
-        _, hostname, salt, digest, _user, _password = frame
-        server = self.server
-        key = server.shared_key.encode()
-        salt = as_bytes(salt)
-        expected = hashlib.sha512(salt + as_bytes(hostname) + nonce + key).hexdigest()
-        if not hmac.compare_digest(as_bytes(digest), expected.encode()):
-            self.write(["PONG", False, "shared_key mismatch", "", ""])
-            self.cut("auth", "shared key mismatch")
-            return
-        own = server.hostname.encode()
-        proof = hashlib.sha512(salt + own + nonce + key).hexdigest()
-        self.write(["PONG", True, "", server.hostname, proof])
-        self.nonce = None
-
-    def refresh(self) -> None:
-        """Pod metadata of the peer, looked up again only when the pod cache changed."""
-        peers = self.server.peers
-        if peers is None or peers.enricher.version == self.meta_version:
-            return
-        self.meta_version = peers.enricher.version
-        info = peers.info(self.address)
-        meta = dict(self.server.meta)
-        if info is not None:
-            meta.update(info.fields)
-        self.encoder.update(meta)
-        self.key = None if info is None else info.fields.get("container.id")
-
-    def deliver(self, message: Message, values: list[bytes]) -> None:
-        server = self.server
-        size = sum(map(len, values))
-        loop = server.loop
-        EVENTS.inc(len(values))
-
-        def done(ok: bool) -> None:
-            # The stopped listener has nobody to answer.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self.settled, message, size, ok)
-
-        self.in_flight += size
-        message.outstanding += 1
-        server.pending += 1
-        server.handoff.submit(Batch(message.key, values, done))
-
-    def settled(self, message: Message, size: int, ok: bool) -> None:
-        self.in_flight -= size
-        message.outstanding -= 1
-        self.server.pending -= 1
-        self.charge()
-        if self.closed:
-            return
-        if not ok:
-            # The client sends unacknowledged chunks again once the connection is gone.
-            self.cut("delivery", "the sink failed to deliver its events")
-            return
-        if message.outstanding == 0 and message.batches is None:
-            self.answer(message)
-        if self.paused and self.in_flight <= IN_FLIGHT_BYTES // 2:
-            self.paused = False
-            self.update()
-            self.pump()
-
-    def answer(self, message: Message) -> None:
-        """Every record of the message is delivered: the chunk, if any, is acknowledged."""
-        if message.chunk is not None:
-            self.write({"ack": message.chunk})
 
     def write(self, message: Any) -> None:
         assert self.transport is not None
@@ -807,7 +440,8 @@ class ForwardServer:
     def sweep(self) -> None:
         now = self.loop.time()
         for conn in list(self.connections):
-            if not conn.closed and conn.in_flight == 0 and now - conn.last > self.idle_timeout:
+            idle = now - conn.last > self.idle_timeout
+            if not conn.closed and conn.delivery.in_flight == 0 and idle:
                 log.info("forward client %s silent for %.0f s: closed", conn.peer, now - conn.last)
                 conn.close()
         self.loop.call_later(SWEEP_SECONDS, self.sweep)
@@ -825,7 +459,7 @@ class ForwardServer:
         resumed = 0
         while self.hungry and budget.room() > resumed * READ_BYTES:
             conn = self.hungry.popleft()
-            conn.starved = False
+            conn.delivery.starved = False
             if not conn.closed:
                 resumed += 1
                 conn.update()
@@ -833,9 +467,9 @@ class ForwardServer:
         if self.hungry and budget.exhausted() and self.finisher is None:
             unfinished = [c for c in self.hungry if not c.closed and c.unfinished()]
             if unfinished:
-                conn = max(unfinished, key=lambda c: c.charged)
+                conn = max(unfinished, key=lambda c: c.delivery.charged)
                 self.hungry.remove(conn)
-                conn.starved = False
+                conn.delivery.starved = False
                 self.finisher = conn
                 conn.update()
                 conn.pump()

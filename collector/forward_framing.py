@@ -1,0 +1,319 @@
+"""The forward protocol's framing of one connection: bytes in, messages out.
+
+The connection's bytes are fed to one msgpack unpacker; each whole object is one message
+(Message, Forward, PackedForward or CompressedPackedForward mode, with its option map) or,
+while the shared-key handshake is not done, the client's PING. A message is bounded by
+`forward_max_frame_bytes` on the wire and, gzipped, by INFLATE_RATIO times that once
+inflated; its entries are unpacked and encoded a step at a time as the delivery side asks
+(collector.forward_delivery), so what one message holds does not grow with its size.
+
+Spec: https://github.com/fluent/fluentd/wiki/Forward-Protocol-Specification-v1
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import struct
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+from msgpack import ExtType, Timestamp
+from prometheus_client import Counter
+
+from collector.sink import MAX_KEY_BYTES
+
+if TYPE_CHECKING:
+    from collector.forward import ForwardServer, RecordEncoder
+
+log = logging.getLogger("collector.forward")
+
+ERRORS = Counter(
+    "logferry_collector_forward_errors",
+    "Forward connections cut or refused, by reason (malformed, too_large, auth, refused, delivery)",
+    ["reason"],
+)
+
+EVENT_TIME = struct.Struct(">II")
+INFLATE_RATIO = 8
+"""A CompressedPackedForward message may inflate to this many times forward_max_frame_bytes."""
+STEP_BYTES = 1024 * 1024
+"""Inflated bytes per step of a gzip message, and record bytes per sink batch of a message:
+a message is read a step at a time, so what it holds does not grow with its size."""
+READ_MARGIN = 1024 * 1024
+"""Above the frame limit in the unpacker's buffer: room for one read past a frame's end."""
+
+
+class ProtocolError(ValueError):
+    """Valid msgpack that is not the forward protocol: the connection is cut."""
+
+    reason = "malformed"
+
+
+class TooLarge(ProtocolError):
+    reason = "too_large"
+
+
+class Refused(ProtocolError):
+    """The handshake failed: the client was told so, and the connection is cut."""
+
+    reason = "auth"
+
+
+def ext_hook(code: int, data: bytes) -> Any:
+    if code == 0 and len(data) == 8:
+        return Timestamp(*EVENT_TIME.unpack(data))
+    return ExtType(code, data)
+
+
+def unpacker(max_bytes: int) -> msgpack.Unpacker:
+    return msgpack.Unpacker(
+        raw=False,
+        # Old clients send PackedForward entries as str holding binary: kept byte for byte.
+        unicode_errors="surrogateescape",
+        strict_map_key=False,
+        ext_hook=ext_hook,
+        max_buffer_size=max(max_bytes, 1),
+    )
+
+
+def as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    raise ProtocolError(f"expected str or bin, got {type(value).__name__}")
+
+
+def inflated(data: bytes, limit: int) -> Iterator[bytes]:
+    """Gzip members one after another (forwarders append one per flush), STEP_BYTES at a time;
+    TooLarge past `limit` bytes out in all. Never more than one step is held."""
+    size = 0
+    while data:
+        member = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        while not member.eof:
+            piece = member.decompress(data, STEP_BYTES)
+            data = member.unconsumed_tail
+            size += len(piece)
+            if size > limit:
+                raise TooLarge(f"compressed entries inflate past {limit} bytes")
+            if piece:
+                yield piece
+            elif not data:
+                raise ProtocolError("compressed entries end inside a gzip member")
+        data = member.unused_data
+
+
+def entries_of(pieces: Iterable[bytes], max_entry: int) -> Iterator[Any]:
+    """The [time, record] entries of a PackedForward message, from its bytes in pieces."""
+    stream = unpacker(max_entry)
+    fed = end = 0
+    for piece in pieces:
+        fed += len(piece)
+        stream.feed(piece)
+        for entry in stream:
+            # Read after each object: past its end, tell() also counts a started next one.
+            end = stream.tell()
+            yield entry
+    if end != fed:
+        raise ProtocolError("packed entries end inside an event")
+
+
+def kafka_key(tag: str) -> str:
+    """A tag as a record key; a long one stands as its digest (one tag, one partition)."""
+    data = tag.encode("utf-8", "surrogateescape")
+    if len(data) <= MAX_KEY_BYTES:
+        return tag
+    digest = hashlib.blake2b(data, digest_size=16)
+    return f"tag-{digest.hexdigest()}"
+
+
+@dataclass(eq=False, slots=True)
+class Message:
+    """One message (or chunk) of a connection: its records go to the sink a batch at a time."""
+
+    key: str
+    chunk: str | bytes | None
+    batches: Iterator[list[bytes]] | None
+    """None once every record was handed to the sink."""
+    size: int
+    """Bytes of its msgpack held while it is read: charged to the budget."""
+    outstanding: int = 0
+    """Batches handed to the sink whose outcome the loop has not seen yet."""
+
+
+class Framing:
+    """One connection's stream of messages, its handshake and its records' ids and key.
+
+    Replies to the client (HELO, PONG, the ack of a skipped chunk) go through `reply`.
+    """
+
+    def __init__(
+        self, server: ForwardServer, encoder: RecordEncoder, reply: Callable[[Any], None]
+    ) -> None:
+        self.server = server
+        self.encoder = encoder
+        self.reply = reply
+        self.address = ""
+        self.peer = "?"
+        self.stream = unpacker(server.max_frame_bytes + READ_MARGIN)
+        self.fed = 0
+        self.frame_start = 0
+        """Stream offset where the message being received began."""
+        self.key: str | None = None
+        """The peer's container id, when its pod has only one: the Kafka key."""
+        self.meta_version = -1
+        self.uid = secrets.token_hex(6)
+        self.frames = 0
+        self.nonce: bytes | None = None
+        """Set while the handshake is not done."""
+
+    def hello(self) -> None:
+        """With a shared key, the server speaks first: HELO with a nonce."""
+        if self.server.shared_key:
+            self.nonce = os.urandom(16)
+            self.reply(["HELO", {"nonce": self.nonce, "auth": "", "keepalive": True}])
+
+    def feed(self, data: bytes) -> None:
+        """The socket's bytes; msgpack.BufferFull past the frame limit and a read."""
+        self.fed += len(data)
+        self.stream.feed(data)
+
+    def buffered(self) -> int:
+        """Bytes of a message not yet received whole."""
+        return self.fed - self.frame_start
+
+    def receiving(self) -> bool:
+        """In the middle of receiving a message."""
+        return self.fed > self.frame_start
+
+    def drop(self) -> None:
+        """The connection is gone: what it buffered goes with it."""
+        self.fed = self.frame_start
+
+    def next_message(self) -> Message | None:
+        """The next message received whole, or None until more bytes come.
+
+        The handshake and messages skipped for their size are dealt with on the way.
+        """
+        limit = self.server.max_frame_bytes
+        while True:
+            try:
+                frame = self.stream.unpack()
+            except msgpack.OutOfData:
+                break
+            # The unpacker drops what it parsed of an unfinished message: the size of
+            # one is counted from where it began.
+            start, self.frame_start = self.frame_start, self.stream.tell()
+            if self.frame_start - start > limit:
+                raise TooLarge(f"a message is over forward_max_frame_bytes={limit}")
+            message = self.handle(frame, self.frame_start - start)
+            if message is not None:
+                return message
+        if self.buffered() > limit:
+            raise TooLarge(f"a message is over forward_max_frame_bytes={limit}")
+        return None
+
+    def handle(self, frame: Any, size: int) -> Message | None:
+        if self.nonce is not None:
+            self.handshake(frame, self.nonce)
+            return None
+        if type(frame) is not list or len(frame) < 2 or type(frame[0]) is not str:
+            raise ProtocolError("a message is not an array starting with a tag")
+        tag, body = frame[0], frame[1]
+        entries: Iterable[Any]
+        if type(body) is list:
+            option = self.option(frame, 2)
+            entries = body
+        elif isinstance(body, bytes | str):
+            option = self.option(frame, 2)
+            packed = as_bytes(body)
+            compressed = option.get("compressed", "text")
+            pieces: Iterable[bytes] = (packed,)
+            if compressed == "gzip":
+                bound = self.server.max_frame_bytes * INFLATE_RATIO
+                # A first pass refuses a message over the bound before any of it is shipped.
+                try:
+                    for _ in inflated(packed, bound):
+                        pass
+                except TooLarge as exc:
+                    self.skip(tag, option, str(exc))
+                    return None
+                pieces = inflated(packed, bound)
+            elif compressed != "text":
+                raise ProtocolError(f"unknown compression {compressed!r}")
+            entries = entries_of(pieces, self.server.max_frame_bytes + STEP_BYTES)
+        else:
+            option = self.option(frame, 3)
+            entries = [frame[1:3]]
+        chunk = option.get("chunk")
+        if chunk is not None and not isinstance(chunk, str | bytes):
+            raise ProtocolError("the chunk option is not a string")
+        self.refresh()
+        if chunk is None:
+            ids = f"{self.uid}-{self.frames}"
+        else:
+            # A chunk sent again after a lost ack keeps its id: so do its records, and the
+            # pipeline stores them once.
+            digest = hashlib.blake2b(as_bytes(tag) + b"\0" + as_bytes(chunk), digest_size=12)
+            ids = digest.hexdigest()
+        self.frames += 1
+        key = self.key or kafka_key(tag)
+        return Message(key, chunk, self.encoder.encode(tag, entries, ids), size)
+
+    def skip(self, tag: str, option: dict[str, Any], detail: str) -> None:
+        """A message read whole and refused for its size: counted, logged, and its chunk
+        acknowledged, as the same chunk sent again would be refused again, for ever."""
+        ERRORS.labels("too_large").inc()
+        log.error(
+            "forward client %s: a message tagged %r skipped: %s", self.peer, tag[:200], detail
+        )
+        chunk = option.get("chunk")
+        if isinstance(chunk, str | bytes):
+            self.reply({"ack": chunk})
+
+    def option(self, frame: list[Any], at: int) -> dict[str, Any]:
+        """The option map, which is the item at `at` when there is one."""
+        if not at <= len(frame) <= at + 1:
+            raise ProtocolError(f"a message of {len(frame)} items")
+        option = frame[at] if len(frame) > at else None
+        if option is None:
+            return {}
+        if type(option) is not dict:
+            raise ProtocolError("the option is not a map")
+        return option
+
+    def handshake(self, frame: Any, nonce: bytes) -> None:
+        if type(frame) is not list or len(frame) != 6 or frame[0] != "PING":
+            raise ProtocolError("expected PING after HELO")
+        _, hostname, salt, digest, _user, _password = frame
+        server = self.server
+        key = server.shared_key.encode()
+        salt = as_bytes(salt)
+        expected = hashlib.sha512(salt + as_bytes(hostname) + nonce + key).hexdigest()
+        if not hmac.compare_digest(as_bytes(digest), expected.encode()):
+            self.reply(["PONG", False, "shared_key mismatch", "", ""])
+            raise Refused("shared key mismatch")
+        own = server.hostname.encode()
+        proof = hashlib.sha512(salt + own + nonce + key).hexdigest()
+        self.reply(["PONG", True, "", server.hostname, proof])
+        self.nonce = None
+
+    def refresh(self) -> None:
+        """Pod metadata of the peer, looked up again only when the pod cache changed."""
+        peers = self.server.peers
+        if peers is None or peers.enricher.version == self.meta_version:
+            return
+        self.meta_version = peers.enricher.version
+        info = peers.info(self.address)
+        meta = dict(self.server.meta)
+        if info is not None:
+            meta.update(info.fields)
+        self.encoder.update(meta)
+        self.key = None if info is None else info.fields.get("container.id")
