@@ -1,22 +1,40 @@
-"""Records -> the record contract (logferry/record.py), one UTF-8 object per Kafka message.
+"""Records -> the record contract (logferry/record.py): the one encoder of every record.
 
-What is the same for every record of a file (container, pod, host) is encoded once into a
-byte suffix; per record only the few changing fields go through orjson. That keeps the
-Python work per line small, which is most of the collector's cost.
+Every record is one UTF-8 JSON object per Kafka message. Its own fields come first; what
+every record of one source shares (container, pod, host, input) is encoded once into a
+byte suffix (`Static`), and each record is its own fields through orjson with that suffix
+in place of the closing brace. That keeps the Python work per record small, which is most
+of the collector's cost. Every producer of records goes through here:
+- the file tail's general path: `Encoder.encode` (decode -> join -> encode),
+- the fast path: `Encoder.template` / `level_template`, the same record as a %-template
+  whose holes collector.fastpath fills per line,
+- the forward listener: `ForwardEncoder.encode`, a forwarded message's events.
 """
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from msgpack import ExtType, Timestamp
 
 from collector.join import Record
+from collector.metrics import METRICS
 from collector.process import Processor
 
 CONTRACT_KEYS = ("container", "kubernetes", "host", "input")
 """Top-level objects built from metadata; the per-record fields never use these names."""
+
+BATCH_BYTES = 1024 * 1024
+"""Record bytes per batch of a forwarded message: one sink batch each, so what a message
+holds encoded does not grow with its size."""
+CUT_TAG_CHARS = 1024
+"""A cut forwarded record keeps at most this much of its tag: a tag alone may not overflow
+a record."""
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
@@ -35,7 +53,25 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class Encoder:
+class Static:
+    """What every record of one source shares, encoded once: the suffix of its records."""
+
+    __slots__ = ("suffix",)
+
+    def __init__(self) -> None:
+        self.suffix = b"}"
+
+    def share(self, meta: dict[str, Any]) -> None:
+        """The metadata every record from now on carries (dotted contract names)."""
+        static = orjson.dumps(nest(meta))
+        self.suffix = b"," + static[1:] if len(static) > 2 else b"}"
+
+    def record(self, body: dict[str, Any], default: Callable[[Any], Any] | None = None) -> bytes:
+        """One record: its own fields, then the shared ones."""
+        return orjson.dumps(body, default=default)[:-1] + self.suffix
+
+
+class Encoder(Static):
     """Encodes the records of one file.
 
     With a Processor, each record's text is parsed (mode: the container's parser), its
@@ -45,7 +81,7 @@ class Encoder:
 
     __slots__ = (
         *("fingerprint", "level_template", "meta", "missing", "mode", "path", "processor"),
-        *("suffix", "template"),
+        "template",
     )
 
     def __init__(
@@ -56,13 +92,13 @@ class Encoder:
         processor: Processor | None = None,
         mode: str = "auto",
     ) -> None:
+        super().__init__()
         self.path = path
         self.fingerprint = fingerprint
         self.processor = processor
         self.mode = mode
         self.missing = False
         self.meta: dict[str, Any] = {}
-        self.suffix = b"}"
         self.template = self.level_template = b""
         self.update(meta, missing=False)
 
@@ -70,8 +106,7 @@ class Encoder:
         """New metadata for the file (e.g. once the API answered about its pod)."""
         self.meta = meta
         self.missing = missing
-        static = orjson.dumps(nest(meta))
-        self.suffix = b"," + static[1:] if len(static) > 2 else b"}"
+        self.share(meta)
         self.template = self.line_template(False)
         self.level_template = self.line_template(True)
 
@@ -125,8 +160,154 @@ class Encoder:
                 tags = (*tags, "redacted")
         if tags:
             body["tags"] = tags
-        return orjson.dumps(body)[:-1] + self.suffix
+        return self.record(body)
 
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Unencodable(ValueError):
+    """A forwarded event that cannot become a record: not [time, map], or no time."""
+
+
+def rfc3339(seconds: int, nanos: int | None) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}Z" if nanos is None else f"{stamp}.{nanos:09d}Z"
+
+
+def jsonable(value: Any) -> Any:
+    """What msgpack gives and orjson does not take."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, Timestamp):
+        try:
+            return rfc3339(value.seconds, value.nanoseconds)
+        except (OverflowError, OSError, ValueError):
+            return value.to_unix_nano()
+    if isinstance(value, ExtType):
+        return f"ext{value.code}:{value.data.hex()}"
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def clean(value: Any) -> Any:
+    """A record orjson refused (undecodable text, keys that are not text), made JSON-able."""
+    if isinstance(value, dict):
+        return {text_key(k): clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if isinstance(value, bytes | Timestamp | ExtType):
+        return jsonable(value)
+    return value
+
+
+def text_key(key: Any) -> str:
+    key = clean(key)
+    return key if isinstance(key, str) else orjson.dumps(key).decode()
+
+
+class ForwardEncoder(Static):
+    """Forwarded events -> records of the contract, with one connection's static fields.
+
+    The event's `message` (else `log`) is the message; its other fields go under
+    `object_path`; a record past `max_record_bytes` keeps only its message, cut.
+    """
+
+    __slots__ = ("leaf", "max_record_bytes", "parents", "prefix", "second")
+
+    def __init__(self, object_path: str, max_record_bytes: int, meta: dict[str, Any]) -> None:
+        super().__init__()
+        *self.parents, self.leaf = object_path.split(".")
+        self.max_record_bytes = max_record_bytes
+        self.second = -1
+        self.prefix = ""
+        self.update(meta)
+
+    def update(self, meta: dict[str, Any]) -> None:
+        """New metadata for the connection's peer (e.g. once the API knows its pod)."""
+        self.share(meta)
+
+    def stamp(self, value: Any) -> str:
+        """RFC 3339 UTC; one strftime per distinct second, which a chunk's events share."""
+        if type(value) is int:
+            seconds, nanos = value, None
+        elif isinstance(value, Timestamp):
+            seconds, nanos = value.seconds, value.nanoseconds
+        elif type(value) is float and math.isfinite(value):
+            seconds = math.floor(value)
+            nanos = min(round((value - seconds) * 1e9), 999_999_999)
+        else:
+            raise Unencodable(f"event time is a {type(value).__name__}, not a time")
+        if seconds != self.second:
+            try:
+                self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+            except (OverflowError, OSError, ValueError) as exc:
+                raise Unencodable(f"event time {seconds} is out of range") from exc
+            self.second = seconds
+        return f"{self.prefix}Z" if nanos is None else f"{self.prefix}.{nanos:09d}Z"
+
+    def encode(self, tag: str, entries: Iterable[Any], ids: str) -> Iterator[list[bytes]]:
+        """The records of a message, in batches of about BATCH_BYTES."""
+        record_of = self.record
+        parents, leaf = self.parents, self.leaf
+        values: list[bytes] = []
+        size = 0
+        for index, entry in enumerate(entries):
+            if type(entry) is not list or len(entry) < 2:
+                raise Unencodable("an entry is not [time, record]")
+            record = entry[1]
+            if type(record) is not dict:
+                raise Unencodable(f"a record is a {type(record).__name__}, not a map")
+            body: dict[str, Any] = {"@timestamp": self.stamp(entry[0])}
+            text = record.get("message")
+            field = "message"
+            if not isinstance(text, str | bytes):
+                text, field = record.get("log"), "log"
+            if isinstance(text, str | bytes):
+                del record[field]
+                if isinstance(text, bytes):
+                    text = text.decode("utf-8", "replace")
+                body["message"] = text.removesuffix("\n")
+            body["event"] = {"id": f"{ids}-{index}"}
+            body["fluent"] = {"tag": tag}
+            if record:
+                node = body
+                for part in parents:
+                    node = node.setdefault(part, {})
+                node[leaf] = record
+            try:
+                value = record_of(body, jsonable)
+            except orjson.JSONEncodeError:
+                value = record_of(clean(body))
+            if len(value) > self.max_record_bytes:
+                value = self.cut(body, tag)
+            values.append(value)
+            size += len(value)
+            if size >= BATCH_BYTES:
+                yield values
+                values, size = [], 0
+        if values:
+            yield values
+
+    def cut(self, body: dict[str, Any], tag: str) -> bytes:
+        """A record past max_record_bytes: the map's other fields go, the message is cut."""
+        METRICS.truncated.inc()
+        text = clean(body.get("message", "")).encode()
+        short: dict[str, Any] = {
+            "@timestamp": body["@timestamp"],
+            "message": "",
+            "event": body["event"],
+            "fluent": {"tag": clean(tag)[:CUT_TAG_CHARS]},
+            "tags": ["truncated"],
+        }
+        room = self.max_record_bytes - len(orjson.dumps(short)) + 1 - len(self.suffix)
+        while True:
+            short["message"] = text[: max(room, 0)].decode("utf-8", "ignore")
+            value = self.record(short)
+            over = len(value) - self.max_record_bytes
+            if over <= 0 or room <= 0:
+                return value
+            # JSON escapes make text longer than its bytes, never shorter: cut that much more.
+            room -= over

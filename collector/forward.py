@@ -13,26 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import socket
 import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 import msgpack
-import orjson
-from msgpack import ExtType, Timestamp
 from prometheus_client import Counter, Gauge
 
 from collector.budget import Budget
 from collector.config import Config
-from collector.encode import nest
+from collector.encode import Unencodable
 from collector.forward_delivery import Delivery, Handoff
-from collector.forward_framing import ERRORS, STEP_BYTES, Framing, ProtocolError
-from collector.metrics import METRICS
+from collector.forward_framing import ERRORS, Framing, ProtocolError
 from collector.sink import Sink, largest_record
 
 if TYPE_CHECKING:
@@ -45,148 +40,9 @@ CONNECTIONS = Gauge("logferry_collector_forward_connections", "Open forward prot
 BYTES = Counter("logferry_collector_forward_bytes", "Bytes received by the forward listener")
 READ_BYTES = 256 * 1024
 """The most one read of a socket brings (asyncio's): the budget's overshoot per connection."""
-CUT_TAG_CHARS = 1024
-"""A cut record keeps at most this much of its tag: a tag alone may not overflow a record."""
 SWEEP_SECONDS = 1.0
 FEED_SECONDS = 0.02
 """How often connections paused for the budget look for room again."""
-
-
-def rfc3339(seconds: int, nanos: int | None) -> str:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{stamp}Z" if nanos is None else f"{stamp}.{nanos:09d}Z"
-
-
-def jsonable(value: Any) -> Any:
-    """What msgpack gives and orjson does not take."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, Timestamp):
-        try:
-            return rfc3339(value.seconds, value.nanoseconds)
-        except (OverflowError, OSError, ValueError):
-            return value.to_unix_nano()
-    if isinstance(value, ExtType):
-        return f"ext{value.code}:{value.data.hex()}"
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-def clean(value: Any) -> Any:
-    """A record orjson refused (undecodable text, keys that are not text), made JSON-able."""
-    if isinstance(value, dict):
-        return {text_key(k): clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [clean(v) for v in value]
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    if isinstance(value, bytes | Timestamp | ExtType):
-        return jsonable(value)
-    return value
-
-
-def text_key(key: Any) -> str:
-    key = clean(key)
-    return key if isinstance(key, str) else orjson.dumps(key).decode()
-
-
-class RecordEncoder:
-    """Forwarded events -> records of the contract, with one connection's static fields."""
-
-    def __init__(self, object_path: str, max_record_bytes: int, meta: dict[str, Any]) -> None:
-        *self.parents, self.leaf = object_path.split(".")
-        self.max_record_bytes = max_record_bytes
-        self.suffix = b"}"
-        self.second = -1
-        self.prefix = ""
-        self.update(meta)
-
-    def update(self, meta: dict[str, Any]) -> None:
-        static = orjson.dumps(nest(meta))
-        self.suffix = b"," + static[1:] if len(static) > 2 else b"}"
-
-    def stamp(self, value: Any) -> str:
-        """RFC 3339 UTC; one strftime per distinct second, which a chunk's events share."""
-        if type(value) is int:
-            seconds, nanos = value, None
-        elif isinstance(value, Timestamp):
-            seconds, nanos = value.seconds, value.nanoseconds
-        elif type(value) is float and math.isfinite(value):
-            seconds = math.floor(value)
-            nanos = min(round((value - seconds) * 1e9), 999_999_999)
-        else:
-            raise ProtocolError(f"event time is a {type(value).__name__}, not a time")
-        if seconds != self.second:
-            try:
-                self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-            except (OverflowError, OSError, ValueError) as exc:
-                raise ProtocolError(f"event time {seconds} is out of range") from exc
-            self.second = seconds
-        return f"{self.prefix}Z" if nanos is None else f"{self.prefix}.{nanos:09d}Z"
-
-    def encode(self, tag: str, entries: Iterable[Any], ids: str) -> Iterator[list[bytes]]:
-        """The records of a message, in batches of about STEP_BYTES."""
-        dumps = orjson.dumps
-        suffix = self.suffix
-        parents, leaf = self.parents, self.leaf
-        values: list[bytes] = []
-        size = 0
-        for index, entry in enumerate(entries):
-            if type(entry) is not list or len(entry) < 2:
-                raise ProtocolError("an entry is not [time, record]")
-            record = entry[1]
-            if type(record) is not dict:
-                raise ProtocolError(f"a record is a {type(record).__name__}, not a map")
-            body: dict[str, Any] = {"@timestamp": self.stamp(entry[0])}
-            text = record.get("message")
-            field = "message"
-            if not isinstance(text, str | bytes):
-                text, field = record.get("log"), "log"
-            if isinstance(text, str | bytes):
-                del record[field]
-                if isinstance(text, bytes):
-                    text = text.decode("utf-8", "replace")
-                body["message"] = text.removesuffix("\n")
-            body["event"] = {"id": f"{ids}-{index}"}
-            body["fluent"] = {"tag": tag}
-            if record:
-                node = body
-                for part in parents:
-                    node = node.setdefault(part, {})
-                node[leaf] = record
-            try:
-                value = dumps(body, default=jsonable)[:-1] + suffix
-            except orjson.JSONEncodeError:
-                value = dumps(clean(body))[:-1] + suffix
-            if len(value) > self.max_record_bytes:
-                value = self.cut(body, tag)
-            values.append(value)
-            size += len(value)
-            if size >= STEP_BYTES:
-                yield values
-                values, size = [], 0
-        if values:
-            yield values
-
-    def cut(self, body: dict[str, Any], tag: str) -> bytes:
-        """A record past max_record_bytes: the map's other fields go, the message is cut."""
-        METRICS.truncated.inc()
-        text = clean(body.get("message", "")).encode()
-        short: dict[str, Any] = {
-            "@timestamp": body["@timestamp"],
-            "message": "",
-            "event": body["event"],
-            "fluent": {"tag": clean(tag)[:CUT_TAG_CHARS]},
-            "tags": ["truncated"],
-        }
-        room = self.max_record_bytes - len(orjson.dumps(short)) + 1 - len(self.suffix)
-        while True:
-            short["message"] = text[: max(room, 0)].decode("utf-8", "ignore")
-            value = orjson.dumps(short)[:-1] + self.suffix
-            over = len(value) - self.max_record_bytes
-            if over <= 0 or room <= 0:
-                return value
-            # JSON escapes make text longer than its bytes, never shorter: cut that much more.
-            room -= over
 
 
 class PeerPods:
@@ -219,8 +75,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, server: ForwardServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        encoder = RecordEncoder(server.object_path, server.max_record_bytes, server.meta)
-        self.framing = Framing(server, encoder, self.write)
+        self.framing = Framing(server, self.write)
         self.delivery = Delivery(self)
         self.closed = False
         self.last = 0.0
@@ -310,6 +165,8 @@ class Connection(asyncio.Protocol):
             self.cut("too_large", f"a message is over forward_max_frame_bytes={limit}")
         except ProtocolError as exc:
             self.cut(exc.reason, str(exc))
+        except Unencodable as exc:
+            self.cut("malformed", str(exc))
         except (ValueError, TypeError, OverflowError, msgpack.UnpackException, zlib.error) as exc:
             self.cut("malformed", f"not msgpack of the forward protocol: {exc!r}")
         delivery.charge()

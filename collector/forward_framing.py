@@ -27,10 +27,11 @@ import msgpack
 from msgpack import ExtType, Timestamp
 from prometheus_client import Counter
 
+from collector.encode import ForwardEncoder
 from collector.sink import MAX_KEY_BYTES
 
 if TYPE_CHECKING:
-    from collector.forward import ForwardServer, RecordEncoder
+    from collector.forward import ForwardServer
 
 log = logging.getLogger("collector.forward")
 
@@ -44,8 +45,8 @@ EVENT_TIME = struct.Struct(">II")
 INFLATE_RATIO = 8
 """A CompressedPackedForward message may inflate to this many times forward_max_frame_bytes."""
 STEP_BYTES = 1024 * 1024
-"""Inflated bytes per step of a gzip message, and record bytes per sink batch of a message:
-a message is read a step at a time, so what it holds does not grow with its size."""
+"""Inflated bytes per step of a gzip message: a message is read a step at a time, so what it
+holds does not grow with its size (its records are batched likewise, collector.encode)."""
 READ_MARGIN = 1024 * 1024
 """Above the frame limit in the unpacker's buffer: room for one read past a frame's end."""
 
@@ -154,11 +155,9 @@ class Framing:
     Replies to the client (HELO, PONG, the ack of a skipped chunk) go through `reply`.
     """
 
-    def __init__(
-        self, server: ForwardServer, encoder: RecordEncoder, reply: Callable[[Any], None]
-    ) -> None:
+    def __init__(self, server: ForwardServer, reply: Callable[[Any], None]) -> None:
         self.server = server
-        self.encoder = encoder
+        self.encoder = ForwardEncoder(server.object_path, server.max_record_bytes, server.meta)
         self.reply = reply
         self.address = ""
         self.peer = "?"

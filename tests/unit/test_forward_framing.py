@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from collector.config import parse
-from collector.forward import ForwardServer, RecordEncoder
+from collector.forward import ForwardServer
 from collector.forward_framing import Framing, Message, ProtocolError, Refused, TooLarge
 from collector.sink import MAX_KEY_BYTES
 
@@ -40,8 +40,7 @@ def server() -> Iterator[ForwardServer]:
 
 
 def framing(server: ForwardServer, replies: list[Any], shake: bool = False) -> Framing:
-    encoder = RecordEncoder(server.object_path, server.max_record_bytes, server.meta)
-    made = Framing(server, encoder, replies.append)
+    made = Framing(server, replies.append)
     if shake:
         made.hello()
     return made

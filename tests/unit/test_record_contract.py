@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from msgpack import Timestamp
 
-from collector.forward import RecordEncoder
+from collector.encode import ForwardEncoder
 from logferry.record import FIELDS, markdown
 from pipeline.backend import ELASTICSEARCH
 from pipeline.templates import mappings
@@ -76,7 +76,7 @@ def test_file_records_hold_only_declared_fields(tmp_path: Path) -> None:
 
 
 def test_forwarded_records_hold_only_declared_fields() -> None:
-    encoder = RecordEncoder("fluent.record", 2048, {"host.name": "n", "input.type": "forward"})
+    encoder = ForwardEncoder("fluent.record", 2048, {"host.name": "n", "input.type": "forward"})
     entries = [
         [Timestamp(1764500000, 5), {"message": "hello", "user": {"id": 7}, "n": 1.5}],
         [1764500001, {"log": "from docker\n", "container_name": "web"}],
