@@ -31,6 +31,10 @@ log = logging.getLogger("collector.agent")
 
 READ_SIZE = 1024 * 1024
 """Bytes read from one file per turn: large reads keep syscalls and Python calls per line low."""
+FIT_ROUNDS = 32
+"""Encodes of a record too large for one message while its text is cut to fit."""
+FIT_SLACK = 64
+"""Bytes below the message limit at which a cut record is taken as fitting well enough."""
 
 
 class Reader:
@@ -204,20 +208,43 @@ class Reader:
         """Cut a record's text until its message fits what Kafka accepts; tag it truncated.
 
         Only joined records can grow this large (a runtime line is at most 16 KiB), so the
-        fast path never needs this. Removing k characters removes at least k bytes, so a
-        few rounds suffice even for text that escapes to more bytes than it has characters.
+        fast path never needs this. What a character of the text weighs in the record varies
+        (UTF-8, JSON escapes; a parsed text is there twice, as message and event.original,
+        and its fields a third time), so the longest head that fits is searched for between
+        one that fits (at first none) and one that does not (at first the whole text): by
+        interpolating their sizes, which lands on it at once when the weight is even, or by
+        halving when that kept moving the same end. FIT_ROUNDS encodes at most; done within
+        FIT_SLACK bytes of the limit.
         """
         tags = record.tags
         if "truncated" not in tags:
             METRICS.truncated.inc()
             tags = (*tags, "truncated")
+        encode = record.source.encoder.encode
+        limit = self.message_limit
+        best = encode(record._replace(text="", tags=tags))
         text = record.text
-        while True:
-            text = text[: max(0, len(text) - over - 64)]
-            value = record.source.encoder.encode(record._replace(text=text, tags=tags))
-            over = len(value) - self.message_limit
-            if over <= 0 or not text:
-                return value
+        short, short_size = 0, len(best)
+        long, long_size = len(text), limit + over
+        last, streak = False, 0
+        for _ in range(FIT_ROUNDS):
+            if short_size > limit - FIT_SLACK or long - short <= 1:
+                break
+            if streak >= 2:
+                keep = (short + long) // 2
+            else:
+                room = limit - FIT_SLACK // 2 - short_size
+                keep = short + room * (long - short) // (long_size - short_size)
+            keep = min(max(keep, short + 1), long - 1)
+            value = encode(record._replace(text=text[:keep], tags=tags))
+            fits = len(value) <= limit
+            if fits:
+                best, short, short_size = value, keep, len(value)
+            else:
+                long, long_size = keep, len(value)
+            streak = streak + 1 if fits == last else 1
+            last = fits
+        return best
 
     # --- to the sink and back ---------------------------------------------------------------
 

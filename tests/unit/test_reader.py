@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import orjson
+import pytest
 
 from collector.annotate import Annotator
 from collector.budget import Budget, FileReads
@@ -145,3 +146,28 @@ def test_a_record_over_the_message_size_is_cut_to_fit_and_tagged(tmp_path: Path)
     assert cut["message"] == "x" * len(cut["message"])
     assert len(cut["message"]) > 3000, "cut to fit, not emptied"
     assert "tags" not in orjson.loads(short)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("é" * 6000, id="two bytes a character"),
+        pytest.param('{"msg":"' + "m" * 3000 + '","user":"alice"}', id="parsed: text held twice"),
+    ],
+)
+def test_a_record_cut_to_fit_keeps_as_much_text_as_fits(tmp_path: Path, text: str) -> None:
+    """Cutting as many characters as the record is bytes over emptied these: their text
+    counts more than once per character in the record's bytes."""
+    log = cri_file(tmp_path)
+    append(log, cri_line(text))
+    sink = Raw()
+    r = reader(tmp_path, sink, "--kafka", "message.max.bytes=4096")
+    r.files.scan()
+    while r.turn():
+        pass
+    (value,) = sink.values
+    assert len(value) <= r.message_limit
+    record = orjson.loads(value)
+    assert record["tags"] == ["truncated"]
+    assert text.startswith(record["message"])
+    assert len(value) > r.message_limit - 512, "no more cut than needed to fit, within a margin"
