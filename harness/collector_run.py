@@ -68,7 +68,9 @@ def start_collector(tmp: Path, bootstrap: str, topic: str, *flags: str) -> subpr
 
 
 def consume(bootstrap: str, topic: str, expected: int, timeout: float) -> Iterator[dict[str, Any]]:
-    """Every record in the topic, until `expected` came and nothing more arrives for 3 s."""
+    """Every record in the topic, until `expected` distinct records came and nothing more
+    arrives for 3 s. Distinct by `event.id`: a restarted collector resends what it had not
+    seen acknowledged, and counting those copies would stop before the last lines arrived."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -79,7 +81,7 @@ def consume(bootstrap: str, topic: str, expected: int, timeout: float) -> Iterat
     )
     consumer.subscribe([topic])
     deadline = time.monotonic() + timeout
-    count = 0
+    seen: set[Any] = set()
     quiet_since = time.monotonic()
     try:
         while time.monotonic() < deadline:
@@ -88,9 +90,12 @@ def consume(bootstrap: str, topic: str, expected: int, timeout: float) -> Iterat
                 quiet_since = time.monotonic()
             for message in batch:
                 assert message.error() is None, message.error()
-                count += 1
-                yield orjson.loads(message.value())
-            if count >= expected and time.monotonic() - quiet_since > 3:
+                record = orjson.loads(message.value())
+                event = record.get("event")
+                event_id = event.get("id") if isinstance(event, dict) else None
+                seen.add(event_id or (message.partition(), message.offset()))
+                yield record
+            if len(seen) >= expected and time.monotonic() - quiet_since > 3:
                 return
     finally:
         consumer.close()
