@@ -31,6 +31,7 @@ from collector.metrics import METRICS
 from collector.multiline import MultilineRule, rule_for
 from collector.process import Processor
 from collector.reload import Reloader
+from collector.route import Topics
 from collector.sink import Interrupted, Sink
 from collector.structured import Limits, mode
 from collector.tail import FINGERPRINT_BYTES, Chunk, Tail, plain
@@ -105,6 +106,7 @@ class Agent:
         self.budget = Budget(config.memory_limit) if budget is None else budget
         self.reads = FileReads(self.budget)
         self.sink = sink
+        self.topics = Topics(config.topic, config.topic_fallback, config.node_name)
         self.enricher = enricher
         self.health = health or Health()
         self.checkpoints = Checkpoints(config.state_dir)
@@ -572,7 +574,7 @@ class Agent:
                 if mark > f.acked:
                     f.acked = mark
 
-        self.sink.send(group.key, values, done)
+        self.sink.send(group.key, values, done, self.topics.of(group, len(values)))
 
     def releasable(self, file: File) -> bool:
         """A file no path reaches any more, or a rotated one, read to its end and delivered."""

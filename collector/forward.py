@@ -37,6 +37,7 @@ from collector.budget import Budget
 from collector.config import Config
 from collector.encode import nest
 from collector.metrics import METRICS
+from collector.route import Topics
 from collector.sink import MAX_KEY_BYTES, Done, Sink, largest_record
 
 if TYPE_CHECKING:
@@ -319,6 +320,7 @@ class Batch:
     done: Done
     """Called on any thread."""
     sent: int = 0
+    topic: str | None = None
 
 
 class Handoff:
@@ -356,7 +358,7 @@ class Handoff:
             return True
         key = batch.key.encode("utf-8", "surrogateescape")
         try:
-            batch.sent = self.sink.offer(key, batch.values, batch.sent, batch.done)
+            batch.sent = self.sink.offer(key, batch.values, batch.sent, batch.done, batch.topic)
         except (OSError, ValueError) as exc:
             METRICS.delivery_errors.inc()
             log.error("the sink refused forwarded events: %s", exc)
@@ -381,6 +383,9 @@ class Message:
     """Bytes of its msgpack held while it is read: charged to the budget."""
     outstanding: int = 0
     """Batches handed to the sink whose outcome the loop has not seen yet."""
+    topic: str | None = None
+    fallback: str | None = None
+    """Why `topic` is the fallback topic (collector.route), None when it is not."""
 
 
 class Connection(asyncio.Protocol):
@@ -398,6 +403,10 @@ class Connection(asyncio.Protocol):
         self.encoder = RecordEncoder(server.object_path, server.max_record_bytes, server.meta)
         self.key: str | None = None
         """The peer's container id, when its pod has only one: the Kafka key."""
+        self.topic, self.fallback = server.topics.render(server.meta)
+        """Where the peer's records go: the --topic template over its pod's fields, as the
+        agent's records are routed; without its pod (no API, a peer off the pod network),
+        the fields are missing and the records go to the fallback topic."""
         self.meta_version = -1
         self.uid = secrets.token_hex(6)
         self.frames = 0
@@ -611,7 +620,8 @@ class Connection(asyncio.Protocol):
             ids = digest.hexdigest()
         self.frames += 1
         key = self.key or kafka_key(tag)
-        self.message = Message(key, chunk, self.encoder.encode(tag, entries, ids), size)
+        batches = self.encoder.encode(tag, entries, ids)
+        self.message = Message(key, chunk, batches, size, topic=self.topic, fallback=self.fallback)
 
     def skip(self, tag: str, option: dict[str, Any], detail: str) -> None:
         """A message read whole and refused for its size: counted, logged, and its chunk
@@ -664,6 +674,7 @@ class Connection(asyncio.Protocol):
             meta.update(info.fields)
         self.encoder.update(meta)
         self.key = None if info is None else info.fields.get("container.id")
+        self.topic, self.fallback = self.server.topics.render(meta)
 
     def deliver(self, message: Message, values: list[bytes]) -> None:
         server = self.server
@@ -679,7 +690,9 @@ class Connection(asyncio.Protocol):
         self.in_flight += size
         message.outstanding += 1
         server.pending += 1
-        server.handoff.submit(Batch(message.key, values, done))
+        if message.fallback is not None:
+            METRICS.topic_fallbacks.labels(message.fallback).inc(len(values))
+        server.handoff.submit(Batch(message.key, values, done, topic=message.topic))
 
     def settled(self, message: Message, size: int, ok: bool) -> None:
         self.in_flight -= size
@@ -758,6 +771,7 @@ class ForwardServer:
         # What the producer takes, also with the stdout and file sinks: records are the same.
         self.max_record_bytes = min(config.max_record_bytes, largest_record(config.kafka))
         self.meta: dict[str, Any] = {"host.name": config.node_name, "input.type": "forward"}
+        self.topics = Topics(config.topic, config.topic_fallback, config.node_name)
         self.peers = PeerPods(enricher) if enricher is not None else None
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="forward", daemon=True)

@@ -45,11 +45,20 @@ class FakeSink:
         self.ok = ok
         self.cond = threading.Condition()
         self.batches: list[tuple[str, list[dict[str, Any]]]] = []
+        self.topics: list[str | None] = []
+        """Per batch, the topic it was sent to."""
         self.held: list[Callable[[bool], None]] = []
 
-    def send(self, key: str, values: list[bytes], done: Callable[[bool], None]) -> None:
+    def send(
+        self,
+        key: str,
+        values: list[bytes],
+        done: Callable[[bool], None],
+        topic: str | None = None,
+    ) -> None:
         with self.cond:
             self.batches.append((key, [orjson.loads(v) for v in values]))
+            self.topics.append(topic)
             if self.hold:
                 self.held.append(done)
             self.cond.notify_all()
@@ -57,9 +66,14 @@ class FakeSink:
             done(self.ok)
 
     def offer(
-        self, key: bytes, values: list[bytes], sent: int, done: Callable[[bool], None]
+        self,
+        key: bytes,
+        values: list[bytes],
+        sent: int,
+        done: Callable[[bool], None],
+        topic: str | None = None,
     ) -> int:
-        self.send(key.decode("utf-8", "surrogateescape"), values[sent:], done)
+        self.send(key.decode("utf-8", "surrogateescape"), values[sent:], done, topic)
         return len(values)
 
     def release(self) -> None:
@@ -635,7 +649,13 @@ class LeanSink(FakeSink):
         super().__init__()
         self.seen = 0
 
-    def send(self, key: str, values: list[bytes], done: Callable[[bool], None]) -> None:
+    def send(
+        self,
+        key: str,
+        values: list[bytes],
+        done: Callable[[bool], None],
+        topic: str | None = None,
+    ) -> None:
         with self.cond:
             self.seen += len(values)
         done(True)
