@@ -64,16 +64,9 @@ BUSY_REPORTED = 3
 ordinary."""
 
 
-class Partitions(dict[int, tuple[str, int]]):
-    """Partition number -> (topic, partition): one tuple per partition, not per record."""
-
-    def __init__(self, topic: str) -> None:
-        super().__init__()
-        self.topic = topic
-
-    def __missing__(self, partition: int) -> tuple[str, int]:
-        key = self[partition] = (self.topic, partition)
-        return key
+def named_all(partitions: set[Partition] | dict[Partition, int]) -> str:
+    """Partitions as a log line names them: topic[partition], sorted."""
+    return ", ".join(f"{t}[{p}]" for t, p in sorted(partitions))
 
 
 class Sent(NamedTuple):
@@ -92,9 +85,10 @@ class Indexer:
         self.es = es
         self.health = health or Readiness()
         self.index_name = IndexName(config.index)
-        self.partitions = Partitions(config.topic)
         kafka = {
             "bootstrap.servers": config.bootstrap_servers,
+            # A ^pattern subscription takes a new topic at the next look at the topic list.
+            "topic.metadata.refresh.interval.ms": round(config.metadata_refresh * 1000),
             **config.kafka,
             # librdkafka's own lines go through our JSON log instead of raw onto stderr.
             "logger": logging.getLogger("pipeline.kafka"),
@@ -146,7 +140,7 @@ class Indexer:
 
     def on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned.update((p.topic, p.partition) for p in partitions)
-        log.info("assigned %s", sorted(p.partition for p in partitions))
+        log.info("assigned %s", named_all({(p.topic, p.partition) for p in partitions}))
         if self.paused and partitions:
             self.consumer.pause(partitions)
 
@@ -158,7 +152,7 @@ class Indexer:
         if len(kept) != len(self.batch):
             log.info(
                 "revoked %s: %d uncommitted records left to the next owner",
-                sorted(p for _, p in gone),
+                named_all(gone),
                 len(self.batch) - len(kept),
             )
             self.batch = kept
@@ -212,7 +206,7 @@ class Indexer:
         if left:
             log.warning(
                 "stopped with work unfinished in partitions %s: left uncommitted, to be read again",
-                sorted(p for _, p in left),
+                named_all(left),
             )
         self.health.stopped()
         self.sender.shutdown()
@@ -259,7 +253,10 @@ class Indexer:
             docs = list(map(document, values, repeat(self.index_name), repeat(ingested), times))
         except Undecodable:
             return False
-        partitions = map(self.partitions.__getitem__, map(Message.partition, messages))
+        # Keyed by topic and partition: a ^pattern subscription reads partition 0 of many.
+        partitions = zip(
+            map(Message.topic, messages), map(Message.partition, messages), strict=True
+        )
         self.batch += map(new_entry, zip(messages, partitions, docs, strict=True))
         lines = list(map(LINES, docs))
         self.lines += lines
@@ -269,14 +266,14 @@ class Indexer:
     def add_each(self, messages: list[Message], ingested: str) -> None:
         """One message at a time: Kafka's errors logged, records that are not documents set
         apart with the reason."""
-        name, partitions = self.index_name, self.partitions
+        name = self.index_name
         for message in messages:
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("kafka: %s", error.str())
                 continue
-            partition = partitions[message.partition()]
+            partition = (message.topic(), message.partition())
             try:
                 doc = document(message.value() or b"", name, ingested, message.timestamp())
             except Undecodable as exc:
