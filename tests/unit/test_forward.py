@@ -31,6 +31,7 @@ from collector.budget import PAUSES
 from collector.config import parse
 from collector.enrich import Enricher
 from collector.forward import ForwardServer
+from collector.metrics import METRICS
 from harness.k8s_api import KubeAPI, cid, namespace, pod
 
 REPO = Path(__file__).resolve().parents[2]
@@ -568,6 +569,47 @@ def test_peer_pod_metadata_from_the_pod_cache(listen, tmp_path):
             client.close()
         finally:
             enricher.stop()
+
+
+def test_forwarded_records_are_routed_by_their_peer_pods_namespace(listen, tmp_path):
+    """Without its pod, a peer's records have no namespace: the fallback topic, counted."""
+    missing = METRICS.topic_fallbacks.labels("missing")
+    with KubeAPI(bookmark_every=0.2) as api:
+        api.add(namespace("shop"))
+        api.up()
+        enricher = Enricher(NODE, kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"))
+        enricher.start()
+        try:
+            until(lambda: enricher.synced)
+            server, sink = listen(
+                "--topic", "logs.{kubernetes.namespace}", "--topic-fallback", "logs.unrouted",
+                enricher=enricher,
+            )  # fmt: skip
+            client = Client(server.port)
+            before = missing._value.get()
+            client.send("early", 1764210000, {"message": "before the pod is known"})
+            sink.records(1)
+            assert sink.topics == ["logs.unrouted"]
+            assert missing._value.get() - before == 1
+            web = pod("web-1", "shop", ip="127.0.0.1")
+            api.add(web)
+            until(lambda: enricher.lookup({"container.id": cid(web)}))
+            client.send("late", 1764210000, {"message": "from the pod"})
+            sink.records(2)
+            assert sink.topics == ["logs.unrouted", "logs.shop"]
+            assert missing._value.get() - before == 1
+            client.close()
+        finally:
+            enricher.stop()
+
+
+def test_a_plain_topic_takes_every_forwarded_record(listen):
+    server, sink = listen("--topic", "app-logs")
+    client = Client(server.port)
+    client.send("any", 1764210000, {"message": "hello"})
+    sink.records(1)
+    assert sink.topics == ["app-logs"]
+    client.close()
 
 
 def free_port() -> int:
