@@ -59,6 +59,9 @@ PARTITION = operator.attrgetter("partition")
 MESSAGE = operator.attrgetter("message")
 ELASTICSEARCH = "elasticsearch"
 BUSY = "elasticsearch items"
+COMMIT_RETRY = 1.0
+"""Seconds between attempts at offsets whose commit failed while their partitions stayed
+ours."""
 BUSY_REPORTED = 3
 """Rounds of item retries in one bulk before it is reported: a round or two under load is
 ordinary."""
@@ -120,6 +123,12 @@ class Indexer:
             stop_grace=config.stop_grace,
         )
         self.ledger = Ledger()
+        self.owed: dict[Partition, int] = {}
+        """Offsets whose commit failed while their partitions stay ours (a commit sent during
+        a rebalance is refused: ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS). Tried again, else
+        a partition that gets no more records keeps its committed offset behind for good,
+        and the next owner reads it all again."""
+        self.owed_due = 0.0
         self.assigned: set[tuple[str, int]] = set()
         self.batch: list[Entry] = []
         self.lines: list[bytes] = []
@@ -148,6 +157,7 @@ class Indexer:
         gone = {(p.topic, p.partition) for p in partitions}
         self.assigned -= gone
         self.ledger.forget(gone)
+        self.owed = {p: o for p, o in self.owed.items() if p not in gone}
         kept = [e for e in self.batch if e.partition not in gone]
         if len(kept) != len(self.batch):
             log.info(
@@ -199,9 +209,13 @@ class Indexer:
                 self.in_flight[0].reply is None or self.in_flight[0].reply.done()
             ):
                 self.settle()
+            elif self.owed and time.monotonic() >= self.owed_due:
+                self.commit({})
         self.flush()
         while self.in_flight:
             self.settle()
+        if self.owed:
+            self.commit({})
         left = self.ledger.unfinished()
         if left:
             log.warning(
@@ -415,14 +429,23 @@ class Indexer:
         return True
 
     def commit(self, ends: dict[Partition, int]) -> None:
-        offsets = [TopicPartition(t, p, o) for (t, p), o in ends.items() if (t, p) in self.assigned]
-        if not offsets:
+        """Commit these offsets, and those owed from a failed commit (the newer win)."""
+        wanted = {p: o for p, o in {**self.owed, **ends}.items() if p in self.assigned}
+        self.owed = {}
+        if not wanted:
             return
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in wanted.items()],
+                asynchronous=False,
+            )
         except KafkaException as exc:
-            # Lost the partitions meanwhile: the next owner reads again; ids dedupe.
-            log.warning("commit failed, records will be read again: %s", exc)
+            # Partitions lost meanwhile are the next owner's to read again (ids dedupe);
+            # those still ours are committed at the next try.
+            METRICS.commit_failures.inc()
+            self.owed = wanted
+            self.owed_due = time.monotonic() + COMMIT_RETRY
+            log.warning("commit failed, tried again while the partitions stay ours: %s", exc)
 
 
 def client(config: Config) -> Elasticsearch:
