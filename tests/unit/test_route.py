@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from collector.config import parse
+from collector.enrich import PodInfo
 from collector.metrics import METRICS
 from collector.route import Topics, legal
 from logferry.settings import SettingError
@@ -133,3 +135,24 @@ def test_the_topic_is_worked_out_once_per_container_not_per_line(tmp_path: Path)
     assert len(sink.records) == 500
     assert set(sink.topics) == {"logs.shop"}
     assert len(rendered) == 1
+
+
+@dataclass(eq=False)
+class Container:
+    folder: str
+    meta: dict[str, Any]
+    info: PodInfo | None = None
+
+
+def test_a_containers_topic_follows_its_pod_metadata_when_it_arrives() -> None:
+    """A json-file container whose path names no namespace waits for the API: its first
+    batches go to the fallback, the ones after its pod is known to the namespace's topic."""
+    topics = Topics("logs.{kubernetes.namespace}", "logs")
+    group = Container("/var/lib/docker/containers/abc", {"container.id": "abc"})
+    before = fallbacks("missing")
+    assert topics.of(group, 3) == "logs"
+    group.info = PodInfo({"kubernetes.namespace": "shop"}, excluded=False, multiline=None)
+    assert topics.of(group, 2) == "logs.shop"
+    group.info = PodInfo({"kubernetes.namespace": "bank"}, excluded=False, multiline=None)
+    assert topics.of(group, 2) == "logs.bank"
+    assert fallbacks("missing") - before == 3
