@@ -19,6 +19,7 @@ from collector.budget import Budget, return_big_buffers
 from collector.config import Config, parse
 from collector.forward import ForwardServer
 from collector.reload import Reloader
+from collector.route import Topics
 from collector.sink import KafkaSink, Sink, StreamSink
 from collector.statelock import StateDirLocked, lock_state_dir
 from logferry import jsonlog
@@ -84,7 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if config.sink == "kafka":
             sink = KafkaSink(
-                config.topic, config.kafka, config.delivery_timeout if config.once else None
+                Topics(config.topic, config.topic_fallback).default,
+                config.kafka,
+                config.delivery_timeout if config.once else None,
             )
             sink.on_failure = sink_failed
         else:

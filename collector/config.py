@@ -12,6 +12,7 @@ from collector import structured
 from collector.budget import default_limit
 from collector.multiline import MultilineRule, rule_for
 from collector.redact import Rule, user_rule
+from collector.route import topic_name, topic_template
 from logferry.settings import (
     Option,
     SettingError,
@@ -77,7 +78,19 @@ OPTIONS = (
     Option("sink", "kafka", "where records go: kafka, stdout or file:PATH", sink_spec),
     Option("once", False, "read every file to its current end, flush, exit", boolean, switch=True),
     Option("bootstrap_servers", "", "Kafka bootstrap servers", env="KAFKA_BOOTSTRAP_SERVERS"),
-    Option("topic", "logs", "Kafka topic", env="LOGFERRY_TOPIC"),
+    Option(
+        "topic",
+        "logs",
+        "Kafka topic, or a template of record fields such as logs.{kubernetes.namespace}",
+        topic_template,
+        env="LOGFERRY_TOPIC",
+    ),
+    Option(
+        "topic_fallback",
+        "logs",
+        "topic of records whose --topic template misses a field or makes no legal topic name",
+        topic_name,
+    ),
     Option(
         "kafka",
         {},
@@ -213,6 +226,7 @@ class Config:
     once: bool
     bootstrap_servers: str
     topic: str
+    topic_fallback: str
     kafka: dict[str, Any]
     include: list[str]
     exclude: list[str]

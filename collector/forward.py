@@ -28,6 +28,7 @@ from collector.config import Config
 from collector.encode import Unencodable
 from collector.forward_delivery import Delivery, Handoff
 from collector.forward_framing import ERRORS, Framing, ProtocolError
+from collector.route import Topics
 from collector.sink import Sink, largest_record
 
 if TYPE_CHECKING:
@@ -248,6 +249,7 @@ class ForwardServer:
         # What the producer takes, also with the stdout and file sinks: records are the same.
         self.max_record_bytes = min(config.max_record_bytes, largest_record(config.kafka))
         self.meta: dict[str, Any] = {"host.name": config.node_name, "input.type": "forward"}
+        self.topics = Topics(config.topic, config.topic_fallback, config.node_name)
         self.peers = PeerPods(enricher) if enricher is not None else None
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="forward", daemon=True)

@@ -42,6 +42,7 @@ class Batch:
     done: Done
     """Called on any thread."""
     sent: int = 0
+    topic: str | None = None
 
 
 class Handoff:
@@ -79,7 +80,7 @@ class Handoff:
             return True
         key = batch.key.encode("utf-8", "surrogateescape")
         try:
-            batch.sent = self.sink.offer(key, batch.values, batch.sent, batch.done)
+            batch.sent = self.sink.offer(key, batch.values, batch.sent, batch.done, batch.topic)
         except (OSError, ValueError) as exc:
             METRICS.delivery_errors.inc()
             log.error("the sink refused forwarded events: %s", exc)
@@ -168,7 +169,9 @@ class Delivery:
         self.in_flight += size
         message.outstanding += 1
         server.pending += 1
-        server.handoff.submit(Batch(message.key, values, done))
+        if message.fallback is not None:
+            METRICS.topic_fallbacks.labels(message.fallback).inc(len(values))
+        server.handoff.submit(Batch(message.key, values, done, topic=message.topic))
 
     def settled(self, message: Message, size: int, ok: bool) -> None:
         self.in_flight -= size

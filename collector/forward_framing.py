@@ -147,6 +147,9 @@ class Message:
     """Bytes of its msgpack held while it is read: charged to the budget."""
     outstanding: int = 0
     """Batches handed to the sink whose outcome the loop has not seen yet."""
+    topic: str | None = None
+    fallback: str | None = None
+    """Why `topic` is the fallback topic (collector.route), None when it is not."""
 
 
 class Framing:
@@ -167,6 +170,10 @@ class Framing:
         """Stream offset where the message being received began."""
         self.key: str | None = None
         """The peer's container id, when its pod has only one: the Kafka key."""
+        self.topic, self.fallback = server.topics.render(server.meta)
+        """Where the peer's records go: the --topic template over its pod's fields, as the
+        agent's records are routed; without its pod (no API, a peer off the pod network),
+        the fields are missing and the records go to the fallback topic."""
         self.meta_version = -1
         self.uid = secrets.token_hex(6)
         self.frames = 0
@@ -264,7 +271,8 @@ class Framing:
             ids = digest.hexdigest()
         self.frames += 1
         key = self.key or kafka_key(tag)
-        return Message(key, chunk, self.encoder.encode(tag, entries, ids), size)
+        batches = self.encoder.encode(tag, entries, ids)
+        return Message(key, chunk, batches, size, topic=self.topic, fallback=self.fallback)
 
     def skip(self, tag: str, option: dict[str, Any], detail: str) -> None:
         """A message read whole and refused for its size: counted, logged, and its chunk
@@ -316,3 +324,4 @@ class Framing:
             meta.update(info.fields)
         self.encoder.update(meta)
         self.key = None if info is None else info.fields.get("container.id")
+        self.topic, self.fallback = self.server.topics.render(meta)

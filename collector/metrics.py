@@ -102,6 +102,12 @@ class Metrics:
             "logferry_collector_records_acknowledged",
             "Records the sink confirmed (for Kafka: acknowledged by the brokers)",
         )
+        self.topic_fallbacks = Counter(
+            "logferry_collector_topic_fallback_records",
+            "Records sent to --topic-fallback: the --topic template missed a field (missing) "
+            "or made no legal topic name (illegal)",
+            ["reason"],
+        )
 
 
 METRICS = Metrics()

@@ -23,6 +23,7 @@ from collector.files import File, Group, OpenFiles
 from collector.gztail import GzipTail
 from collector.join import Record
 from collector.metrics import METRICS
+from collector.route import Topics
 from collector.sink import Sink
 from collector.tail import Chunk, plain
 
@@ -53,6 +54,7 @@ class Reader:
         self.reads = reads
         self.budget = budget
         self.sink = sink
+        self.topics = Topics(config.topic, config.topic_fallback, config.node_name)
         # What the brokers take by default (message.max.bytes), less a batch header; raised
         # with --kafka message.max.bytes=N where the brokers allow more.
         self.message_limit = int(config.kafka.get("message.max.bytes", 1_000_000)) - 512
@@ -271,7 +273,7 @@ class Reader:
                 if mark > f.acked:
                     f.acked = mark
 
-        self.sink.send(group.key, values, done)
+        self.sink.send(group.key, values, done, self.topics.of(group, len(values)))
 
     def flush_held(self) -> None:
         """What joining holds is sent now: at stop, and when --once has read everything."""

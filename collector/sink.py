@@ -67,11 +67,14 @@ class Sink(Protocol):
     waiting: Callable[[], bool]
     """Set by the agent: called while `send` waits for room, True to give the wait up."""
 
-    def send(self, key: str, values: list[bytes], done: Done) -> None:
+    def send(self, key: str, values: list[bytes], done: Done, topic: str | None = None) -> None:
         """On the agent's thread: takes the batch, waiting for room if need be; `done` is
-        told once whether all of it was delivered."""
+        told once whether all of it was delivered. `topic`: where it goes, if not the
+        sink's own (collector.route)."""
 
-    def offer(self, key: bytes, values: list[bytes], sent: int, done: Done) -> int:
+    def offer(
+        self, key: bytes, values: list[bytes], sent: int, done: Done, topic: str | None = None
+    ) -> int:
         """From any thread, never waiting: takes `values[sent:]` as far as there is room and
         returns how many of `values` are taken; `done` as for send, once all are taken."""
 
@@ -94,7 +97,7 @@ class Interrupted(Exception):
 
 
 PARTITIONS_REFRESH = 60.0
-"""Seconds between looks at the topic's partition count (a topic may be given more)."""
+"""Seconds between looks at the topics' partition counts (a topic may be given more)."""
 
 FLUSH_SLICE = 0.2
 """Seconds of one wait inside flush: the delivery timeout is looked at in between."""
@@ -120,8 +123,8 @@ class KafkaSink:
             "consistent_random",
             "consistent",
         )
-        self.partitions = 0
-        """The topic's partition count, 0 until known: librdkafka then picks."""
+        self.partitions: dict[str, int] = {}
+        """Per topic sent to, its partition count, 0 until known: librdkafka then picks."""
         self.partitions_due = 0.0
         self.waiting: Callable[[], bool] = lambda: False
         """Called while reading is paused for room: keeps the agent's liveness beat going,
@@ -178,7 +181,7 @@ class KafkaSink:
     def undelivered(self) -> int:
         return len(self.producer) + self.refused
 
-    def send(self, key: str, values: list[bytes], done: Done) -> None:
+    def send(self, key: str, values: list[bytes], done: Done, topic: str | None = None) -> None:
         key_bytes = key.encode()
         order = self.unsettled.get(key_bytes)
         if not values:
@@ -192,7 +195,7 @@ class KafkaSink:
         outcome = Outcome(done)
         order.append(outcome)
         produce = self.producer.produce
-        topic = self.topic
+        topic = topic or self.topic
         count = len(values)
 
         def delivered(error: KafkaError | None, _message: object) -> None:
@@ -207,7 +210,11 @@ class KafkaSink:
             self.settle(key_bytes)
 
         # The same partition as librdkafka's consistent partitioners would choose.
-        partition = zlib.crc32(key_bytes) % self.partitions if self.partitions else -1
+        partitions = self.partitions.get(topic)
+        if partitions is None:
+            partitions = self.partitions[topic] = 0
+            self.partitions_due = 0.0
+        partition = zlib.crc32(key_bytes) % partitions if partitions else -1
         # Records of one file share a key, so one partition: with idempotence on, Kafka
         # keeps their order, and the report for the last one speaks for the batch. No
         # callback on the others keeps the per-record cost to one produce() call.
@@ -226,12 +233,12 @@ class KafkaSink:
                 # The topic has fewer partitions than we knew (it was made anew): let
                 # librdkafka choose again. Records of the batch already queued go twice,
                 # with the same event.id, which the pipeline stores once.
-                self.partitions = 0
+                self.partitions[topic] = 0
                 self.partitions_due = 0.0
                 order.remove(outcome)
                 if not order:
                     del self.unsettled[key_bytes]
-                self.send(key, values, done)
+                self.send(key, values, done, topic)
                 return
             METRICS.delivery_errors.inc()
             self.refused += len(values)
@@ -280,8 +287,10 @@ class KafkaSink:
             except BufferError:
                 continue
 
-    def offer(self, key: bytes, values: list[bytes], sent: int, done: Done) -> int:
-        producer, topic, last = self.producer, self.topic, len(values) - 1
+    def offer(
+        self, key: bytes, values: list[bytes], sent: int, done: Done, topic: str | None = None
+    ) -> int:
+        producer, topic, last = self.producer, topic or self.topic, len(values) - 1
 
         def delivered(error: KafkaError | None, _message: object) -> None:
             if error is not None:
@@ -315,18 +324,25 @@ class KafkaSink:
             self.count_partitions()
 
     def count_partitions(self) -> None:
-        """Learn the topic's partition count from the brokers, keeping the last one while
-        they do not answer. Until it is known, librdkafka chooses (the same way)."""
+        """Learn the partition count of each topic sent to from the brokers, keeping the
+        last one while they do not answer. Until it is known, librdkafka chooses (the same
+        way). One topic is asked about alone; several (a --topic template) in one request
+        for all topics rather than one request each."""
         self.partitions_due = time.monotonic() + PARTITIONS_REFRESH
+        wanted = list(self.partitions) or [self.topic]
         try:
-            topic = self.producer.list_topics(self.topic, timeout=1.0).topics.get(self.topic)
+            known = self.producer.list_topics(
+                wanted[0] if len(wanted) == 1 else None, timeout=1.0
+            ).topics
         except KafkaException as exc:
-            log.debug("kafka: no partition count for %s yet: %s", self.topic, exc)
+            log.debug("kafka: no partition counts for %s yet: %s", ", ".join(wanted), exc)
             return
-        if topic is not None and topic.error is None and topic.partitions:
-            self.partitions = len(topic.partitions)
-        else:
-            self.partitions_due = time.monotonic() + 1.0
+        for name in wanted:
+            topic = known.get(name)
+            if topic is not None and topic.error is None and topic.partitions:
+                self.partitions[name] = len(topic.partitions)
+            else:
+                self.partitions_due = time.monotonic() + 1.0
 
     def flush(self, timeout: float) -> int:
         """Serve deliveries until none is waiting or `timeout` passed (none once given up)."""
@@ -362,7 +378,7 @@ class StreamSink:
         path = spec.removeprefix("file:")
         return cls(open(path, "ab"), owned=True, where=path)
 
-    def send(self, key: str, values: list[bytes], done: Done) -> None:
+    def send(self, key: str, values: list[bytes], done: Done, topic: str | None = None) -> None:
         if values:
             self.stream.write(b"\n".join(values) + b"\n")
             self.stream.flush()
@@ -370,7 +386,9 @@ class StreamSink:
             METRICS.records_acknowledged.inc(len(values))
         done(True)
 
-    def offer(self, key: bytes, values: list[bytes], sent: int, done: Done) -> int:
+    def offer(
+        self, key: bytes, values: list[bytes], sent: int, done: Done, topic: str | None = None
+    ) -> int:
         # One write call: the writer's lock keeps it whole beside the agent's writes.
         self.send(key.decode("utf-8", "surrogateescape"), values[sent:], done)
         return len(values)

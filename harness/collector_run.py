@@ -18,8 +18,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 REPO = Path(__file__).resolve().parents[1]
 
 
-def new_topic(bootstrap: str, partitions: int = 6) -> str:
-    topic = f"logs-{uuid.uuid4().hex[:10]}"
+def new_topic(bootstrap: str, partitions: int = 6, name: str | None = None) -> str:
+    topic = name or f"logs-{uuid.uuid4().hex[:10]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[
         topic

@@ -112,9 +112,9 @@ def wait_for_count(es: Elasticsearch, prefix: str, expected: int, timeout: float
     return seen
 
 
-def wait_for_commits(bootstrap: str, topic: str, timeout: float) -> bool:
-    """True once start_pipeline's group has committed every partition of `topic` to its end:
-    all its records were indexed or dead-lettered."""
+def wait_for_commits(bootstrap: str, topic: str, timeout: float, group: str = "") -> bool:
+    """True once start_pipeline's group (or `group`) has committed every partition of `topic`
+    to its end: all its records were indexed or dead-lettered."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex}"})
     try:
@@ -123,7 +123,7 @@ def wait_for_commits(bootstrap: str, topic: str, timeout: float) -> bool:
             p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
             for p in partitions
         }
-        request = ConsumerGroupTopicPartitions(f"group-{topic}")
+        request = ConsumerGroupTopicPartitions(group or f"group-{topic}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             reply = admin.list_consumer_group_offsets([request])[request.group_id].result(30)

@@ -75,6 +75,25 @@ def refresh_interval(text: str) -> str:
     return text
 
 
+def subscription(text: str) -> str:
+    """A topic name, or (starting with ^) a regular expression of topic names."""
+    if text.startswith("^"):
+        try:
+            re.compile(text)
+        except re.error as exc:
+            raise ValueError(f"is not a regular expression ({exc}), got {text!r}") from None
+    elif not text:
+        raise ValueError("must name a topic")
+    return text
+
+
+def subscribes(topic: str, name: str) -> bool:
+    """Whether the subscription `topic` (a name, or a ^pattern) takes the topic `name`."""
+    if topic.startswith("^"):
+        return re.search(topic, name) is not None
+    return topic == name
+
+
 def index_name(text: str) -> str:
     IndexName(text)
     return text
@@ -89,7 +108,18 @@ OPTIONS = (
         "bootstrap_servers", "", "Kafka bootstrap servers", env="KAFKA_BOOTSTRAP_SERVERS",
         commands=RUN,
     ),
-    Option("topic", "logs", "Kafka topic to read", env="LOGFERRY_TOPIC", commands=RUN),
+    Option(
+        "topic", "logs",
+        "Kafka topic to read, or with a leading ^ a regular expression of topics to read "
+        "(^logs\\..* reads every logs.<namespace> topic, new ones included)",
+        subscription, env="LOGFERRY_TOPIC", commands=RUN,
+    ),
+    Option(
+        "metadata_refresh", 5.0,
+        "how often the topics are listed again: a new topic a ^pattern takes is read within "
+        "this (5s, 1m...)",
+        some_seconds, commands=RUN,
+    ),
     Option("group", "logferry-pipeline", "Kafka consumer group", commands=RUN),
     Option(
         "dead_letter_topic", "logs.dlq", "topic for documents Elasticsearch refuses", commands=RUN
@@ -167,6 +197,7 @@ class Config:
     command: str
     bootstrap_servers: str
     topic: str
+    metadata_refresh: float
     group: str
     dead_letter_topic: str
     kafka: dict[str, Any]
@@ -222,4 +253,10 @@ def parse(argv: Sequence[str]) -> Config:
         )
     if values["log_level"].lower() not in ("debug", "info", "warning", "error"):
         raise SettingError(f"setting log_level: unknown level {values['log_level']!r}")
+    if command == "run" and subscribes(values["topic"], values["dead_letter_topic"]):
+        raise SettingError(
+            f"setting dead_letter_topic: {values['dead_letter_topic']} is read by --topic "
+            f"{values['topic']}, so every dead letter would be read back and refused again; "
+            "name one outside it (--dead-letter-topic logs-dlq beside --topic '^logs\\..*')"
+        )
     return Config(command=command, **values)

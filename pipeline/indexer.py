@@ -59,21 +59,17 @@ PARTITION = operator.attrgetter("partition")
 MESSAGE = operator.attrgetter("message")
 ELASTICSEARCH = "elasticsearch"
 BUSY = "elasticsearch items"
+COMMIT_RETRY = 1.0
+"""Seconds between attempts at offsets whose commit failed while their partitions stayed
+ours."""
 BUSY_REPORTED = 3
 """Rounds of item retries in one bulk before it is reported: a round or two under load is
 ordinary."""
 
 
-class Partitions(dict[int, tuple[str, int]]):
-    """Partition number -> (topic, partition): one tuple per partition, not per record."""
-
-    def __init__(self, topic: str) -> None:
-        super().__init__()
-        self.topic = topic
-
-    def __missing__(self, partition: int) -> tuple[str, int]:
-        key = self[partition] = (self.topic, partition)
-        return key
+def named_all(partitions: set[Partition] | dict[Partition, int]) -> str:
+    """Partitions as a log line names them: topic[partition], sorted."""
+    return ", ".join(f"{t}[{p}]" for t, p in sorted(partitions))
 
 
 class Sent(NamedTuple):
@@ -92,9 +88,10 @@ class Indexer:
         self.es = es
         self.health = health or Readiness()
         self.index_name = IndexName(config.index)
-        self.partitions = Partitions(config.topic)
         kafka = {
             "bootstrap.servers": config.bootstrap_servers,
+            # A ^pattern subscription takes a new topic at the next look at the topic list.
+            "topic.metadata.refresh.interval.ms": round(config.metadata_refresh * 1000),
             **config.kafka,
             # librdkafka's own lines go through our JSON log instead of raw onto stderr.
             "logger": logging.getLogger("pipeline.kafka"),
@@ -126,6 +123,12 @@ class Indexer:
             stop_grace=config.stop_grace,
         )
         self.ledger = Ledger()
+        self.owed: dict[Partition, int] = {}
+        """Offsets whose commit failed while their partitions stay ours (a commit sent during
+        a rebalance is refused: ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS). Tried again, else
+        a partition that gets no more records keeps its committed offset behind for good,
+        and the next owner reads it all again."""
+        self.owed_due = 0.0
         self.assigned: set[tuple[str, int]] = set()
         self.batch: list[Entry] = []
         self.lines: list[bytes] = []
@@ -146,7 +149,7 @@ class Indexer:
 
     def on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned.update((p.topic, p.partition) for p in partitions)
-        log.info("assigned %s", sorted(p.partition for p in partitions))
+        log.info("assigned %s", named_all({(p.topic, p.partition) for p in partitions}))
         if self.paused and partitions:
             self.consumer.pause(partitions)
 
@@ -154,11 +157,12 @@ class Indexer:
         gone = {(p.topic, p.partition) for p in partitions}
         self.assigned -= gone
         self.ledger.forget(gone)
+        self.owed = {p: o for p, o in self.owed.items() if p not in gone}
         kept = [e for e in self.batch if e.partition not in gone]
         if len(kept) != len(self.batch):
             log.info(
                 "revoked %s: %d uncommitted records left to the next owner",
-                sorted(p for _, p in gone),
+                named_all(gone),
                 len(self.batch) - len(kept),
             )
             self.batch = kept
@@ -205,14 +209,18 @@ class Indexer:
                 self.in_flight[0].reply is None or self.in_flight[0].reply.done()
             ):
                 self.settle()
+            elif self.owed and time.monotonic() >= self.owed_due:
+                self.commit({})
         self.flush()
         while self.in_flight:
             self.settle()
+        if self.owed:
+            self.commit({})
         left = self.ledger.unfinished()
         if left:
             log.warning(
                 "stopped with work unfinished in partitions %s: left uncommitted, to be read again",
-                sorted(p for _, p in left),
+                named_all(left),
             )
         self.health.stopped()
         self.sender.shutdown()
@@ -259,7 +267,10 @@ class Indexer:
             docs = list(map(document, values, repeat(self.index_name), repeat(ingested), times))
         except Undecodable:
             return False
-        partitions = map(self.partitions.__getitem__, map(Message.partition, messages))
+        # Keyed by topic and partition: a ^pattern subscription reads partition 0 of many.
+        partitions = zip(
+            map(Message.topic, messages), map(Message.partition, messages), strict=True
+        )
         self.batch += map(new_entry, zip(messages, partitions, docs, strict=True))
         lines = list(map(LINES, docs))
         self.lines += lines
@@ -269,14 +280,14 @@ class Indexer:
     def add_each(self, messages: list[Message], ingested: str) -> None:
         """One message at a time: Kafka's errors logged, records that are not documents set
         apart with the reason."""
-        name, partitions = self.index_name, self.partitions
+        name = self.index_name
         for message in messages:
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("kafka: %s", error.str())
                 continue
-            partition = partitions[message.partition()]
+            partition = (message.topic(), message.partition())
             try:
                 doc = document(message.value() or b"", name, ingested, message.timestamp())
             except Undecodable as exc:
@@ -418,14 +429,23 @@ class Indexer:
         return True
 
     def commit(self, ends: dict[Partition, int]) -> None:
-        offsets = [TopicPartition(t, p, o) for (t, p), o in ends.items() if (t, p) in self.assigned]
-        if not offsets:
+        """Commit these offsets, and those owed from a failed commit (the newer win)."""
+        wanted = {p: o for p, o in {**self.owed, **ends}.items() if p in self.assigned}
+        self.owed = {}
+        if not wanted:
             return
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in wanted.items()],
+                asynchronous=False,
+            )
         except KafkaException as exc:
-            # Lost the partitions meanwhile: the next owner reads again; ids dedupe.
-            log.warning("commit failed, records will be read again: %s", exc)
+            # Partitions lost meanwhile are the next owner's to read again (ids dedupe);
+            # those still ours are committed at the next try.
+            METRICS.commit_failures.inc()
+            self.owed = wanted
+            self.owed_due = time.monotonic() + COMMIT_RETRY
+            log.warning("commit failed, tried again while the partitions stay ours: %s", exc)
 
 
 def client(config: Config) -> Elasticsearch:

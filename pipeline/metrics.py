@@ -30,6 +30,11 @@ class Metrics:
             "Bulks a shutdown left unfinished: their records are read again by the next owner",
         )
         self.retries = Counter("logferry_pipeline_retries", "Bulk requests or items retried")
+        self.commit_failures = Counter(
+            "logferry_pipeline_commit_failures",
+            "Offset commits Kafka refused (a rebalance under way); tried again while the "
+            "partitions stay this member's",
+        )
         self.bulk_seconds = Histogram(
             "logferry_pipeline_bulk_seconds",
             "Duration of one bulk request that Elasticsearch answered (failed attempts are in"

@@ -75,17 +75,44 @@ def test_a_keys_batches_are_reported_in_the_order_sent_when_its_partition_change
     key = next(k for k in KEYS if zlib.crc32(k.encode()) % 2 == 1)
     sink = KafkaSink(topic, {"bootstrap.servers": kafka_bootstrap})
     deadline = time.monotonic() + 30
-    while sink.partitions != 2 and time.monotonic() < deadline:
+    while sink.partitions.get(topic) != 2 and time.monotonic() < deadline:
         sink.count_partitions()
-    assert sink.partitions == 2
+    assert sink.partitions == {topic: 2}
     # The sink as it was before the topic's second partition: the key's first batch goes
     # to partition 0, behind many records; the next one to partition 1, alone.
-    sink.partitions = 1
+    sink.partitions[topic] = 1
     reports: list[tuple[str, bool]] = []
     backlog = [b'{"n":%d,"pad":"%s"}' % (n, b"x" * 200) for n in range(100_000)]
     sink.send(key, backlog, lambda ok: reports.append(("first", ok)))
-    sink.partitions = 2
+    sink.partitions[topic] = 2
     sink.send(key, [b'{"n":"last"}'], lambda ok: reports.append(("second", ok)))
     assert sink.flush(60) == 0
     sink.poll(0)
     assert reports == [("first", True), ("second", True)]
+
+
+def test_a_keys_batches_sent_to_two_topics_land_in_each_and_are_reported_in_order(
+    kafka_bootstrap: str,
+) -> None:
+    """A container's topic changes when its pod's metadata arrives (a --topic template): the
+    batch sent to the second topic may be acknowledged before the backlog sent to the first,
+    and the checkpoint must still not pass the backlog before it is acknowledged."""
+    slow, fast = new_topic(kafka_bootstrap, partitions=3), new_topic(kafka_bootstrap, 5)
+    sink = KafkaSink("unused", {"bootstrap.servers": kafka_bootstrap})
+    # Both topics sent to before: their partition counts are learnt in one look.
+    sink.partitions.update({slow: 0, fast: 0})
+    deadline = time.monotonic() + 30
+    while sink.partitions != {slow: 3, fast: 5} and time.monotonic() < deadline:
+        sink.count_partitions()
+    assert sink.partitions == {slow: 3, fast: 5}
+    reports: list[tuple[str, bool]] = []
+    backlog = [b'{"n":%d,"pad":"%s"}' % (n, b"x" * 200) for n in range(50_000)]
+    sink.send(KEYS[0], backlog, lambda ok: reports.append(("backlog", ok)), slow)
+    sink.send(KEYS[0], [b'{"n":"next"}'], lambda ok: reports.append(("next", ok)), fast)
+    assert sink.flush(60) == 0
+    sink.poll(0)
+    assert reports == [("backlog", True), ("next", True)]
+    assert sum(len(p) for p in partitions_by_key(kafka_bootstrap, slow, 50_000).values()) == 1
+    assert partitions_by_key(kafka_bootstrap, fast, 1) == {
+        KEYS[0].encode(): {zlib.crc32(KEYS[0].encode()) % 5}
+    }

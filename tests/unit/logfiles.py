@@ -64,13 +64,16 @@ class ListSink:
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
         self.keys: list[str] = []
+        self.topics: list[str | None] = []
+        """Per record, the topic it was sent to."""
         self.held: list[Callable[[], None]] = []
         self.hold = False
 
-    def send(self, key: str, values: list[bytes], done: Done) -> None:
+    def send(self, key: str, values: list[bytes], done: Done, topic: str | None = None) -> None:
         for value in values:
             self.records.append(orjson.loads(value))
             self.keys.append(key)
+            self.topics.append(topic)
         if self.hold:
             self.held.append(lambda: done(True))
         else:

@@ -79,18 +79,35 @@ def test_the_expected_objects(objects: list[dict[str, Any]]) -> None:
         "message",
     ]
     errors = search_source(searches["Errors"])["query"]
-    assert errors["language"] == "kuery"
-    assert 'stream : "stderr"' in errors["query"]
-    assert "error" in errors["query"]
+    # By the level the record states: stderr alone does not mean error.
+    assert errors == {"language": "kuery", "query": "log.level : (error or fatal)"}
     lenses = {o["id"]: o["attributes"]["visualizationType"] for o in by_type(objects, "lens")}
     assert lenses == {
         "logferry-volume-by-namespace": "lnsXY",
+        "logferry-levels": "lnsXY",
         "logferry-top-pods": "lnsXY",
         "logferry-stderr-share": "lnsPie",
     }
     (dashboard,) = by_type(objects, "dashboard")
     shown = {r["id"] for r in dashboard["references"]}
     assert shown == {o["id"] for o in objects if o["type"] in ("lens", "search")}
+
+
+def test_the_level_breakdown_counts_records_per_level_over_time(
+    objects: list[dict[str, Any]],
+) -> None:
+    (levels,) = (o for o in by_type(objects, "lens") if o["id"] == "logferry-levels")
+    state = levels["attributes"]["state"]
+    (layer,) = state["datasourceStates"]["formBased"]["layers"].values()
+    (vis,) = state["visualization"]["layers"]
+    columns = layer["columns"]
+    assert columns[vis["xAccessor"]]["operationType"] == "date_histogram"
+    split = columns[vis["splitAccessor"]]
+    assert (split["sourceField"], split["operationType"]) == ("log.level", "terms")
+    # Every level shows, and so does the share of records that state none.
+    assert split["params"]["size"] >= 6
+    assert split["params"]["missingBucket"] is True
+    assert [columns[a]["operationType"] for a in vis["accessors"]] == ["count"]
 
 
 def search_source(o: dict[str, Any]) -> dict[str, Any]:
@@ -230,7 +247,11 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     logs.mkdir()
     out = root / "records.jsonl"
     web = docker_container(docker, "a" * 64, pod="web-7d9f8b6c4-x2klp", ns="shop")
-    append(web, docker_line("GET /cart 200"), docker_line("payment failed: timeout", "stderr"))
+    append(
+        web,
+        docker_line("INFO GET /cart 200"),
+        docker_line("ERROR payment failed: timeout", "stderr"),
+    )
     roots = ["--docker-root", str(docker), "--log-root", str(logs), "--state-dir", str(state)]
     quiet = ["--metrics-port", "0", "--node-name", "node-1"]
     done = subprocess.run(

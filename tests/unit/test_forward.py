@@ -31,6 +31,7 @@ from collector.budget import PAUSES
 from collector.config import parse
 from collector.enrich import Enricher
 from collector.forward import ForwardServer
+from collector.metrics import METRICS
 from harness.k8s_api import KubeAPI, cid, namespace, pod
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,11 +46,20 @@ class FakeSink:
         self.ok = ok
         self.cond = threading.Condition()
         self.batches: list[tuple[str, list[dict[str, Any]]]] = []
+        self.topics: list[str | None] = []
+        """Per batch, the topic it was sent to."""
         self.held: list[Callable[[bool], None]] = []
 
-    def send(self, key: str, values: list[bytes], done: Callable[[bool], None]) -> None:
+    def send(
+        self,
+        key: str,
+        values: list[bytes],
+        done: Callable[[bool], None],
+        topic: str | None = None,
+    ) -> None:
         with self.cond:
             self.batches.append((key, [orjson.loads(v) for v in values]))
+            self.topics.append(topic)
             if self.hold:
                 self.held.append(done)
             self.cond.notify_all()
@@ -57,9 +67,14 @@ class FakeSink:
             done(self.ok)
 
     def offer(
-        self, key: bytes, values: list[bytes], sent: int, done: Callable[[bool], None]
+        self,
+        key: bytes,
+        values: list[bytes],
+        sent: int,
+        done: Callable[[bool], None],
+        topic: str | None = None,
     ) -> int:
-        self.send(key.decode("utf-8", "surrogateescape"), values[sent:], done)
+        self.send(key.decode("utf-8", "surrogateescape"), values[sent:], done, topic)
         return len(values)
 
     def release(self) -> None:
@@ -556,6 +571,47 @@ def test_peer_pod_metadata_from_the_pod_cache(listen, tmp_path):
             enricher.stop()
 
 
+def test_forwarded_records_are_routed_by_their_peer_pods_namespace(listen, tmp_path):
+    """Without its pod, a peer's records have no namespace: the fallback topic, counted."""
+    missing = METRICS.topic_fallbacks.labels("missing")
+    with KubeAPI(bookmark_every=0.2) as api:
+        api.add(namespace("shop"))
+        api.up()
+        enricher = Enricher(NODE, kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"))
+        enricher.start()
+        try:
+            until(lambda: enricher.synced)
+            server, sink = listen(
+                "--topic", "logs.{kubernetes.namespace}", "--topic-fallback", "logs.unrouted",
+                enricher=enricher,
+            )  # fmt: skip
+            client = Client(server.port)
+            before = missing._value.get()
+            client.send("early", 1764210000, {"message": "before the pod is known"})
+            sink.records(1)
+            assert sink.topics == ["logs.unrouted"]
+            assert missing._value.get() - before == 1
+            web = pod("web-1", "shop", ip="127.0.0.1")
+            api.add(web)
+            until(lambda: enricher.lookup({"container.id": cid(web)}))
+            client.send("late", 1764210000, {"message": "from the pod"})
+            sink.records(2)
+            assert sink.topics == ["logs.unrouted", "logs.shop"]
+            assert missing._value.get() - before == 1
+            client.close()
+        finally:
+            enricher.stop()
+
+
+def test_a_plain_topic_takes_every_forwarded_record(listen):
+    server, sink = listen("--topic", "app-logs")
+    client = Client(server.port)
+    client.send("any", 1764210000, {"message": "hello"})
+    sink.records(1)
+    assert sink.topics == ["app-logs"]
+    client.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -635,7 +691,13 @@ class LeanSink(FakeSink):
         super().__init__()
         self.seen = 0
 
-    def send(self, key: str, values: list[bytes], done: Callable[[bool], None]) -> None:
+    def send(
+        self,
+        key: str,
+        values: list[bytes],
+        done: Callable[[bool], None],
+        topic: str | None = None,
+    ) -> None:
         with self.cond:
             self.seen += len(values)
         done(True)

@@ -26,7 +26,9 @@ class HeldSink:
     def __init__(self) -> None:
         self.held: list[tuple[int, Done]] = []
 
-    def offer(self, key: bytes, values: list[bytes], sent: int, done: Done) -> int:
+    def offer(
+        self, key: bytes, values: list[bytes], sent: int, done: Done, topic: str | None = None
+    ) -> int:
         self.held.append((len(values) - sent, done))
         return len(values)
 

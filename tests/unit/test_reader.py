@@ -24,7 +24,7 @@ class FailingFirst(ListSink):
         super().__init__()
         self.batches = 0
 
-    def send(self, key: str, values: list[bytes], done: Done) -> None:
+    def send(self, key: str, values: list[bytes], done: Done, topic: str | None = None) -> None:
         self.batches += 1
         if self.batches == 1:
             done(False)
@@ -39,7 +39,7 @@ class Raw(ListSink):
         super().__init__()
         self.values: list[bytes] = []
 
-    def send(self, key: str, values: list[bytes], done: Done) -> None:
+    def send(self, key: str, values: list[bytes], done: Done, topic: str | None = None) -> None:
         self.values += values
         super().send(key, values, done)
 
