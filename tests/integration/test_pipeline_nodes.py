@@ -23,9 +23,9 @@ def test_a_list_of_nodes_with_one_down_indexes_every_record_once(
     nodes = f"http://127.0.0.1:{free_port()},{elasticsearch_url}"
     pipeline = start_pipeline(tmp_path, kafka_bootstrap, nodes, topic, prefix)
     try:
-        assert wait_for_count(es, prefix, 500, timeout=120) == 500, (
-            next(tmp_path.glob("pipeline-*.log")).read_text()[-3000:]
-        )
+        assert wait_for_count(es, prefix, 500, timeout=120) == 500, next(
+            tmp_path.glob("pipeline-*.log")
+        ).read_text()[-3000:]
     finally:
         pipeline.send_signal(signal.SIGTERM)
         assert pipeline.wait(60) == 0
