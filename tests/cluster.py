@@ -69,6 +69,24 @@ class Cluster:
         """kafka.sh stop-node / kill-node / start-node NODE."""
         self.run("kafka.sh", command, str(node))
 
+    def start_brokers(self, *nodes: int) -> None:
+        """kafka.sh start-node for each of `nodes` at once (each JVM takes seconds to start)."""
+        errors: list[BaseException] = []
+
+        def start(node: int) -> None:
+            try:
+                self.broker("start-node", node)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start, args=(node,)) for node in nodes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+
     def broker_pid(self, node: int) -> int | None:
         done = subprocess.run(
             [LOCAL / "kafka.sh", "pid", str(node)], capture_output=True, text=True, env=self.env
@@ -186,9 +204,8 @@ class Cluster:
         """Every node running, every partition fully in sync, the search cluster green."""
         for node in list(self.paused):
             self.resume(node)
+        self.start_brokers(*(n for n in range(1, NODES + 1) if self.broker_pid(n) is None))
         for node in range(1, NODES + 1):
-            if self.broker_pid(node) is None:
-                self.broker("start-node", node)
             if self.search_pid(node) is None:
                 self.search_node("start-node", node)
         self.wait_replicated()

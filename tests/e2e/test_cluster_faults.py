@@ -116,8 +116,7 @@ def test_partition_leader_killed_then_a_second_broker(flows: Flows, nodes: Clust
     nodes.broker("kill-node", second)
     wait_until(time.monotonic() + 10)
     assert not flow.processes_alive(), "a process gave up while below min.insync.replicas"
-    nodes.broker("start-node", second)
-    nodes.broker("start-node", first)
+    nodes.start_brokers(second, first)
     outcome = flow.check(timeout=300)
     flow.assert_exactly_once(outcome)
 
@@ -125,16 +124,14 @@ def test_partition_leader_killed_then_a_second_broker(flows: Flows, nodes: Clust
 def test_rolling_restart_of_every_broker(flows: Flows, nodes: Cluster) -> None:
     """Each broker in turn stopped and started, the next once every replica is back in sync
     (what an operator's rolling restart waits for): every leader moves at least once."""
-    flow = flows("cluster: rolling restart of 3 brokers", rate=600)
+    flow = flows("cluster: rolling restart of 3 brokers", rate=500)
     flow.start(pipelines=2)
     # writes until the restarts are done (the duration only bounds it)
     flow.writer.start(duration=600)
     for node in (1, 2, 3):
-        wait_until(time.monotonic() + 3)
         nodes.broker("stop-node", node)
         nodes.broker("start-node", node)
         nodes.wait_replicated()
-    wait_until(time.monotonic() + 3)
     flow.writer.stop()
     outcome = flow.check(timeout=300)
     flow.assert_exactly_once(outcome)
@@ -147,14 +144,14 @@ def test_search_node_with_primaries_killed(
     the pipelines index; its replicas elsewhere take over; restart it."""
     es = clusters[1]
     flow = flows("cluster: search node with primaries kill -9", rate=1000)
-    flow.start(pipelines=2, duration=32)
+    flow.start(pipelines=2, duration=28)
     begin = time.monotonic()
-    wait_until(begin + 8)
+    wait_until(begin + 6)
     holders = nodes.primaries_by_node(es, f"{flow.prefix}-*")
-    assert holders, "no primary of the flow's indices started after 8 s"
+    assert holders, "no primary of the flow's indices started after 6 s"
     victim = holders.most_common(1)[0][0]
     nodes.search_node("kill-node", victim)
-    wait_until(begin + 22)
+    wait_until(begin + 16)
     nodes.search_node("start-node", victim)
     outcome = flow.check(timeout=300)
     flow.assert_exactly_once(outcome)
@@ -167,7 +164,7 @@ def test_rebalance_storm_three_pipelines_one_killed_every_10s(flows: Flows) -> N
     # least) instead of 45 keeps the minute a storm rather than a queue of stalls.
     flow = flows(
         "cluster: 3 pipelines, one kill -9 + restart every 10 s",
-        rate=800,
+        rate=600,
         pipeline_flags=("--kafka", "session.timeout.ms=6000"),
     )
     flow.start(pipelines=3, duration=64)
@@ -186,12 +183,12 @@ def test_broker_paused_30s(flows: Flows, nodes: Cluster) -> None:
     nothing answers (a network partition); the others take its partitions over, and it
     comes back behind and catches up."""
     flow = flows("cluster: busiest leader paused (SIGSTOP) 30 s", rate=1000)
-    flow.start(pipelines=2, duration=46)
+    flow.start(pipelines=2, duration=42)
     begin = time.monotonic()
-    wait_until(begin + 8)
+    wait_until(begin + 6)
     paused = nodes.busiest_leader(flow.topic)
     nodes.pause(paused)
-    wait_until(begin + 38)
+    wait_until(begin + 36)
     nodes.resume(paused)
     outcome = flow.check(timeout=300)
     flow.assert_exactly_once(outcome)
