@@ -13,7 +13,7 @@
 # these on broker I (1..N) alone, for fault tests:
 #   deploy/local/kafka.sh stop-node I    SIGTERM (controlled shutdown), as stop
 #   deploy/local/kafka.sh kill-node I    SIGKILL, no waiting for anything but the exit
-#   deploy/local/kafka.sh start-node I   start it again; ready once all N brokers are registered
+#   deploy/local/kafka.sh start-node I   start it again; ready once it sees every running broker
 #   deploy/local/kafka.sh pid I          its pid (exit 1 when not running), e.g. for SIGSTOP
 #
 # stdout carries only the KAFKA_BOOTSTRAP_SERVERS=... line (all brokers, comma-separated), so
@@ -166,7 +166,7 @@ wait_ready() {
     classes=$(probe_classes)
     if [[ -n "$classes" ]]; then
         local rc=0
-        "$JAVA" -Xmx64m -XX:TieredStopAtLevel=1 -Dlog4j2.level=OFF -Dlogferry.kafka.brokers="$KAFKA_BROKERS" \
+        "$JAVA" -Xmx64m -XX:TieredStopAtLevel=1 -Dlog4j2.level=OFF -Dlogferry.kafka.brokers="${EXPECT:-$KAFKA_BROKERS}" \
             -cp "$classes:$LIB/*" KafkaReady "${ASK:-$BOOTSTRAP}" "$timeout" ${pid:+"$pid"} \
             </dev/null >/dev/null 2>&1 || rc=$?
         return $rc
@@ -451,8 +451,12 @@ case "${1:-}" in
     start-node)
         which_node "${2:-}"; lock; java_ready
         if ! pid_alive >/dev/null; then launch; fi
-        # the others still count a broker killed a moment ago: ask the one started
-        ASK="127.0.0.1:$PORT" ready "$SECONDS" ;;
+        # Ready when it counts as many brokers as run (others may be down on purpose); ask
+        # the one started: the others still count a broker killed a moment ago.
+        started=$NODE running=0
+        for ((i = 1; i <= KAFKA_BROKERS; i++)); do node "$i"; if pid_alive >/dev/null; then running=$((running + 1)); fi; done
+        node "$started"
+        EXPECT=$running ASK="127.0.0.1:$PORT" ready "$SECONDS" ;;
     pid) which_node "${2:-}"; pid_alive || exit 1 ;;
     *) echo "usage: $0 {fetch|start|stop|status|reset|stop-node I|kill-node I|start-node I|pid I}" >&2; exit 2 ;;
 esac
