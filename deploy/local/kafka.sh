@@ -411,7 +411,10 @@ cmd_status() {
     local pid rc=0 i
     for ((i = 1; i <= KAFKA_BROKERS; i++)); do
         node "$i"
-        if ! pid=$(pid_alive); then echo "kafka: broker $i not running" >&2; exit 1; fi
+        if ! pid=$(pid_alive); then
+            if ((KAFKA_BROKERS == 1)); then echo "kafka: not running" >&2; else echo "kafka: broker $i not running" >&2; fi
+            exit 1
+        fi
     done
     if ! jars_current; then echo "kafka: running (pid $pid) but jars missing" >&2; exit 1; fi
     if ((KAFKA_BROKERS > 1)); then pid=""; fi
