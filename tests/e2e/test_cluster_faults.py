@@ -148,10 +148,15 @@ def test_search_node_with_primaries_killed(
     begin = time.monotonic()
     wait_until(begin + 6)
     holders = nodes.primaries_by_node(es, f"{flow.prefix}-*")
-    assert holders, "no primary of the flow's indices started after 6 s"
+    deadline = time.monotonic() + 120
+    while not holders:
+        # on a busy machine the first documents may take longer than 6 s to arrive
+        assert time.monotonic() < deadline, "no primary of the flow's indices started in 2 min"
+        time.sleep(0.5)
+        holders = nodes.primaries_by_node(es, f"{flow.prefix}-*")
     victim = holders.most_common(1)[0][0]
     nodes.search_node("kill-node", victim)
-    wait_until(begin + 16)
+    wait_until(time.monotonic() + 10)
     nodes.search_node("start-node", victim)
     outcome = flow.check(timeout=300)
     flow.assert_exactly_once(outcome)
@@ -188,7 +193,7 @@ def test_broker_paused_30s(flows: Flows, nodes: Cluster) -> None:
     wait_until(begin + 6)
     paused = nodes.busiest_leader(flow.topic)
     nodes.pause(paused)
-    wait_until(begin + 36)
+    wait_until(time.monotonic() + 30)
     nodes.resume(paused)
     outcome = flow.check(timeout=300)
     flow.assert_exactly_once(outcome)
