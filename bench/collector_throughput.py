@@ -137,6 +137,12 @@ def batch(mix: str, args: argparse.Namespace) -> None:
         print(f"  wall {wall:.1f} s, cpu {cpu:.2f} s, load average {os.getloadavg()[0]:.1f}")
         print(f"  {mb / cpu:.1f} MB per CPU-second{versus}, {lines / cpu:,.0f} lines per CPU-s")
         print(f"  peak rss {rss:.0f} MiB (target <= {RSS_TARGET})", flush=True)
+        out = Path(args.sink.removeprefix("file:"))
+        if args.sink.startswith("file:") and out.is_file():
+            # What a log byte becomes on the wire to Kafka (before compression), for
+            # bench/capacity.py's partitions and brokers.
+            records = out.stat().st_size
+            print(f"  records {records / 1e6:.1f} MB, {records / size:.2f} bytes per log byte")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -18,12 +18,16 @@ from confluent_kafka.admin import AdminClient, NewTopic
 REPO = Path(__file__).resolve().parents[1]
 
 
-def new_topic(bootstrap: str, partitions: int = 6, name: str | None = None) -> str:
+def new_topic(
+    bootstrap: str, partitions: int = 6, replication: int = 1, name: str | None = None
+) -> str:
+    """A fresh topic (or `name`); `replication` -1 takes the brokers' default (a cluster's:
+    3 replicas, min.insync.replicas 2)."""
     topic = name or f"logs-{uuid.uuid4().hex[:10]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[
-        topic
-    ].result(timeout=30)
+    admin.create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=replication)]
+    )[topic].result(timeout=30)
     return topic
 
 

@@ -146,6 +146,7 @@ class Flow:
         cri_rotation: Rotation | None = None,
         seed: int = 0,
         partitions: int = 6,
+        replication: int = 1,
         collector_flags: tuple[str, ...] = (),
         pipeline_flags: tuple[str, ...] = (),
     ) -> None:
@@ -156,7 +157,7 @@ class Flow:
         self.es = es
         self.prefix = prefix
         self.started = time.monotonic()
-        self.topic = new_topic(bootstrap, partitions)
+        self.topic = new_topic(bootstrap, partitions, replication)
         self.api = KubeAPI(bookmark_every=1.0)
         for ns, labels in NAMESPACE_LABELS.items():
             self.api.add(namespace(ns, labels=labels))

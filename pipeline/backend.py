@@ -77,8 +77,9 @@ class SearchTransport(Transport):
 
 
 def connect(url: str, backend: str = AUTO, **options: Any) -> Elasticsearch:
-    """An elasticsearch-py client for the server at `url`, of the kind `backend` names."""
-    es = Elasticsearch(url, transport_class=SearchTransport, **options)
+    """An elasticsearch-py client for the server at `url` (or the nodes of comma-separated
+    URLs: a request that cannot reach one is tried on the next), of the kind `backend` names."""
+    es = Elasticsearch(url.split(","), transport_class=SearchTransport, **options)
     transport = es.transport
     assert isinstance(transport, SearchTransport)
     if backend != AUTO:

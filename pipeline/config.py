@@ -31,13 +31,19 @@ def some_seconds(text: str) -> float:
 
 
 def url(text: str) -> str:
-    if not text.startswith(("http://", "https://")):
-        raise ValueError(f"must be an http:// or https:// URL, got {shown(text)!r}")
-    return text.rstrip("/")
+    """One URL, or a cluster's nodes as comma-separated URLs (requests go round them, and
+    past one that does not answer)."""
+    nodes = [node.strip().rstrip("/") for node in text.split(",")]
+    for node in nodes:
+        if not node.startswith(("http://", "https://")):
+            raise ValueError(f"must be http:// or https:// URLs, got {shown(node)!r}")
+    return ",".join(nodes)
 
 
 def shown(address: str) -> str:
-    """The URL without user and password, for logs and error messages."""
+    """The URL (or URLs, comma-separated) without user and password, for logs and messages."""
+    if "," in address:
+        return ",".join(shown(node) for node in address.split(","))
     parts = urlsplit(address)
     if parts.username is None and parts.password is None:
         return address
@@ -128,7 +134,10 @@ OPTIONS = (
         "kafka", {}, "librdkafka setting KEY=VALUE for consumer and producer, repeatable",
         commands=RUN,
     ),
-    Option("elasticsearch_url", "", "Elasticsearch URL", url, env="ELASTICSEARCH_URL"),
+    Option(
+        "elasticsearch_url", "", "Elasticsearch URL, or a cluster's node URLs comma-separated",
+        url, env="ELASTICSEARCH_URL",
+    ),
     Option(
         "backend", AUTO,
         "auto (the server's answer to GET /), elasticsearch (8 or 9) or opensearch",

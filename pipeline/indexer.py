@@ -259,7 +259,9 @@ class Indexer:
         """The usual case, every message a record and every record a document, in map and
         zip: per record, only document() runs Python code. False, and nothing added, if
         one message is not so."""
-        if list(map(Message.error, messages)).count(None) != len(messages):
+        # Not count(None): that compares each KafkaError with None, which raises inside
+        # confluent-kafka (SystemError) instead of answering False.
+        if any(map(Message.error, messages)):
             return False
         values = map(Message.value, messages)
         try:

@@ -12,8 +12,14 @@
 #   deploy/local/elasticsearch.sh stop     SIGTERM, up to 30 s, then SIGKILL
 #   deploy/local/elasticsearch.sh status   exit 0 and print the URL line when running and healthy
 #   deploy/local/elasticsearch.sh reset    stop and delete the data folder (keeps the jars)
+# With ES_NODES=N (N > 1), a cluster of N nodes (all master-eligible data nodes) of that kind:
+# the same commands act on every node, and these on node I (1..N) alone, for fault tests:
+#   deploy/local/elasticsearch.sh stop-node I    SIGTERM, as stop
+#   deploy/local/elasticsearch.sh kill-node I    SIGKILL, no waiting for anything but the exit
+#   deploy/local/elasticsearch.sh start-node I   start it again; healthy once it is back in the cluster
+#   deploy/local/elasticsearch.sh pid I          its pid (exit 1 when not running)
 #
-# stdout carries only the ELASTICSEARCH_URL=... line, so this works:
+# stdout carries only the ELASTICSEARCH_URL=... line (a cluster's: every node's URL, comma-separated), so this works:
 #   eval "export $(deploy/local/elasticsearch.sh start)"
 # Exit codes: 0 ok, 1 failure (build failed, node died, start timeout, port taken...),
 #             3 start impossible because java or mvn (or the jars) are missing; fetch exits 0 then.
@@ -21,9 +27,13 @@
 #
 # Environment:
 #   SEARCH              elasticsearch8 (default), elasticsearch9 or opensearch
-#   LOGFERRY_SERVICES_DIR  folder (default: <repo>/.state); everything lives in $STATE/<kind> (see above)
+#   LOGFERRY_SERVICES_DIR  folder (default: <repo>/.state); everything lives in $STATE/<kind> (see above); a
+#                       cluster's nodes in $STATE/<kind>-cluster/node-I (jars from $STATE/<kind>/lib)
+#   ES_NODES            1 (default): one node (discovery.type single-node); N: a cluster of N nodes
 #   ES_PORT             HTTP port (default per kind, above) ES_TRANSPORT_PORT  transport port (default 19300, 19301, 19302)
-#   ES_HEAP             max heap, e.g. 1g (default 1g)     ES_HEAP_MIN        initial heap (default 512m, capped at ES_HEAP)
+#                       cluster: node I on ES_PORT+I-1 and ES_TRANSPORT_PORT+I-1 (defaults: the kind's ports + 50)
+#   ES_HEAP             max heap, e.g. 1g (default 1g; cluster: 512m a node)
+#   ES_HEAP_MIN         initial heap (default 512m, capped at ES_HEAP)
 #   ES_JAVA_OPTS        extra JVM options                  ES_START_TIMEOUT   seconds to wait for health (default 120)
 #   JAVA_HOME           JDK to use (default /usr/lib/jvm/java-17-openjdk-amd64 when unset); a kind that needs a newer
 #                       Java than JAVA_HOME's (elasticsearch9: 21) takes the newest JDK of /usr/lib/jvm instead
@@ -53,17 +63,45 @@ case "$SEARCH" in
         ;;
 esac
 STATE=${LOGFERRY_SERVICES_DIR:-$REPO_ROOT/.state}
-ES_DIR=$STATE/$KIND
-LIB_DIR=$ES_DIR/lib
-LOG_DIR=$ES_DIR/logs
-LOG_FILE=$LOG_DIR/$KIND.log
-PID_FILE=$ES_DIR/pid
+ES_NODES=${ES_NODES:-1}
+if ! [[ "$ES_NODES" =~ ^[1-9][0-9]?$ ]]; then
+    echo "elasticsearch.sh: ES_NODES must be a number from 1 to 99, not '$ES_NODES'" >&2
+    exit 2
+fi
+LIB_DIR=$STATE/$KIND/lib
 FINGERPRINT_FILE=$LIB_DIR/.fingerprint
-ES_PORT=${ES_PORT:-$DEFAULT_PORT}
-ES_TRANSPORT_PORT=${ES_TRANSPORT_PORT:-$((DEFAULT_PORT + 100))}
-ES_HEAP=${ES_HEAP:-1g}
+if ((ES_NODES == 1)); then
+    ES_PORT=${ES_PORT:-$DEFAULT_PORT}
+    ES_TRANSPORT_PORT=${ES_TRANSPORT_PORT:-$((DEFAULT_PORT + 100))}
+    ES_HEAP=${ES_HEAP:-1g}
+else
+    ES_PORT=${ES_PORT:-$((DEFAULT_PORT + 50))}
+    ES_TRANSPORT_PORT=${ES_TRANSPORT_PORT:-$((DEFAULT_PORT + 150))}
+    # three Elasticsearch nodes and three Kafka brokers beside the tests on a small machine
+    ES_HEAP=${ES_HEAP:-512m}
+fi
 ES_START_TIMEOUT=${ES_START_TIMEOUT:-120}
-ES_URL="http://127.0.0.1:$ES_PORT"
+CLUSTER_DIR=$STATE/$KIND-cluster
+# Every node's URL, and what makes the nodes find each other.
+ALL_URLS="" SEED_HOSTS="" MASTERS=""
+for ((i = 1; i <= ES_NODES; i++)); do
+    ALL_URLS+="${ALL_URLS:+,}http://127.0.0.1:$((ES_PORT + i - 1))"
+    SEED_HOSTS+="${SEED_HOSTS:+,}127.0.0.1:$((ES_TRANSPORT_PORT + i - 1))"
+    MASTERS+="${MASTERS:+,}logferry-es-$i"
+done
+
+# node <i>: the folder, files and ports of node i (one node: $STATE/<kind> as always).
+node() {
+    NODE=$1
+    if ((ES_NODES == 1)); then ES_DIR=$STATE/$KIND; else ES_DIR=$CLUSTER_DIR/node-$NODE; fi
+    LOG_DIR=$ES_DIR/logs
+    LOG_FILE=$LOG_DIR/$KIND.log
+    PID_FILE=$ES_DIR/pid
+    HTTP_PORT=$((ES_PORT + NODE - 1))
+    TRANSPORT_PORT=$((ES_TRANSPORT_PORT + NODE - 1))
+    ES_URL="http://127.0.0.1:$HTTP_PORT"
+}
+node 1
 
 if [[ -n "${SEARCH_JAVA_HOME:-}" ]]; then
     export JAVA_HOME=$SEARCH_JAVA_HOME
@@ -73,12 +111,14 @@ fi
 
 say() { echo "$KIND: $*" >&2; }
 
-# Serialises start/stop/reset (e.g. parallel test workers all calling start).
+# Serialises start/stop/reset (e.g. parallel test workers all calling start); a cluster's: all of it.
 take_lock() {
-    mkdir -p "$ES_DIR"
-    exec 9>"$ES_DIR/.lock"
+    local dir=$STATE/$KIND
+    ((ES_NODES == 1)) || dir=$CLUSTER_DIR
+    mkdir -p "$dir"
+    exec 9>"$dir/.lock"
     if ! flock -w 300 9; then
-        say "could not take $ES_DIR/.lock within 300s"
+        say "could not take $dir/.lock within 300s"
         exit 1
     fi
 }
@@ -148,8 +188,8 @@ do_fetch() {
         say "mvn not found (install Maven); not fetching"
         return 2
     fi
-    mkdir -p "$ES_DIR"
-    local build_dir=$ES_DIR/build staging=$ES_DIR/lib.new build_log=$ES_DIR/build.log
+    mkdir -p "$STATE/$KIND"
+    local build_dir=$STATE/$KIND/build staging=$LIB_DIR.new build_log=$STATE/$KIND/build.log
     rm -rf "$staging"
     say "building the launcher and gathering jars into $LIB_DIR (log: $build_log)"
     if ! mvn -q -B -f "$PROJECT_DIR/pom.xml" \
@@ -179,11 +219,12 @@ running_pid() {
     echo "$pid"
 }
 
-# 0 when the cluster is at least yellow; waits up to $1 seconds server-side.
+# 0 when the cluster (as the current node sees it) is at least yellow with all ES_NODES nodes;
+# waits up to $1 seconds server-side.
 healthy() {
     local wait=${1:-1} code
     code=$(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' --max-time $((wait + 5)) \
-        "$ES_URL/_cluster/health?wait_for_status=yellow&timeout=${wait}s" 2>/dev/null) || true
+        "$ES_URL/_cluster/health?wait_for_status=yellow&wait_for_nodes=$ES_NODES&timeout=${wait}s" 2>/dev/null) || true
     [[ "$code" == "200" ]]
 }
 
@@ -200,18 +241,16 @@ size_bytes() {
     esac
 }
 
-do_start() {
+# start_node: start the current node unless it runs (then says so when `$1` is "say"); 0, or 1 / 3 as start.
+start_node() {
     local pid
     if pid=$(running_pid); then
-        if healthy 1; then
-            echo "ELASTICSEARCH_URL=$ES_URL"
-            return 0
-        fi
-        say "already running (pid $pid) but not healthy yet; waiting"
+        [[ "${1:-}" == say ]] && say "already running (pid $pid) but not healthy yet; waiting"
+        return 0
     else
         rm -f "$PID_FILE"
         if curl -s --noproxy '*' -o /dev/null --max-time 2 "$ES_URL/" 2>/dev/null; then
-            say "port $ES_PORT is already answering HTTP but not from a node started with state $ES_DIR; not starting"
+            say "port $HTTP_PORT is already answering HTTP but not from a node started with state $ES_DIR; not starting"
             return 1
         fi
         local rc=0
@@ -266,6 +305,14 @@ do_start() {
             fi
             jvm_opts+=("-Des.nativelibs.path=$native_dir" -Dorg.elasticsearch.nativeaccess.enableVectorLibrary=false)
         fi
+        local -a cluster_args=()
+        if ((ES_NODES > 1)); then
+            cluster_args=(
+                --node-name "logferry-es-$NODE" --cluster-name logferry-local-cluster
+                -E discovery.type=multi-node -E "discovery.seed_hosts=$SEED_HOSTS"
+                -E "cluster.initial_master_nodes=$MASTERS"
+            )
+        fi
         if [[ -n "${ES_JAVA_OPTS:-}" ]]; then
             # shellcheck disable=SC2206 # word splitting of user-supplied options is intended
             jvm_opts+=($ES_JAVA_OPTS)
@@ -277,39 +324,63 @@ do_start() {
             exec 9>&- # do not hand the start/stop lock to the node
             # setsid: own session, so the node outlives the caller's terminal and process group
             exec setsid "$java" "${jvm_opts[@]}" -cp "$LIB_DIR/*" "$LAUNCHER_CLASS" \
-                --home "$ES_DIR" --http-port "$ES_PORT" --transport-port "$ES_TRANSPORT_PORT" \
+                --home "$ES_DIR" --http-port "$HTTP_PORT" --transport-port "$TRANSPORT_PORT" "${cluster_args[@]}" \
                 </dev/null >"$LOG_FILE" 2>&1
         ) &
         pid=$!
         echo "$pid" >"$PID_FILE"
     fi
+}
 
-    local deadline=$((SECONDS + ES_START_TIMEOUT))
+# wait_healthy: until the current node reports a yellow or green cluster of ES_NODES nodes, while every node runs.
+wait_healthy() {
+    local deadline=$((SECONDS + ES_START_TIMEOUT)) asked=$NODE i
     while ((SECONDS < deadline)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            say "the node exited during start-up; last lines of $LOG_FILE:"
-            tail -n 40 "$LOG_FILE" >&2 || true
-            rm -f "$PID_FILE"
-            return 1
-        fi
+        for ((i = 1; i <= ES_NODES; i++)); do
+            node "$i"
+            if ! running_pid >/dev/null; then
+                say "node $i exited during start-up; last lines of $LOG_FILE:"
+                tail -n 40 "$LOG_FILE" >&2 || true
+                rm -f "$PID_FILE"
+                return 1
+            fi
+        done
+        node "$asked"
         if healthy 2; then
-            echo "ELASTICSEARCH_URL=$ES_URL"
+            if ((ES_NODES == 1)); then echo "ELASTICSEARCH_URL=$ES_URL"; else echo "ELASTICSEARCH_URL=$ALL_URLS"; fi
             return 0
         fi
         sleep 0.5
     done
-    say "not healthy after ${ES_START_TIMEOUT}s (pid $pid, still running); last lines of $LOG_FILE:"
+    say "not healthy after ${ES_START_TIMEOUT}s (still running); last lines of $LOG_FILE:"
     tail -n 40 "$LOG_FILE" >&2 || true
     return 1
 }
 
-do_stop() {
-    local pid
+do_start() {
+    local i
+    if ((ES_NODES == 1)) && running_pid >/dev/null && healthy 1; then
+        echo "ELASTICSEARCH_URL=$ES_URL"
+        return 0
+    fi
+    for ((i = 1; i <= ES_NODES; i++)); do
+        node "$i"
+        start_node say || return $?
+    done
+    node 1
+    wait_healthy
+}
+
+# stop_node [signal]: the current node; TERM waits up to 30 s for it, then SIGKILL.
+stop_node() {
+    local pid sig=${1:-TERM}
     if ! pid=$(running_pid); then
         rm -f "$PID_FILE"
         return 0
     fi
-    kill -TERM "$pid" 2>/dev/null || true
+    kill "-$sig" "$pid" 2>/dev/null || true
+    # a stopped (SIGSTOP) node cannot act on TERM
+    kill -CONT "$pid" 2>/dev/null || true
     local i
     for ((i = 0; i < 60; i++)); do
         kill -0 "$pid" 2>/dev/null || break
@@ -326,14 +397,28 @@ do_stop() {
     rm -f "$PID_FILE"
 }
 
+do_stop() {
+    local i pids=()
+    for ((i = 1; i <= ES_NODES; i++)); do
+        node "$i"
+        stop_node &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+}
+
 do_status() {
-    local pid
-    if ! pid=$(running_pid); then
-        say "not running"
-        return 1
-    fi
+    local pid i
+    for ((i = 1; i <= ES_NODES; i++)); do
+        node "$i"
+        if ! pid=$(running_pid); then
+            if ((ES_NODES == 1)); then say "not running"; else say "node $i not running"; fi
+            return 1
+        fi
+    done
+    node 1
     if healthy 1; then
-        echo "ELASTICSEARCH_URL=$ES_URL"
+        if ((ES_NODES == 1)); then echo "ELASTICSEARCH_URL=$ES_URL"; else echo "ELASTICSEARCH_URL=$ALL_URLS"; fi
         return 0
     fi
     say "running (pid $pid) but not healthy"
@@ -341,8 +426,21 @@ do_status() {
 }
 
 do_reset() {
+    local i
     do_stop
-    rm -rf "$ES_DIR/data"
+    for ((i = 1; i <= ES_NODES; i++)); do
+        node "$i"
+        rm -rf "$ES_DIR/data"
+    done
+}
+
+# which_node <i>: node i of the cluster, or exit 2.
+which_node() {
+    if ((ES_NODES == 1)) || ! [[ "${1:-}" =~ ^[0-9]+$ ]] || (($1 < 1 || $1 > ES_NODES)); then
+        say "a node command needs ES_NODES > 1 and a node number from 1 to $ES_NODES"
+        exit 2
+    fi
+    node "$1"
 }
 
 case "${1:-}" in
@@ -368,8 +466,28 @@ case "${1:-}" in
         take_lock
         do_reset
         ;;
+    stop-node)
+        which_node "${2:-}"
+        take_lock
+        stop_node
+        ;;
+    kill-node)
+        which_node "${2:-}"
+        take_lock
+        stop_node KILL
+        ;;
+    start-node)
+        which_node "${2:-}"
+        take_lock
+        start_node
+        wait_healthy
+        ;;
+    pid)
+        which_node "${2:-}"
+        running_pid || exit 1
+        ;;
     *)
-        echo "usage: $0 {fetch|start|stop|status|reset}" >&2
+        echo "usage: $0 {fetch|start|stop|status|reset|stop-node I|kill-node I|start-node I|pid I}" >&2
         exit 2
         ;;
 esac

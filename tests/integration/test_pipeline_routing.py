@@ -29,8 +29,8 @@ def test_a_pattern_over_two_topics_commits_each_to_its_end_across_rebalances(
     tmp_path: Path, kafka_bootstrap: str, elasticsearch_url: str, es: Elasticsearch, prefix: str
 ) -> None:
     base = f"route{uuid.uuid4().hex[:10]}"
-    first = new_topic(kafka_bootstrap, 3, f"{base}.shop")
-    second = new_topic(kafka_bootstrap, 3, f"{base}.bank")
+    first = new_topic(kafka_bootstrap, 3, name=f"{base}.shop")
+    second = new_topic(kafka_bootstrap, 3, name=f"{base}.bank")
     group = f"group-{base}"
     # Partition n of one topic beside partition n of the other: offsets kept per partition
     # number alone would commit one topic's offsets to the other. Small bulks and a short
@@ -56,7 +56,7 @@ def test_a_pattern_over_two_topics_commits_each_to_its_end_across_rebalances(
         members[0].kill()
         members[0].wait()
         # Made after the members subscribed: read once the topic list is looked at again.
-        third = new_topic(kafka_bootstrap, 2, f"{base}.web")
+        third = new_topic(kafka_bootstrap, 2, name=f"{base}.web")
         produce(kafka_bootstrap, second, records[2 * total // 3 : 5 * total // 6])
         produce(kafka_bootstrap, third, records[5 * total // 6 :])
         assert wait_for_count(es, prefix, total, timeout=240) == total

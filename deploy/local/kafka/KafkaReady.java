@@ -1,7 +1,8 @@
 // Readiness probe for the local Kafka broker started by deploy/local/kafka.sh.
 // Usage: KafkaReady <bootstrap> <timeoutSeconds> [pid]
-// Exits 0 once an Admin client gets cluster metadata (a broker and the active controller)
-// from the broker, 1 on timeout, 2 as soon as the process <pid> (the broker) has died.
+// Exits 0 once an Admin client gets cluster metadata (a broker, or -Dlogferry.kafka.brokers=N
+// of them, and the active controller) from the brokers, 1 on timeout, 2 as soon as the
+// process <pid> (the broker) has died.
 // One JVM polls for the whole wait so the probe costs one JVM start-up, not one per try.
 import java.util.Collection;
 import java.util.Properties;
@@ -15,6 +16,7 @@ import org.apache.kafka.common.Node;
 public final class KafkaReady {
     public static void main(String[] args) throws Exception {
         String bootstrap = args[0];
+        int brokers = Integer.getInteger("logferry.kafka.brokers", 1);
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(Long.parseLong(args[1]));
         ProcessHandle broker = args.length > 2
                 ? ProcessHandle.of(Long.parseLong(args[2])).orElse(null) : null;
@@ -36,7 +38,7 @@ public final class KafkaReady {
                             new DescribeClusterOptions().timeoutMs(tryMs));
                     Collection<Node> nodes = r.nodes().get(tryMs + 500, TimeUnit.MILLISECONDS);
                     Node controller = r.controller().get(tryMs + 500, TimeUnit.MILLISECONDS);
-                    if (!nodes.isEmpty() && controller != null && !controller.isEmpty()) {
+                    if (nodes.size() >= brokers && controller != null && !controller.isEmpty()) {
                         System.exit(0);
                     }
                 } catch (Exception e) {
