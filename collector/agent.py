@@ -31,9 +31,11 @@ from collector.metrics import METRICS
 from collector.multiline import MultilineRule, rule_for
 from collector.process import Processor
 from collector.reload import Reloader
+from collector.schedule import Scheduler
 from collector.sink import Interrupted, Sink
 from collector.structured import Limits, mode
 from collector.tail import FINGERPRINT_BYTES, Chunk, Tail, plain
+from collector.wakeup import Wakeup
 from logferry.probes import Health
 
 if TYPE_CHECKING:
@@ -46,8 +48,9 @@ UNSEEN_MARGIN = 60.0
 """Seconds before the previous run's last save from which a .gz without a checkpoint is
 taken as never seen: a file that old would have been seen and checkpointed by that run."""
 
-READ_SIZE = 1024 * 1024
-"""Bytes read from one file per turn: large reads keep syscalls and Python calls per line low."""
+IDLE_WAKE = 1.0
+"""Longest sleep on inotify: the liveness beat, the sink's own callbacks and a reload asked
+by signal or a changed config file are looked at this often while nothing is written."""
 
 
 @dataclass(eq=False)
@@ -130,6 +133,13 @@ class Agent:
         self.opened: set[tuple[int, int]] = set()
         """Every file opened in this run, for the --once summary."""
         self.scanned = False
+        # --once reads everything there is and stops: nothing to wait for.
+        self.wakeup = Wakeup(config.inotify and not config.once)
+        self.schedule = Scheduler(config.read_quantum, config.rate_limit, self.wakeup.polling)
+        self.polled: set[str] = set()
+        """Containers with a file inotify could not watch: visited every turn."""
+        self.next_scan = 0.0
+        self.last_scan = 0.0
         for name, root in (("docker_root", config.docker_root), ("log_root", config.log_root)):
             if not os.path.isdir(root):
                 log.warning("%s %s is not a folder: no logs will be found there", name, root)
@@ -173,6 +183,9 @@ class Agent:
             # A .gz's own size is not its content's.
             size = file.tail.size() if isinstance(file.tail, GzipTail) else paths[0].size
             behind += max(0, size - file.tail.offset)
+            if size != file.tail.offset:
+                # The safety net under inotify: what no event reported is read now.
+                self.schedule.mark(file.group.folder)
         METRICS.behind.set(behind)
         if waiting and waiting != self.waiting:
             log.warning("max_open_files=%d reached: %d files wait", len(self.files), waiting)
@@ -182,6 +195,8 @@ class Agent:
             group.files.sort(key=age)
         self.bound_deleted()
         METRICS.files_open.set(len(self.files))
+        self.wakeup.watch_folders(self.discovery.folders)
+        self.schedule.forget_pods({self.pod(g) for g in self.groups.values()})
 
     def say_found(self, merged: dict[tuple[int, int], list[Found]]) -> None:
         """What the first scan found, so a wrong root or glob shows at start."""
@@ -228,6 +243,9 @@ class Agent:
         file = File(tail, best.path, group, best.rotated, best.mtime)
         group.files.append(file)
         self.files[identity] = file
+        if not self.wakeup.follow(identity, tail.fd) and not self.wakeup.polling:
+            self.polled.add(folder)
+        self.schedule.mark(folder)
         self.opened.add(identity)
         log.debug("opened %s", best.path)
         return file
@@ -395,15 +413,25 @@ class Agent:
     # --- reading ---------------------------------------------------------------------------
 
     def turn(self) -> bool:
-        """Read one chunk from each readable file; True when anything was read."""
+        """Read one chunk from each container with lines to read; True when anything was read.
+
+        collector.schedule decides which containers, in which order, and how much of each.
+        """
         worked = False
         now = time.monotonic()
-        for group in list(self.groups.values()):
+        groups = self.groups
+        self.restless = False
+        for folder in self.schedule.turn(groups, lambda f: self.is_restless(groups[f], now), now):
+            group = groups[folder]
             if not self.metadata(group, now):
                 if group.info is not None and group.info.excluded:
                     self.exclude(group)
                 continue
-            for file in list(group.files):
+            limit = self.schedule.limit(folder, group.info.rate_limit if group.info else None)
+            pod = self.pod(group)
+            size = self.schedule.allowance(folder, pod, limit, now)
+            read = False
+            for file in list(group.files) if size else ():
                 if file.encoder is None and not self.identify(file):
                     break
                 if file.tail.truncated():
@@ -415,15 +443,27 @@ class Agent:
                         break
                 # One chunk per container a turn, from its oldest file with complete lines:
                 # newer files wait until the older ones are read to their end.
-                chunk = self.reads.read(file.tail, READ_SIZE)
+                chunk = self.reads.read(file.tail, size)
                 if chunk is not None:
+                    lines = 0
+                    if limit is not None and limit.lines:
+                        lines = 1 if chunk.rest is not None else chunk.data.count(b"\n") + 1
+                    self.schedule.spent(folder, pod, limit, now, chunk.end - chunk.offset, lines)
                     self.process(file, chunk, now)
-                    worked = True
+                    worked = read = True
                     break
+                if self.budget.exhausted():
+                    # Not read for want of memory: looked at again next turn.
+                    self.schedule.mark(folder)
                 if self.releasable(file):
                     self.release(file)
                 elif isinstance(file.tail, GzipTail) and file.tail.problem is not None:
                     self.let_go(file, "unreadable", file.tail.problem)
+            unread = sum(f.tail.unread() for f in group.files) if not size else 0
+            if unread:
+                self.schedule.throttled(folder, self.labels(group), unread)
+            elif not read:
+                self.schedule.caught_up(folder)
             if group.joiner.holding():
                 out: list[Record] = []
                 behind = any(f.tail.unread() for f in group.files)
@@ -432,7 +472,39 @@ class Agent:
                     self.send(group, self.encode(out))
             if not group.files and not group.joiner.holding() and group.in_flight == 0:
                 del self.groups[group.folder]
+                self.schedule.forget(folder)
+                self.polled.discard(folder)
         return worked
+
+    def is_restless(self, group: Group, now: float) -> bool:
+        """Whether the container needs a visit every turn, events or not: a record held for
+        joining (its timeout), a rotated or unlinked file to finish and let go, a new pod's
+        metadata wait, a file inotify could not watch."""
+        restless = (
+            group.joiner.holding()
+            or group.folder in self.polled
+            or any(f.rotated or not f.seen for f in group.files)
+            or (
+                self.enricher is not None
+                and group.info is None
+                and now - group.born < self.config.metadata_wait
+            )
+        )
+        self.restless = self.restless or restless
+        return restless
+
+    def pod(self, group: Group) -> str:
+        """The key of a pod's rate limit: its uid, else the container's folder."""
+        return str(group.meta.get("kubernetes.pod.uid") or group.folder)
+
+    def labels(self, group: Group) -> tuple[str, str, str]:
+        """Namespace, pod and container names of a throttled container's metric series."""
+        meta = group.info.fields if group.info is not None else group.meta
+        return (
+            str(meta.get("kubernetes.namespace", "")),
+            str(meta.get("kubernetes.pod.name", "")),
+            str(meta.get("kubernetes.container.name") or group.folder),
+        )
 
     def process(self, file: File, chunk: Chunk, now: float) -> None:
         """The hot loop: a read goes the fast paths when it can, else decode -> join -> encode."""
@@ -591,6 +663,7 @@ class Agent:
         del self.files[identity]
         file.group.files.remove(file)
         self.reads.forget(file.tail)
+        self.wakeup.unfollow(identity)
         file.tail.close()
         log.debug("released %s", file.path)
 
@@ -618,6 +691,7 @@ class Agent:
         group.joiner.groups.clear()
         if group.in_flight == 0:
             del self.groups[group.folder]
+            self.schedule.forget(group.folder)
 
     def bound_deleted(self) -> None:
         """Files deleted on disk but still open keep their space: past the bounds (count and
@@ -690,22 +764,49 @@ class Agent:
 
     def loop(self) -> None:
         config = self.config
-        next_scan = next_save = 0.0
+        next_save = 0.0
         while not self.stopping:
             now = time.monotonic()
             self.health.beat = now
-            if now >= next_scan:
+            if now >= self.next_scan:
                 self.scan()
                 self.health.ready = True
-                next_scan = now + config.scan_interval
+                self.last_scan = now
+                polling = self.wakeup.polling or self.wakeup.folders_polled
+                self.next_scan = now + (config.scan_interval if polling else config.rescan_interval)
             self.maybe_reload()
             worked = self.turn()
-            self.sink.poll(0 if worked else 0.05)
+            self.wait(worked)
             if now >= next_save:
                 self.save()
                 next_save = now + config.checkpoint_interval
             if config.once and not worked and self.settled():
                 break
+
+    def wait(self, worked: bool) -> None:
+        """Until there is work: at once after a read, a short poll while something needs
+        time to pass, else asleep on inotify until a file is written or a folder changes."""
+        if worked:
+            self.sink.poll(0)
+            return
+        busy = self.restless or any(g.in_flight for g in self.groups.values())
+        if self.wakeup.polling or busy:
+            # Deliveries wake the sink's poll at once; timers are looked at this often.
+            self.sink.poll(self.config.poll_interval)
+            return
+        self.sink.poll(0)
+        now = time.monotonic()
+        timeout = min(self.next_scan - now, IDLE_WAKE)
+        due = self.schedule.next_due(now)
+        if due is not None:
+            timeout = min(timeout, due)
+        woken = self.wakeup.wait(timeout)
+        for identity in woken.files:
+            file = self.files.get(identity)  # type: ignore[call-overload]
+            if file is not None:
+                self.schedule.mark(file.group.folder)
+        if woken.rescan:
+            self.next_scan = min(self.next_scan, self.last_scan + self.config.scan_interval)
 
     def settled(self) -> bool:
         """--once: all read; then what joining still holds is let go and delivered."""
@@ -726,6 +827,7 @@ class Agent:
         self.sink.close()
         for file in self.files.values():
             file.tail.close()
+        self.wakeup.close()
         return 0
 
 

@@ -6,8 +6,9 @@ counts bytes. The pod annotation `logferry.io/rate-limit` overrides the node's `
 `none` on a pod lifts the node's limit for it.
 
 A bucket holds one second of its rate (the burst). Lines are counted only after a read, so a
-read is sized from the lines' mean length so far and may overdraw the bucket; the debt is
-paid back before the next read, which keeps the long-run rate exact.
+read is sized from the lines' mean length so far (the first read is small, to learn it) and
+may overdraw the bucket; the debt is paid back before the next read, which keeps the
+long-run rate exact.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ UNLIMITED_WORDS = ("", "none", "off", "0")
 
 MIN_READ = 4096
 """Smallest read a throttled pod is offered: smaller reads cost more calls than they save."""
-FIRST_LINE_BYTES = 200
-"""The mean line length assumed before a pod's first read (the runtime's envelope included)."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +67,9 @@ class Bucket:
         self.rate = limit
         self.tokens = limit.per_second
         self.stamp = now
-        self.line_bytes = float(FIRST_LINE_BYTES)
-        """Mean bytes per line read so far (for a limit in lines)."""
+        self.line_bytes = 0.0
+        """Mean bytes per line read so far (for a limit in lines); 0 before the first read,
+        which is then MIN_READ: a guess could overdraw the bucket many times over."""
 
     def refill(self, now: float) -> None:
         if now > self.stamp:
@@ -84,6 +84,8 @@ class Bucket:
         if self.tokens < 1:
             return 0
         room = self.tokens * self.line_bytes if self.rate.lines else self.tokens
+        if self.rate.lines and not self.line_bytes:
+            room = MIN_READ
         return max(MIN_READ, min(most, int(room)))
 
     def spend(self, now: float, read_bytes: int, lines: int) -> None:
@@ -91,7 +93,8 @@ class Bucket:
         if self.rate.lines:
             if lines:
                 # Weighted towards recent reads: a pod's lines change length over its life.
-                self.line_bytes = 0.7 * self.line_bytes + 0.3 * (read_bytes / lines)
+                mean = read_bytes / lines
+                self.line_bytes = 0.7 * self.line_bytes + 0.3 * mean if self.line_bytes else mean
             self.tokens -= lines
         else:
             self.tokens -= read_bytes

@@ -25,6 +25,9 @@ from collector.ratelimit import Bucket, Rate, rate
 
 log = logging.getLogger("collector.schedule")
 
+READ_QUANTUM = 1024 * 1024
+"""read_quantum's default: large reads keep syscalls and Python calls per line low."""
+
 THROTTLED_BEHIND = Gauge(
     "logferry_collector_throttled_behind_bytes",
     "Bytes written to a throttled container's files and not read yet, per container over "

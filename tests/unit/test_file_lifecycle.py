@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from collector.agent import READ_SIZE
 from collector.gztail import BLOCK, GzipTail
 from collector.metrics import METRICS
+from collector.schedule import READ_QUANTUM as READ_SIZE
 from tests.unit.logfiles import ListSink, agent, append, cri_line, drain
 
 
