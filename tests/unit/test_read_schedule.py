@@ -71,9 +71,7 @@ def test_a_noisy_container_is_read_a_quantum_a_turn_and_the_quiet_ones_in_the_sa
     a.scan()
     a.turn()
     messages = sink.messages()
-    assert sorted(m for m in messages if m.startswith("quiet")) == [
-        f"quiet {n}" for n in range(10)
-    ]
+    assert sorted(m for m in messages if m.startswith("quiet")) == [f"quiet {n}" for n in range(10)]
     noisy_read = [m for m in messages if m.startswith("noisy")]
     assert 0 < len(noisy_read) <= 64 * 1024 // 150
     # The noisy container is not starved either: it goes on a quantum at a time.
