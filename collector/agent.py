@@ -785,14 +785,20 @@ class Agent:
 
     def wait(self, worked: bool) -> None:
         """Until there is work: at once after a read, a short poll while something needs
-        time to pass, else asleep on inotify until a file is written or a folder changes."""
+        time to pass, else asleep on inotify until a file is written or a folder changes.
+
+        Events are taken after every turn, busy or not: a container that always has lines
+        keeps the agent from sleeping, and the quiet ones' events must still bring them in.
+        """
         if worked:
             self.sink.poll(0)
+            self.woken(0)
             return
         busy = self.restless or any(g.in_flight for g in self.groups.values())
         if self.wakeup.polling or busy:
             # Deliveries wake the sink's poll at once; timers are looked at this often.
             self.sink.poll(self.config.poll_interval)
+            self.woken(0)
             return
         self.sink.poll(0)
         now = time.monotonic()
@@ -800,6 +806,12 @@ class Agent:
         due = self.schedule.next_due(now)
         if due is not None:
             timeout = min(timeout, due)
+        self.woken(timeout)
+
+    def woken(self, timeout: float) -> None:
+        """Containers whose files were written are read next turn; a changed folder is scanned."""
+        if self.wakeup.polling:
+            return
         woken = self.wakeup.wait(timeout)
         for identity in woken.files:
             file = self.files.get(identity)  # type: ignore[call-overload]

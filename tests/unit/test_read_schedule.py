@@ -79,6 +79,32 @@ def test_a_noisy_container_is_read_a_quantum_a_turn_and_the_quiet_ones_in_the_sa
     assert len([m for m in sink.messages() if m.startswith("noisy")]) > len(noisy_read)
 
 
+def test_a_quiet_line_written_while_a_noisy_container_keeps_the_agent_busy_is_read_next_turn(
+    tmp_path: Path,
+) -> None:
+    noisy = cri_log(tmp_path, "load", "noisy", "u-noisy")
+    append(noisy, *(cri_line(f"noisy {n} " + "x" * 150) for n in range(20_000)))
+    quiet = cri_log(tmp_path, "apps", "quiet", "u-quiet")
+    append(quiet, cri_line("first"))
+    sink = ListSink()
+    # No scan will come: only the file's own event can bring the quiet container back.
+    a = agent(tmp_path, sink, "--read-quantum", "64KiB", "--rescan-interval", "1h")
+    a.scan()
+    for _ in range(2):
+        # The second turn finds nothing more in the quiet file: it waits for an event.
+        assert a.turn()
+        a.wait(True)
+    assert "first" in sink.messages()
+    append(quiet, cri_line("second"))
+    for _ in range(3):
+        assert a.turn()
+        a.wait(True)
+    assert [m for m in sink.messages() if m.startswith(("first", "second"))] == [
+        "first",
+        "second",
+    ]
+
+
 def test_an_idle_agent_reads_no_file_until_one_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
