@@ -249,3 +249,39 @@ def test_pod_annotations_set_the_limit_and_a_bad_one_is_counted_and_the_node_def
     assert REGISTRY.get_sample_value(invalid) == before + 1
     assert "rate-limit" in caplog.text
     assert "fast please" in caplog.text
+
+
+def test_a_throttled_container_loses_lines_only_past_the_deleted_files_bound_and_counts_them(
+    tmp_path: Path,
+) -> None:
+    path = cri_log(tmp_path, "load", "rotor", "u-rotor")
+    sink = ListSink()
+    a = agent(tmp_path, sink, "--rate-limit", "100/s", "--max-deleted-files", "1")
+    let_go = "logferry_collector_unread_bytes_let_go_total"
+    before = REGISTRY.get_sample_value(let_go, {"reason": "deleted_limit"}) or 0
+    written: list[str] = []
+    for generation in ("a", "b"):
+        lines = [f"{generation} {n} " + "z" * 40 for n in range(300)]
+        append(path, *(cri_line(text) for text in lines))
+        written += lines
+        a.scan()
+        a.turn()
+        rotated = path.with_name(f"0.log.{generation}")
+        os.rename(path, rotated)
+        os.unlink(rotated)
+    append(path, cri_line("current"))
+    # Two deleted files held open, one allowed: the older one is let go, its unread bytes
+    # counted; the rest arrives in order.
+    a.scan()
+    lost = (REGISTRY.get_sample_value(let_go, {"reason": "deleted_limit"}) or 0) - before
+    assert lost > 0
+    with running(a):
+        until(lambda: "current" in sink.messages())
+    got = sink.messages()
+    assert got[-1] == "current"
+    assert got[:-1] == [m for m in written if m in set(got)]
+    assert [m for m in written if m.startswith("b ")] == [m for m in got if m.startswith("b ")]
+    # Every line not delivered is in the count: `<time> stdout F <text>\n`.
+    missing = [m for m in written if m not in set(got)]
+    assert missing
+    assert lost == sum(len(cri_line(m)) for m in missing)
