@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from collector.agent import Agent
-from collector.config import parse
+from collector.config import Config, parse
 from collector.enrich import Enricher
 from collector.sink import Done
 
@@ -94,8 +94,9 @@ class ListSink:
         return [r["message"] for r in self.records]
 
 
-def agent(tmp: Path, sink: ListSink, *flags: str, enricher: Enricher | None = None) -> Agent:
-    config = parse(
+def settings(tmp: Path, *flags: str) -> Config:
+    """The collector's settings for a node whose roots and state are under `tmp`."""
+    return parse(
         [
             "--sink",
             "stdout",
@@ -112,7 +113,10 @@ def agent(tmp: Path, sink: ListSink, *flags: str, enricher: Enricher | None = No
             *flags,
         ]
     )
-    return Agent(config, sink, enricher=enricher)
+
+
+def agent(tmp: Path, sink: ListSink, *flags: str, enricher: Enricher | None = None) -> Agent:
+    return Agent(settings(tmp, *flags), sink, enricher=enricher)
 
 
 def drain(a: Agent, turns: int = 50) -> None:

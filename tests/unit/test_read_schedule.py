@@ -113,7 +113,7 @@ def test_an_idle_agent_reads_no_file_until_one_is_written(
         append(path, cri_line("hello"))
     sink = ListSink()
     a = agent(tmp_path, sink)
-    if a.wakeup.polling:
+    if a.open_files.wakeup.polling:
         pytest.skip("no inotify on this machine")
     a.scan()
     while a.turn():
