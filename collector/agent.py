@@ -165,13 +165,17 @@ class Agent:
         due = self.open_files.schedule.next_due(now)
         if due is not None:
             timeout = min(timeout, due)
-        self.woken(timeout)
+        if self.woken(timeout) and self.config.wake_delay:
+            # A file written line by line sends an event a line: waking for each would read
+            # a line a turn. Lines that come meanwhile are read in the same turn.
+            time.sleep(self.config.wake_delay)
 
-    def woken(self, timeout: float) -> None:
-        """Containers whose files were written are read next turn; a changed folder is scanned."""
+    def woken(self, timeout: float) -> bool:
+        """Containers whose files were written are read next turn; a changed folder is
+        scanned. True when a file was written."""
         wakeup = self.open_files.wakeup
         if wakeup.polling:
-            return
+            return False
         woken = wakeup.wait(timeout)
         for identity in woken.files:
             file = self.files.get(identity)  # type: ignore[call-overload]
@@ -179,6 +183,7 @@ class Agent:
                 self.open_files.schedule.mark(file.group.folder)
         if woken.rescan:
             self.next_scan = min(self.next_scan, self.last_scan + self.config.scan_interval)
+        return bool(woken.files)
 
     def settled(self) -> bool:
         """--once: all read; then what joining still holds is let go and delivered."""

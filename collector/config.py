@@ -163,6 +163,13 @@ OPTIONS = (
         positive_seconds,
     ),
     Option(
+        "wake_delay",
+        0.02,
+        "seconds an inotify wake-up waits before reading, so lines written meanwhile are "
+        "read together (0: at once)",
+        seconds,
+    ),
+    Option(
         "read_quantum",
         READ_QUANTUM,
         "most bytes read from one container per turn: every container with lines to read "
@@ -275,6 +282,7 @@ class Config:
     inotify: bool
     poll_interval: float
     rescan_interval: float
+    wake_delay: float
     read_quantum: int
     rate_limit: Rate | None
     shutdown_grace: float
