@@ -84,6 +84,8 @@ class Wakeup:
         self.polled: set[Hashable] = set()
         self.folders_polled = False
         """A folder could not be watched: scans stay periodic at scan_interval."""
+        self.refused: set[str] = set()
+        """Folders past the watch limit: not asked again (and counted again) every scan."""
         self.limit_said = False
         if not enabled:
             return
@@ -157,13 +159,16 @@ class Wakeup:
             self.folder_wds.discard(wd)
             with contextlib.suppress(OSError):
                 self.inotify.rm_watch(wd)
-        complete = True
+        self.refused &= folders
+        complete = not self.refused
         for folder in folders:
-            if folder in self.folders:
+            if folder in self.folders or folder in self.refused:
                 continue
             wd = self.watch(folder, FOLDER_EVENTS)
             if wd is None:
-                complete = complete and not os.path.isdir(folder)
+                if os.path.isdir(folder):
+                    self.refused.add(folder)
+                    complete = False
                 continue
             self.folders[folder] = wd
             self.folder_wds.add(wd)

@@ -100,7 +100,23 @@ def test_past_the_watch_limit_a_file_is_polled_and_counted(
     assert REGISTRY.get_sample_value("logferry_collector_files_polled") == 0
     inotify.watch_folders({str(tmp_path)})
     assert inotify.folders_polled
+    # Asked once: the next scans do not count the same refusal again.
+    inotify.watch_folders({str(tmp_path)})
+    assert fallbacks("watch_limit") == before + 2
+    assert inotify.folders_polled
+    inotify.watch_folders(set())
+    assert not inotify.folders_polled
     os.close(fd)
+
+
+def test_lost_events_ask_for_a_rescan_and_are_counted(tmp_path: Path, inotify: Wakeup) -> None:
+    # The kernel's queue bound (max_queued_events) is machine-wide: its overflow event is
+    # given to the handler as the kernel would send it.
+    before = fallbacks("queue_overflow")
+    woken = wakeup.Woken()
+    inotify.take(-1, wakeup.OVERFLOW, woken)
+    assert woken.rescan
+    assert fallbacks("queue_overflow") == before + 1
 
 
 def test_when_inotify_cannot_be_had_it_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
