@@ -153,7 +153,12 @@ class Agent:
             self.sink.poll(0)
             self.woken(0)
             return
-        busy = self.reader.restless or any(g.in_flight for g in self.groups.values())
+        # Containers told to come back next turn (waiting for metadata or memory) too.
+        busy = (
+            self.reader.restless
+            or bool(self.open_files.schedule.ready)
+            or any(g.in_flight for g in self.groups.values())
+        )
         if self.open_files.wakeup.polling or busy:
             # Deliveries wake the sink's poll at once; timers are looked at this often.
             self.sink.poll(self.config.poll_interval)

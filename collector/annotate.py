@@ -65,14 +65,6 @@ class Annotator:
             return now - group.born >= self.config.metadata_wait
         return not group.info.excluded
 
-    def waiting(self, group: Group, now: float) -> bool:
-        """A new container's records wait for its pod's metadata (for metadata_wait)."""
-        return (
-            self.enricher is not None
-            and group.info is None
-            and now - group.born < self.config.metadata_wait
-        )
-
     def apply(self, group: Group, info: PodInfo) -> None:
         group.info = info
         group.joiner.rule = self.group_rule(group)

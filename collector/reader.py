@@ -66,11 +66,14 @@ class Reader:
         now = time.monotonic()
         groups, schedule = self.files.groups, self.files.schedule
         self.restless = False
-        for folder in schedule.turn(groups, lambda f: self.is_restless(groups[f], now), now):
+        for folder in schedule.turn(groups, lambda f: self.is_restless(groups[f]), now):
             group = groups[folder]
             if not self.annotator.metadata(group, now):
                 if group.info is not None and group.info.excluded:
                     self.files.exclude(group)
+                else:
+                    # Waiting for its pod's metadata: looked at again until it may go.
+                    schedule.mark(folder)
                 continue
             limit = schedule.limit(folder, group.info.rate_limit if group.info else None)
             size = schedule.allowance(folder, group.pod, limit, now)
@@ -101,15 +104,14 @@ class Reader:
                 self.files.drop(group)
         return worked
 
-    def is_restless(self, group: Group, now: float) -> bool:
+    def is_restless(self, group: Group) -> bool:
         """Whether the container needs a visit every turn, events or not: a record held for
-        joining (its timeout), a rotated or unlinked file to finish and let go, a new pod's
-        metadata wait, a file inotify could not watch."""
+        joining (its timeout), a rotated or unlinked file to finish and let go, a file
+        inotify could not watch."""
         restless = (
             group.joiner.holding()
             or group.folder in self.files.polled
             or any(f.rotated or not f.seen for f in group.files)
-            or self.annotator.waiting(group, now)
         )
         self.restless = self.restless or restless
         return restless

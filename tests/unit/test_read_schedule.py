@@ -220,6 +220,21 @@ def enricher(api: KubeAPI, tmp_path: Path) -> Iterator[Enricher]:
     made.stop()
 
 
+def test_a_container_whose_pod_never_shows_is_read_once_its_metadata_wait_is_over(
+    tmp_path: Path, enricher: Enricher
+) -> None:
+    path = cri_log(tmp_path, "apps", "ghost", "u-ghost")
+    append(path, cri_line("nobody knows me"))
+    sink = ListSink()
+    # No event and no rescan will come after the wait: the container must not be forgotten.
+    a = agent(
+        tmp_path, sink, "--metadata-wait", "0.3", "--rescan-interval", "1h", enricher=enricher
+    )
+    with running(a):
+        until(lambda: sink.messages() == ["nobody knows me"])
+    assert sink.records[0]["tags"] == ["metadata_missing"]
+
+
 def test_pod_annotations_set_the_limit_and_a_bad_one_is_counted_and_the_node_default_applies(
     tmp_path: Path, api: KubeAPI, enricher: Enricher, caplog: pytest.LogCaptureFixture
 ) -> None:
