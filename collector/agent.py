@@ -100,6 +100,7 @@ class Agent:
         self.config = self.reader.config = config
         self.annotator.reconfigure(config, list(self.groups.values()))
         self.open_files.reconfigure(config)
+        self.open_files.schedule.reconfigure(config.read_quantum, config.rate_limit)
 
     # --- the loop ---------------------------------------------------------------------------
 

@@ -67,6 +67,16 @@ class Scheduler:
         self.behind: dict[str, tuple[str, str, str]] = {}
         """Throttled containers with a series in THROTTLED_BEHIND, and its labels."""
 
+    def reconfigure(self, quantum: int, default: Rate | None) -> None:
+        """New settings: pods without an annotation of their own take the new default."""
+        self.quantum = quantum
+        self.default = default
+        self.annotations.clear()
+        # Throttled containers are looked at again under the new limits at once.
+        for folder in self.waiting:
+            self.ready[folder] = None
+        self.waiting.clear()
+
     def mark(self, folder: str) -> None:
         self.ready[folder] = None
 
