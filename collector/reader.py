@@ -6,8 +6,8 @@ allows (the quantum, less under a pod's rate limit): from its oldest file with c
 lines, so a container's lines reach the sink in the order they were written even across
 rotation, and a record split across a rotation is still joined. A chunk takes the fast paths
 when it can (collector.fastpath), else decode -> join -> encode; records too large for one
-message are cut to fit. Each batch goes to the
-sink with the marks its files may advance their checkpoints to once it is acknowledged.
+message are cut to fit. Each batch goes to the sink with the marks its files may advance
+their checkpoints to once it is acknowledged.
 """
 
 from __future__ import annotations
