@@ -102,6 +102,10 @@ class Reader:
                     self.send(group, self.encode(out))
             if not group.files and not group.joiner.holding() and group.in_flight == 0:
                 self.files.drop(group)
+            else:
+                # A container visited because it was told to still needs its timers looked
+                # at while it has nothing new.
+                self.is_restless(group)
         return worked
 
     def is_restless(self, group: Group) -> bool:

@@ -88,7 +88,9 @@ def test_a_quiet_line_written_while_a_noisy_container_keeps_the_agent_busy_is_re
     append(quiet, cri_line("first"))
     sink = ListSink()
     # No scan will come: only the file's own event can bring the quiet container back.
-    a = agent(tmp_path, sink, "--read-quantum", "64KiB", "--rescan-interval", "1h")
+    a = agent(
+        tmp_path, sink, "--inotify", "true", "--read-quantum", "64KiB", "--rescan-interval", "1h"
+    )
     a.scan()
     for _ in range(2):
         # The second turn finds nothing more in the quiet file: it waits for an event.
@@ -112,7 +114,7 @@ def test_an_idle_agent_reads_no_file_until_one_is_written(
     for path in paths:
         append(path, cri_line("hello"))
     sink = ListSink()
-    a = agent(tmp_path, sink)
+    a = agent(tmp_path, sink, "--inotify", "true")
     if a.open_files.wakeup.polling:
         pytest.skip("no inotify on this machine")
     a.scan()
@@ -228,7 +230,10 @@ def test_a_container_whose_pod_never_shows_is_read_once_its_metadata_wait_is_ove
     sink = ListSink()
     # No event and no rescan will come after the wait: the container must not be forgotten.
     a = agent(
-        tmp_path, sink, "--metadata-wait", "0.3", "--rescan-interval", "1h", enricher=enricher
+        tmp_path,
+        sink,
+        *("--inotify", "true", "--metadata-wait", "0.3", "--rescan-interval", "1h"),
+        enricher=enricher,
     )
     with running(a):
         until(lambda: sink.messages() == ["nobody knows me"])
