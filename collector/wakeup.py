@@ -2,7 +2,9 @@
 
 An idle node should cost nothing: instead of reading every open file every 50 ms, the agent
 sleeps on one inotify descriptor and wakes when a followed file is written or truncated
-(IN_MODIFY) or a log folder gains, loses or renames an entry (a new container, a rotation).
+(IN_MODIFY) or a log folder gains, loses or renames an entry (a new container, a rotation)
+or one of its files is written (a scan follows, at most every scan_interval: a file not
+opened yet, such as an empty one, is found when it is written).
 
 Files are watched through /proc/self/fd/N, the descriptor the agent reads: the watch is on
 the very file being read, whatever its name is now, renamed or unlinked, and no path can
@@ -54,10 +56,17 @@ except ImportError:  # pragma: no cover - a dependency; kept importable for othe
     INotify = None  # type: ignore[assignment, misc]
 
 FILE_EVENTS = 0 if INotify is None else flags.MODIFY
+# MODIFY too: a file is opened only once it holds something, and kubelet leaves the new file
+# of a rotation empty until the runtime writes to it; that first write is a folder event.
 FOLDER_EVENTS = (
     0
     if INotify is None
-    else flags.CREATE | flags.MOVED_TO | flags.MOVED_FROM | flags.DELETE | flags.DELETE_SELF
+    else flags.CREATE
+    | flags.MOVED_TO
+    | flags.MOVED_FROM
+    | flags.DELETE
+    | flags.DELETE_SELF
+    | flags.MODIFY
 )
 OVERFLOW = 0 if INotify is None else flags.Q_OVERFLOW
 IGNORED = 0 if INotify is None else flags.IGNORED

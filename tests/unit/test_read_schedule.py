@@ -163,6 +163,21 @@ def test_lines_and_new_containers_arrive_while_the_agent_waits(
     assert sink.messages() == ["before", "written later", "a new container", "after rotation"]
 
 
+def test_a_file_created_empty_and_written_later_is_found_without_a_rescan(tmp_path: Path) -> None:
+    first = cri_log(tmp_path, "apps", "one", "u-1")
+    append(first, cri_line("before"))
+    # As kubelet leaves a new file at rotation, before the runtime writes to it: an empty
+    # file is not opened, so only its folder can tell when it is written.
+    empty = cri_log(tmp_path, "apps", "two", "u-2")
+    empty.touch()
+    sink = ListSink()
+    a = agent(tmp_path, sink, "--inotify", "true", "--rescan-interval", "1h")
+    with running(a):
+        until(lambda: sink.messages() == ["before"])
+        append(empty, cri_line("first words"))
+        until(lambda: "first words" in sink.messages())
+
+
 def test_a_rate_limited_pods_lines_all_arrive_later_in_order(tmp_path: Path) -> None:
     path = cri_log(tmp_path, "load", "chatty", "u-chatty")
     lines = [f"line {n} " + "y" * 40 for n in range(400)]
