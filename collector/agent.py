@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("collector.agent")
 
+IDLE_WAKE = 1.0
+"""Longest sleep on inotify: the liveness beat, the sink's own callbacks and a reload asked
+by signal or a changed config file are looked at this often while nothing is written."""
+
 
 class Agent:
     def __init__(
@@ -51,6 +55,8 @@ class Agent:
         self.reader = Reader(config, self.open_files, self.annotator, self.reads, self.budget, sink)
         self.stopping = False
         self.next_bound = 0.0
+        self.next_scan = 0.0
+        self.last_scan = 0.0
 
     @property
     def files(self) -> dict[Identity, File]:
@@ -94,6 +100,7 @@ class Agent:
         self.config = self.reader.config = config
         self.annotator.reconfigure(config, list(self.groups.values()))
         self.open_files.reconfigure(config)
+        self.open_files.schedule.reconfigure(config.read_quantum, config.rate_limit)
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -116,22 +123,73 @@ class Agent:
 
     def loop(self) -> None:
         config = self.config
-        next_scan = next_save = 0.0
+        wakeup = self.open_files.wakeup
+        next_save = 0.0
         while not self.stopping:
             now = time.monotonic()
             self.health.beat = now
-            if now >= next_scan:
+            if now >= self.next_scan:
                 self.scan()
                 self.health.ready = True
-                next_scan = now + config.scan_interval
+                self.last_scan = now
+                polling = wakeup.polling or wakeup.folders_polled
+                self.next_scan = now + (config.scan_interval if polling else config.rescan_interval)
             self.maybe_reload()
             worked = self.turn()
-            self.sink.poll(0 if worked else 0.05)
+            self.wait(worked)
             if now >= next_save:
                 self.save()
                 next_save = now + config.checkpoint_interval
             if config.once and not worked and self.settled():
                 break
+
+    def wait(self, worked: bool) -> None:
+        """Until there is work: at once after a read, a short poll while something needs
+        time to pass, else asleep on inotify until a file is written or a folder changes.
+
+        Events are taken after every turn, busy or not: a container that always has lines
+        keeps the agent from sleeping, and the quiet ones' events must still bring them in.
+        """
+        if worked:
+            self.sink.poll(0)
+            self.woken(0)
+            return
+        # Containers told to come back next turn (waiting for metadata or memory) too.
+        busy = (
+            self.reader.restless
+            or bool(self.open_files.schedule.ready)
+            or any(g.in_flight for g in self.groups.values())
+        )
+        if self.open_files.wakeup.polling or busy:
+            # Deliveries wake the sink's poll at once; timers are looked at this often.
+            self.sink.poll(self.config.poll_interval)
+            self.woken(0)
+            return
+        self.sink.poll(0)
+        now = time.monotonic()
+        timeout = min(self.next_scan - now, IDLE_WAKE)
+        due = self.open_files.schedule.next_due(now)
+        if due is not None:
+            timeout = min(timeout, due)
+        if self.woken(timeout) and self.config.wake_delay:
+            # A file written line by line sends an event a line: waking for each would read
+            # a line a turn. Lines that come meanwhile are read in the same turn.
+            time.sleep(self.config.wake_delay)
+
+    def woken(self, timeout: float) -> bool:
+        """Containers whose files were written are read next turn; a changed folder is
+        scanned. True when a file was written."""
+        wakeup = self.open_files.wakeup
+        if wakeup.polling:
+            return False
+        woken = wakeup.wait(timeout)
+        for identity in woken.files:
+            file = self.files.get(identity)  # type: ignore[call-overload]
+            if file is not None:
+                self.open_files.schedule.mark(file.group.folder)
+        if woken.rescan:
+            self.next_scan = min(self.next_scan, self.last_scan + self.config.scan_interval)
+        return bool(woken.files)
 
     def settled(self) -> bool:
         """--once: all read; then what joining still holds is let go and delivered."""

@@ -11,8 +11,10 @@ from typing import Any
 from collector import structured
 from collector.budget import default_limit
 from collector.multiline import MultilineRule, rule_for
+from collector.ratelimit import Rate, rate
 from collector.redact import Rule, user_rule
 from collector.route import topic_name, topic_template
+from collector.schedule import READ_QUANTUM
 from logferry.settings import (
     Option,
     SettingError,
@@ -145,7 +147,57 @@ OPTIONS = (
     ),
     Option("node_name", "", "this node's name (host.name)", env="NODE_NAME"),
     Option("checkpoint_interval", 1.0, "seconds between checkpoint saves", seconds),
-    Option("scan_interval", 0.5, "seconds between scans for new files", seconds),
+    Option(
+        "scan_interval",
+        0.5,
+        "seconds between scans for new files when polling; with inotify, the shortest time "
+        "between two scans that folder events ask for",
+        seconds,
+    ),
+    Option(
+        "inotify",
+        False,
+        "wake on inotify events (file written, folder changed) instead of polling every file "
+        "every poll_interval; falls back to polling where inotify cannot be had (off by "
+        "default until tests/e2e/test_gzip_rotation.py passes with it under load)",
+        boolean,
+    ),
+    Option(
+        "poll_interval",
+        0.05,
+        "seconds between looks at files followed by polling (no inotify, or past "
+        "fs.inotify.max_user_watches), and at containers waiting on a timer",
+        positive_seconds,
+    ),
+    Option(
+        "rescan_interval",
+        10.0,
+        "with inotify: seconds between safety rescans of the folders and every open file, "
+        "for what no event reports (e.g. network filesystems)",
+        positive_seconds,
+    ),
+    Option(
+        "wake_delay",
+        0.02,
+        "seconds an inotify wake-up waits before reading, so lines written meanwhile are "
+        "read together (0: at once)",
+        seconds,
+    ),
+    Option(
+        "read_quantum",
+        READ_QUANTUM,
+        "most bytes read from one container per turn: every container with lines to read "
+        "gets its turn before any gets a second",
+        size,
+    ),
+    Option(
+        "rate_limit",
+        None,
+        "per-pod read limit, 500/s (lines) or 1MiB/s (bytes); a throttled pod's lines wait in "
+        "its files, none are dropped; per pod the annotation logferry.io/rate-limit "
+        "(none: no limit)",
+        rate,
+    ),
     Option("shutdown_grace", 20.0, "seconds to deliver what is in flight at stop", seconds),
     Option(
         "delivery_timeout",
@@ -242,6 +294,12 @@ class Config:
     node_name: str
     checkpoint_interval: float
     scan_interval: float
+    inotify: bool
+    poll_interval: float
+    rescan_interval: float
+    wake_delay: float
+    read_quantum: int
+    rate_limit: Rate | None
     shutdown_grace: float
     delivery_timeout: float
     log_level: str

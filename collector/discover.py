@@ -109,6 +109,8 @@ class Discovery:
         self.exclude = exclude or []
         self.docker_meta: dict[str, dict[str, str]] = {}
         """config.v2.json read once per container folder."""
+        self.folders: set[str] = set()
+        """The folders the last scan looked in: where a new log file would appear."""
 
     def wanted(self, path: str) -> bool:
         if self.include and not any(fnmatch.fnmatch(path, g) for g in self.include):
@@ -118,8 +120,11 @@ class Discovery:
     def scan(self) -> list[Found]:
         found: list[Found] = []
         seen_docker: set[str] = set()
+        pods, links = os.path.join(self.log_root, "pods"), os.path.join(self.log_root, "containers")
+        folders = {self.docker_root, pods, links}
         for folder in subfolders(self.docker_root):
             seen_docker.add(folder)
+            folders.add(folder)
             for entry in files(folder):
                 name = entry.name
                 if name.endswith("-json.log") or ROTATED_DOCKER.search(name):
@@ -129,9 +134,11 @@ class Discovery:
                     self.add(found, entry.path, ROTATED_DOCKER.search(name) is not None, meta)
         for gone in set(self.docker_meta) - seen_docker:
             del self.docker_meta[gone]
-        for pod in subfolders(os.path.join(self.log_root, "pods")):
+        for pod in subfolders(pods):
+            folders.add(pod)
             pod_meta = pod_folder(os.path.basename(pod))
             for container in subfolders(pod):
+                folders.add(container)
                 meta = {**pod_meta, "kubernetes.container.name": os.path.basename(container)}
                 for entry in files(container):
                     name = entry.name
@@ -140,9 +147,10 @@ class Discovery:
                         self.add(found, entry.path, rotated, meta)
                     elif GZIPPED_KUBELET.search(name):
                         self.add(found, entry.path, True, meta, gzipped=True)
-        for entry in files(os.path.join(self.log_root, "containers")):
+        for entry in files(links):
             if entry.name.endswith(".log"):
                 self.add(found, entry.path, False, container_link(entry.name))
+        self.folders = folders
         return found
 
     def add(

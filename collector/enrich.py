@@ -52,6 +52,7 @@ EXCLUDE = "logferry.io/exclude"
 EXCLUDE_CONTAINERS = "logferry.io/exclude-containers"
 MULTILINE = "logferry.io/multiline"
 PARSER = "logferry.io/parser"
+RATE_LIMIT = "logferry.io/rate-limit"
 MIRROR = "kubernetes.io/config.mirror"
 """On a static pod's mirror: the uid kubelet uses on disk, which differs from the API's uid."""
 CRONJOB_JOB = re.compile(r"^(?P<cronjob>.+)-\d{8,}$")
@@ -73,6 +74,8 @@ class PodInfo:
     multiline: str | None
     parser: str | None = None
     """The container's `logferry.io/parser[.<container>]` annotation, as written."""
+    rate_limit: str | None = None
+    """The pod's `logferry.io/rate-limit` annotation, as written (collector.ratelimit)."""
 
 
 def split_container_id(value: str) -> tuple[str, str | None]:
@@ -260,7 +263,7 @@ class Pod:
             or (namespace is not None and namespace.excluded)
             or (cname is not None and cname in self.exclude_containers)
         )
-        return PodInfo(fields, excluded, multiline, parser)
+        return PodInfo(fields, excluded, multiline, parser, self.annotations.get(RATE_LIMIT))
 
 
 class Enricher:

@@ -28,7 +28,9 @@ from collector.fastpath import FAST_PATHS, FastPaths
 from collector.gztail import GzipTail, started
 from collector.join import Joiner
 from collector.metrics import METRICS
+from collector.schedule import Scheduler
 from collector.tail import FINGERPRINT_BYTES, Tail
+from collector.wakeup import Wakeup
 
 if TYPE_CHECKING:
     from collector.enrich import PodInfo
@@ -83,6 +85,11 @@ class Group:
     def key(self) -> str:
         return str(self.meta.get("container.id") or self.folder)
 
+    @property
+    def pod(self) -> str:
+        """Whose rate limit the container shares: its pod's uid, else its own folder."""
+        return str(self.meta.get("kubernetes.pod.uid") or self.folder)
+
 
 class OpenFiles:
     def __init__(self, config: Config, reads: FileReads, annotator: Annotator) -> None:
@@ -102,6 +109,13 @@ class OpenFiles:
         self.opened: set[Identity] = set()
         """Every file opened in this run, for the --once summary."""
         self.scanned = False
+        # --once reads everything there is and stops: nothing to wait for.
+        self.wakeup = Wakeup(config.inotify and not config.once)
+        """Tells which files were written (collector.wakeup)."""
+        self.schedule = Scheduler(config.read_quantum, config.rate_limit, self.wakeup.polling)
+        """Told which containers have lines to read (collector.schedule)."""
+        self.polled: set[str] = set()
+        """Containers with a file inotify could not watch: visited every turn."""
         for name, root in (("docker_root", config.docker_root), ("log_root", config.log_root)):
             if not os.path.isdir(root):
                 log.warning("%s %s is not a folder: no logs will be found there", name, root)
@@ -145,6 +159,9 @@ class OpenFiles:
             # A .gz's own size is not its content's.
             size = file.tail.size() if isinstance(file.tail, GzipTail) else paths[0].size
             behind += max(0, size - file.tail.offset)
+            if size != file.tail.offset:
+                # The safety net under inotify: what no event reported is read now.
+                self.schedule.mark(file.group.folder)
         METRICS.behind.set(behind)
         if waiting and waiting != self.waiting:
             log.warning("max_open_files=%d reached: %d files wait", len(self.files), waiting)
@@ -154,6 +171,8 @@ class OpenFiles:
             group.files.sort(key=age)
         self.bound_deleted()
         METRICS.files_open.set(len(self.files))
+        self.wakeup.watch_folders(self.discovery.folders)
+        self.schedule.forget_pods({g.pod for g in self.groups.values()})
 
     def say_found(self, merged: dict[Identity, list[Found]]) -> None:
         """What the first scan found, so a wrong root or glob shows at start."""
@@ -200,6 +219,9 @@ class OpenFiles:
         group.files.append(file)
         self.files[identity] = file
         self.opened.add(identity)
+        if not self.wakeup.follow(identity, tail.fd) and not self.wakeup.polling:
+            self.polled.add(folder)
+        self.schedule.mark(folder)
         log.debug("opened %s", best.path)
         return file
 
@@ -282,6 +304,7 @@ class OpenFiles:
         del self.files[identity]
         file.group.files.remove(file)
         self.reads.forget(file.tail)
+        self.wakeup.unfollow(identity)
         file.tail.close()
         log.debug("released %s", file.path)
 
@@ -308,7 +331,13 @@ class OpenFiles:
         group.joiner.pieces.clear()
         group.joiner.groups.clear()
         if group.in_flight == 0:
-            del self.groups[group.folder]
+            self.drop(group)
+
+    def drop(self, group: Group) -> None:
+        """A container with no file left, nothing held and nothing in flight."""
+        del self.groups[group.folder]
+        self.schedule.forget(group.folder)
+        self.polled.discard(group.folder)
 
     def reconfigure(self, config: Config) -> None:
         """New include/exclude: files they no longer select are let go (reason `excluded`).
@@ -357,6 +386,7 @@ class OpenFiles:
     def close(self) -> None:
         for file in self.files.values():
             file.tail.close()
+        self.wakeup.close()
 
 
 def merged_meta(paths: list[Found]) -> dict[str, Any]:

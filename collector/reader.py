@@ -1,11 +1,13 @@
 """Reading and batching: which file is read next, its chunk made into records, sent.
 
-Each turn gives every container whose records may go (collector.annotate) one read from
-`next_chunk`: its oldest file with complete lines, so a container's lines reach the sink in
-the order they were written even across rotation, and a record split across a rotation is
-still joined. A chunk takes the fast paths when it can (collector.fastpath), else decode ->
-join -> encode; records too large for one message are cut to fit. Each batch goes to the
-sink with the marks its files may advance their checkpoints to once it is acknowledged.
+Each turn gives every container with lines to read whose records may go (collector.annotate)
+one read from `next_chunk`, in the order collector.schedule gives and of at most what it
+allows (the quantum, less under a pod's rate limit): from its oldest file with complete
+lines, so a container's lines reach the sink in the order they were written even across
+rotation, and a record split across a rotation is still joined. A chunk takes the fast paths
+when it can (collector.fastpath), else decode -> join -> encode; records too large for one
+message are cut to fit. Each batch goes to the sink with the marks its files may advance
+their checkpoints to once it is acknowledged.
 """
 
 from __future__ import annotations
@@ -24,14 +26,13 @@ from collector.gztail import GzipTail
 from collector.join import Record
 from collector.metrics import METRICS
 from collector.route import Topics
+from collector.schedule import READ_QUANTUM
 from collector.sink import Sink
 from collector.tail import Chunk, plain
 
 # The agent's parts log under its name, as before they were parts: one name to filter on.
 log = logging.getLogger("collector.agent")
 
-READ_SIZE = 1024 * 1024
-"""Bytes read from one file per turn: large reads keep syscalls and Python calls per line low."""
 FIT_ROUNDS = 32
 """Encodes of a record too large for one message while its text is cut to fit."""
 FIT_SLACK = 64
@@ -58,22 +59,48 @@ class Reader:
         # What the brokers take by default (message.max.bytes), less a batch header; raised
         # with --kafka message.max.bytes=N where the brokers allow more.
         self.message_limit = int(config.kafka.get("message.max.bytes", 1_000_000)) - 512
+        self.restless = False
+        """The last turn met a container that needs visits whether or not it is written."""
 
     # --- which file next --------------------------------------------------------------------
 
     def turn(self) -> bool:
-        """Read one chunk from each container that has one; True when anything was read."""
+        """Read one chunk from each container with lines to read; True when anything was read.
+
+        collector.schedule says which containers, in which order, and how much of each.
+        """
         worked = False
         now = time.monotonic()
-        for group in list(self.files.groups.values()):
+        groups, schedule = self.files.groups, self.files.schedule
+        self.restless = False
+        for folder in schedule.turn(groups, lambda f: self.is_restless(groups[f]), now):
+            group = groups[folder]
             if not self.annotator.metadata(group, now):
                 if group.info is not None and group.info.excluded:
                     self.files.exclude(group)
+                else:
+                    # Waiting for its pod's metadata: looked at again until it may go.
+                    schedule.mark(folder)
                 continue
-            found = self.next_chunk(group)
+            limit = schedule.limit(folder, group.info.rate_limit if group.info else None)
+            size = schedule.allowance(folder, group.pod, limit, now)
+            found = self.next_chunk(group, size) if size else None
             if found is not None:
-                self.process(*found, now)
+                file, chunk = found
+                lines = 0
+                if limit is not None and limit.lines:
+                    lines = 1 if chunk.rest is not None else chunk.data.count(b"\n") + 1
+                schedule.spent(folder, group.pod, limit, now, chunk.end - chunk.offset, lines)
+                self.process(file, chunk, now)
                 worked = True
+            elif self.budget.exhausted():
+                # Not read for want of memory: looked at again next turn.
+                schedule.mark(folder)
+            unread = sum(f.tail.unread() for f in group.files) if not size else 0
+            if unread:
+                schedule.throttled(folder, self.labels(group), unread)
+            elif found is None:
+                schedule.caught_up(folder)
             if group.joiner.holding():
                 out: list[Record] = []
                 behind = any(f.tail.unread() for f in group.files)
@@ -81,10 +108,35 @@ class Reader:
                 if out:
                     self.send(group, self.encode(out))
             if not group.files and not group.joiner.holding() and group.in_flight == 0:
-                del self.files.groups[group.folder]
+                self.files.drop(group)
+            else:
+                # A container visited because it was told to still needs its timers looked
+                # at while it has nothing new.
+                self.is_restless(group)
         return worked
 
-    def next_chunk(self, group: Group) -> tuple[File, Chunk] | None:
+    def is_restless(self, group: Group) -> bool:
+        """Whether the container needs a visit every turn, events or not: a record held for
+        joining (its timeout), a rotated or unlinked file to finish and let go, a file
+        inotify could not watch."""
+        restless = (
+            group.joiner.holding()
+            or group.folder in self.files.polled
+            or any(f.rotated or not f.seen for f in group.files)
+        )
+        self.restless = self.restless or restless
+        return restless
+
+    def labels(self, group: Group) -> tuple[str, str, str]:
+        """Namespace, pod and container names of a throttled container's metric series."""
+        meta = group.info.fields if group.info is not None else group.meta
+        return (
+            str(meta.get("kubernetes.namespace", "")),
+            str(meta.get("kubernetes.pod.name", "")),
+            str(meta.get("kubernetes.container.name") or group.folder),
+        )
+
+    def next_chunk(self, group: Group, size: int = READ_QUANTUM) -> tuple[File, Chunk] | None:
         """The container's next read: from its oldest file with complete lines.
 
         Newer files wait until the older ones are read to their end; a file not yet
@@ -97,7 +149,7 @@ class Reader:
                 return None
             if file.tail.truncated() and not self.files.restart(file):
                 return None
-            chunk = self.reads.read(file.tail, READ_SIZE)
+            chunk = self.reads.read(file.tail, size)
             if chunk is not None:
                 return file, chunk
             if self.files.releasable(file):

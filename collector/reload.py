@@ -5,8 +5,8 @@ by its stat (device, inode, size, mtime through the links), checked every few se
 settings are read again from the same sources as at start (file, environment, flags). A
 setting that cannot be used refuses the whole reload with one line, and the running
 settings stay. Only what the agent can change in place is taken (RELOADABLE): file
-selection, multi-line rules, parsing and redaction; the others need a restart, and a
-reload that changes them says so and keeps the running values.
+selection, multi-line rules, parsing, redaction, the read quantum and rate limit; the
+others need a restart, and a reload that changes them says so and keeps the running values.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ RELOADABLE = (
     *("include", "exclude", "multiline", "multiline_timeout"),
     *("parser", "parse_max_chars", "parse_max_depth", "parse_max_fields"),
     *("redact", "redact_builtin"),
+    *("rate_limit", "read_quantum"),
 )
 CHECK_EVERY = 2.0
 """Seconds between looks at the config file."""

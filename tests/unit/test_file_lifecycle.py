@@ -15,7 +15,7 @@ import pytest
 
 from collector.gztail import BLOCK, GzipTail
 from collector.metrics import METRICS
-from collector.reader import READ_SIZE
+from collector.schedule import READ_QUANTUM as READ_SIZE
 from tests.unit.logfiles import ListSink, agent, append, cri_line, drain
 
 

@@ -146,3 +146,19 @@ def test_sighup_reloads_a_running_collector(tmp_path: Path) -> None:
     finally:
         collector.send_signal(signal.SIGTERM)
         collector.wait(60)
+
+
+def test_a_new_rate_limit_and_read_quantum_are_taken_in_place(tmp_path: Path) -> None:
+    web = pod_log(tmp_path, "web")
+    agent, sink, config_file, clock = started(tmp_path, "rate_limit: 50/s\n")
+    append(web, *(cri_line(f"line {n}") for n in range(1000)))
+    agent.scan()
+    agent.turn()
+    assert len(sink.records) < 1000
+    # The node's limit lifted: the rest comes at once, a quantum at a time.
+    config_file.write_text("rate_limit: none\nread_quantum: 1MiB\n")
+    clock.now += 3
+    agent.maybe_reload()
+    for _ in range(5):
+        agent.turn()
+    assert sink.messages() == [f"line {n}" for n in range(1000)]
