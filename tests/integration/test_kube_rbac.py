@@ -86,9 +86,7 @@ def test_the_collector_role_is_enough_and_no_more(cluster: Cluster, tmp_path: Pa
     for pod in pods:
         meta = pod["metadata"]
         for container in ("app", "sidecar"):
-            folder = (
-                tmp_path / "log" / "pods" / f"{ns}_{meta['name']}_{meta['uid']}" / container
-            )
+            folder = tmp_path / "log" / "pods" / f"{ns}_{meta['name']}_{meta['uid']}" / container
             folder.mkdir(parents=True)
             append(folder / "0.log", *(cri_line(f"{container} line {n}") for n in range(5)))
             lines += 5
