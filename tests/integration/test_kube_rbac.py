@@ -67,7 +67,7 @@ def test_the_collector_role_is_enough_and_no_more(cluster: Cluster, tmp_path: Pa
             kc.pod_manifest(
                 f"front-{i}",
                 node,
-                labels={"app": "front"},
+                labels={"app": "front", "pod-template-hash": "7c5d4f9b8d"},
                 owners=[
                     {
                         "apiVersion": "apps/v1",
@@ -131,7 +131,7 @@ def test_the_collector_role_is_enough_and_no_more(cluster: Cluster, tmp_path: Pa
     for record in records:
         k8s = record["kubernetes"]
         assert "tags" not in record, record
-        assert k8s["labels"] == {"app": "front"}
+        assert k8s["labels"]["app"] == "front"
         assert k8s["namespace_labels"]["team"] == "web"
         assert k8s["deployment"] == {"name": "front"}
         assert k8s["node"]["name"] == node
