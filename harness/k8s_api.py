@@ -266,6 +266,9 @@ class KubeAPI:
         self.bookmarks: list[tuple[str, int]] = []
         """(resource, resourceVersion) of every BOOKMARK event sent."""
         self.forbidden = False
+        self.held: set[str] = set()
+        """Resources whose lists wait until `release`: one list answered long after another,
+        which a real API server cannot be made to do on demand."""
         self.serving = False
         self.server = self._bind(0)
         self.port: int = self.server.server_address[1]
@@ -363,6 +366,15 @@ class KubeAPI:
             self.events.append((self.rv, resource, kind, stored))
             self.cond.notify_all()
             return self.rv
+
+    def hold(self, resource: str) -> None:
+        with self.cond:
+            self.held.add(resource)
+
+    def release(self, resource: str) -> None:
+        with self.cond:
+            self.held.discard(resource)
+            self.cond.notify_all()
 
     def compact(self) -> None:
         """Forget the event history, as etcd compaction does: older versions answer 410."""
@@ -508,6 +520,7 @@ class Handler(BaseHTTPRequestHandler):
             self.watch(resource, ns, selector, query)
             return
         with api.cond:
+            api.cond.wait_for(lambda: resource not in api.held or not api.serving, timeout=120)
             items = [item(o) for o in api.matching(resource, ns, selector)]
             rv = api.rv
         self.send_json(
