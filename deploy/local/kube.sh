@@ -112,6 +112,14 @@ build_etcd() {
 
 cmd_fetch() {
     built && return 0
+    mkdir -p "$K"
+    # One build at a time per state folder (`make install` twice, or `start` beside it).
+    exec 8>"$K/.build.lock"
+    if command -v flock >/dev/null && ! flock -w "$KUBE_BUILD_TIMEOUT" 8; then
+        log "another build held $K/.build.lock for ${KUBE_BUILD_TIMEOUT}s (KUBE_BUILD_TIMEOUT)"
+        return 1
+    fi
+    built && return 0
     if ! command -v go >/dev/null 2>&1; then
         log "go not found: cannot build the Kubernetes API server; its tests will skip (fail under CI=true)"
         return 0
@@ -124,6 +132,7 @@ cmd_fetch() {
     if ! build_etcd; then log "building etcd $ETCD_VERSION failed"; return 1; fi
     if ! build_kubernetes; then log "building kube-apiserver/kubectl $KUBERNETES_VERSION failed"; return 1; fi
     touch "$STAMP"
+    exec 8>&-
     log "built in $((SECONDS - t0)) s into $BIN"
 }
 
@@ -132,7 +141,7 @@ build_running() {
     local pid
     pid=$(cat "$BUILD_PID" 2>/dev/null) || return 1
     [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kube\.sh fetch' || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kube\.sh fetch-worker' || return 1
     echo "$pid"
 }
 
@@ -143,8 +152,7 @@ cmd_fetch_background() {
     rm -f "$K/build.status"
     # Detached (setsid) with every fd on a file, so `make install` goes on at once; the exit
     # status lands in build.status for `start` to report.
-    (setsid nohup bash -c '"$0" fetch; echo $? >"$1"' "$SCRIPT_DIR/kube.sh" "$K/build.status" \
-        </dev/null >"$BUILD_LOG" 2>&1 &
+    (setsid nohup "$SCRIPT_DIR/kube.sh" fetch-worker </dev/null >"$BUILD_LOG" 2>&1 8>&- 9>&- &
         echo $! >"$BUILD_PID")
     log "building in the background (log: $BUILD_LOG)"
 }
@@ -300,7 +308,7 @@ start_etcd() {
         --initial-advertise-peer-urls "http://127.0.0.1:$KUBE_ETCD_PEER_PORT" \
         --initial-cluster "logferry=http://127.0.0.1:$KUBE_ETCD_PEER_PORT" \
         --unsafe-no-fsync --log-level warn \
-        </dev/null >>"$LOGS/etcd.log" 2>&1 9>&-) &
+        </dev/null >>"$LOGS/etcd.log" 2>&1 8>&- 9>&-) &
     pid=$!
     echo "$pid" >"$K/etcd.pid"
     wait_for etcd etcd_healthy "$pid" || { print_logs; exit 1; }
@@ -331,7 +339,7 @@ start_apiserver() {
         --audit-policy-file "$K/audit-policy.yaml" --audit-log-path "$LOGS/audit.log" \
         --audit-log-maxsize 200 --audit-log-maxbackup 1 \
         --profiling=false \
-        </dev/null >>"$LOGS/kube-apiserver.log" 2>&1 9>&-) &
+        </dev/null >>"$LOGS/kube-apiserver.log" 2>&1 8>&- 9>&-) &
     pid=$!
     echo "$pid" >"$K/apiserver.pid"
     wait_for kube-apiserver api_ready "$pid" || { print_logs; exit 1; }
@@ -395,6 +403,7 @@ cmd_reset() {
 case "${1:-}" in
     fetch) cmd_fetch ;;
     fetch-background) cmd_fetch_background ;;
+    fetch-worker) rc=0; cmd_fetch || rc=$?; echo "$rc" >"$K/build.status"; exit "$rc" ;;
     start) cmd_start ;;
     stop) cmd_stop ;;
     stop-apiserver) cmd_stop_apiserver ;;
