@@ -1,6 +1,10 @@
-"""A stand-in for the Kubernetes API server, for tests and benchmarks.
+"""A stand-in for the Kubernetes API server, for unit tests and benchmarks.
 
-The real API server cannot run here. This one is a small `ThreadingHTTPServer` on 127.0.0.1
+The real one (deploy/local/kube.sh) is what tests/integration/test_kube_*.py use; this stand-in
+stays for what a real server cannot produce on demand or within a unit test's budget: a watch
+dropped or expired at a chosen moment, 403 switched on and off, the server gone and back in
+milliseconds, one list answered long after another (`hold`), exact request counts without an
+audit log, and no build. It is a small `ThreadingHTTPServer` on 127.0.0.1
 that speaks the API server's wire format for pods and namespaces to the real `kubernetes`
 client: list bodies (`PodList`/`NamespaceList` with `metadata.resourceVersion`), watches as a
 chunked stream of newline-delimited JSON events (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR)

@@ -1,7 +1,9 @@
 """Records get their pod's metadata from the Kubernetes API, through the agent.
 
-The API server is the stand-in of harness/k8s_api.py (the real one cannot run here): it
-speaks the list and watch wire format to the real `kubernetes` client.
+The API server is the stand-in of harness/k8s_api.py, which speaks the list and watch wire
+format to the real `kubernetes` client: these run in the unit suite, with no build, and need
+its faults on demand (server down at start, a list held back). The real API server's records
+are tested in tests/integration/test_kube_enrichment.py and test_kube_rbac.py.
 """
 
 from __future__ import annotations
