@@ -399,6 +399,8 @@ def kube_server() -> Iterator[Kube]:
     was_up = subprocess.run([script, "status"], capture_output=True).returncode == 0
     started = subprocess.run([script, "start"], capture_output=True, text=True)
     if started.returncode != 0:
+        if not was_up:  # etcd may be up when kube-apiserver could not start
+            subprocess.run([script, "stop"], capture_output=True)
         unavailable(
             f"deploy/local/kube.sh start failed (exit {started.returncode}; run `make install`):\n"
             f"{started.stderr[-4000:]}"
