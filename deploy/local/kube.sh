@@ -20,7 +20,9 @@
 #
 # stdout carries only NAME=value lines, so this works:
 #   eval "export $(deploy/local/kube.sh start)"
-# Lines: KUBECONFIG, KUBE_API_URL, KUBE_ETCD_URL (for tests that compact etcd), KUBE_AUDIT_LOG.
+# Lines: KUBECONFIG, KUBE_API_URL, KUBE_ETCD_URL (for tests that compact etcd), KUBE_AUDIT_LOG
+# (every request's metadata, one JSON event a line), KUBECTL (the kubectl built here).
+# `fetch-worker` is the detached process of fetch-background (it records its exit status).
 # Exit codes: 0 ok, 1 failure (build failed, start timeout, port taken...), 3 impossible (no go
 # or openssl).
 #
@@ -188,7 +190,7 @@ running() {   # name pidfile binary: prints the pid if the pid file names that l
     [[ -f $pidfile ]] || return 1
     pid=$(cat "$pidfile" 2>/dev/null) || return 1
     [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
-    [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == "$binary" ]] || return 1
+    [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == "$(readlink -f "$binary")" ]] || return 1
     echo "$pid"
 }
 
