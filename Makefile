@@ -5,10 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 LOCAL := deploy/local
 
-.PHONY: install test test-long unit integration e2e lint services-up services-down services-status \
-	images bench bench-latency demo demo-local demo-compose demo-compose-down clean
+.PHONY: install kube-build test test-long unit integration e2e lint services-up services-down services-status \
+	kube-up kube-down images bench bench-latency demo demo-local demo-compose demo-compose-down clean
 
-install: $(VENV)/.installed
+# The Kubernetes API server's build (about 15 min cold on 2 cores) runs in the background from
+# the first step on, overlapping the others and the first tests; `kube.sh start` waits for it.
+install: kube-build $(VENV)/.installed
 	@$(LOCAL)/kafka.sh fetch
 	@$(LOCAL)/elasticsearch.sh fetch
 	@$(LOCAL)/docker.sh fetch
@@ -49,12 +51,24 @@ services-up:
 	@$(LOCAL)/docker.sh start
 
 services-down:
+	@$(LOCAL)/kube.sh stop
 	@$(LOCAL)/kafka.sh stop
 	@$(LOCAL)/elasticsearch.sh stop
 	@$(LOCAL)/docker.sh stop
 
 services-status:
-	@$(LOCAL)/kafka.sh status; $(LOCAL)/elasticsearch.sh status; $(LOCAL)/docker.sh status
+	@$(LOCAL)/kafka.sh status; $(LOCAL)/elasticsearch.sh status; $(LOCAL)/docker.sh status; \
+		$(LOCAL)/kube.sh status
+
+kube-build:
+	@$(LOCAL)/kube.sh fetch-background
+
+# etcd + kube-apiserver (RBAC, admission, ServiceAccount tokens) on 127.0.0.1; prints KUBECONFIG.
+kube-up:
+	@$(LOCAL)/kube.sh start
+
+kube-down:
+	@$(LOCAL)/kube.sh stop
 
 # The collector and pipeline images on the local engine of deploy/local/docker.sh, from a Debian
 # base instead of the official python image (no registry needed); prints names and sizes.

@@ -297,6 +297,8 @@ class Enricher:
         self._version = 0
         self._up = {"pods": False, "namespaces": False}
         self._listed: set[str] = set()
+        self._failing: set[str] = set()
+        """Resources whose last attempt failed (their watch is not up)."""
         self._complaints: set[str] = set()
         """Kinds of failure logged during the current outage, so each is logged once."""
         self._client_lock = threading.Lock()
@@ -400,6 +402,10 @@ class Enricher:
                 pod = named
         if pod is None:
             return None
+        # Until namespaces are listed a pod's record would lack its namespace labels for
+        # good: the caller waits (bounded by its metadata wait), unless that list is failing.
+        if "namespaces" not in self._listed and "namespaces" not in self._failing:
+            return None
         if pod.deleted_at is not None and time.monotonic() - pod.deleted_at > self.grace:
             return None
         if cname is None:
@@ -431,6 +437,10 @@ class Enricher:
         kind, text = describe(exc) if exc is not None else ("", "")
         with self._lock:
             self._up[resource] = ok
+            if ok:
+                self._failing.discard(resource)
+            else:
+                self._failing.add(resource)
             recovered = ok and bool(self._complaints) and all(self._up.values())
             first = not ok and kind not in self._complaints
             if recovered:

@@ -1,6 +1,10 @@
-"""A stand-in for the Kubernetes API server, for tests and benchmarks.
+"""A stand-in for the Kubernetes API server, for unit tests and benchmarks.
 
-The real API server cannot run here. This one is a small `ThreadingHTTPServer` on 127.0.0.1
+The real one (deploy/local/kube.sh) is what tests/integration/test_kube_*.py use; this stand-in
+stays for what a real server cannot produce on demand or within a unit test's budget: a watch
+dropped or expired at a chosen moment, 403 switched on and off, the server gone and back in
+milliseconds, one list answered long after another (`hold`), exact request counts without an
+audit log, and no build. It is a small `ThreadingHTTPServer` on 127.0.0.1
 that speaks the API server's wire format for pods and namespaces to the real `kubernetes`
 client: list bodies (`PodList`/`NamespaceList` with `metadata.resourceVersion`), watches as a
 chunked stream of newline-delimited JSON events (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR)
@@ -266,6 +270,9 @@ class KubeAPI:
         self.bookmarks: list[tuple[str, int]] = []
         """(resource, resourceVersion) of every BOOKMARK event sent."""
         self.forbidden = False
+        self.held: set[str] = set()
+        """Resources whose lists wait until `release`: one list answered long after another,
+        which a real API server cannot be made to do on demand."""
         self.serving = False
         self.server = self._bind(0)
         self.port: int = self.server.server_address[1]
@@ -363,6 +370,15 @@ class KubeAPI:
             self.events.append((self.rv, resource, kind, stored))
             self.cond.notify_all()
             return self.rv
+
+    def hold(self, resource: str) -> None:
+        with self.cond:
+            self.held.add(resource)
+
+    def release(self, resource: str) -> None:
+        with self.cond:
+            self.held.discard(resource)
+            self.cond.notify_all()
 
     def compact(self) -> None:
         """Forget the event history, as etcd compaction does: older versions answer 410."""
@@ -508,6 +524,7 @@ class Handler(BaseHTTPRequestHandler):
             self.watch(resource, ns, selector, query)
             return
         with api.cond:
+            api.cond.wait_for(lambda: resource not in api.held or not api.serving, timeout=120)
             items = [item(o) for o in api.matching(resource, ns, selector)]
             rv = api.rv
         self.send_json(

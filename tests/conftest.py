@@ -8,6 +8,7 @@ instance, so a run against a private pair of servers leaves the shared ones alon
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -164,3 +165,43 @@ def elasticsearch_outage(elasticsearch_url: str) -> Iterator[servers.Outage]:
     yield outage
     if outage.down:
         outage.start()
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[servers.Kube]:
+    """A real etcd and kube-apiserver (deploy/local/kube.sh), started for the session if it
+    was not up; waits for the build `make install` started."""
+    with servers.kube_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    kube: servers.Kube, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[servers.Cluster]:
+    """The real API server with deploy/kubernetes/base/rbac.yaml applied in `logging`, and a
+    kubeconfig holding only the logferry-collector ServiceAccount's token."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from harness import kube_cluster as kc
+
+    api = kc.admin_client(kube.kubeconfig)
+    core = client.CoreV1Api(api)
+    try:
+        kc.create_namespace(core, "logging", {})
+    except ApiException as exc:
+        if exc.status != 409:  # left by an earlier session on a server that stayed up
+            raise
+    applied = subprocess.run(
+        [kube.kubectl, "--kubeconfig", kube.kubeconfig, "apply", "-n", "logging", "-f", kc.RBAC],
+        capture_output=True,
+        text=True,
+    )
+    assert applied.returncode == 0, applied.stderr
+    token = kc.service_account_token(core, "logging", "logferry-collector")
+    path = kc.token_kubeconfig(
+        kube.kubeconfig, token, tmp_path_factory.mktemp("collector") / "kubeconfig"
+    )
+    yield servers.Cluster(kube, core, client.AppsV1Api(api), path)
+    api.close()

@@ -20,9 +20,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from kubernetes import client
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL = REPO / "deploy" / "local"
@@ -370,3 +373,60 @@ class Outage:
         time.sleep(seconds)
         self.start()
         return self.started_at - self.stopped_at
+
+
+@dataclass(frozen=True)
+class Kube:
+    """The real etcd and kube-apiserver of deploy/local/kube.sh, as the tests reach them."""
+
+    kubeconfig: Path
+    """An admin (system:masters) kubeconfig."""
+    api_url: str
+    etcd_url: str
+    """etcd's client URL: the tests compact its history to expire watches."""
+    audit_log: Path
+    """Every request's metadata, one JSON event per line: what the tests count."""
+    kubectl: Path
+    script: Path
+
+
+@contextmanager
+def kube_server() -> Iterator[Kube]:
+    """deploy/local/kube.sh for the session (KUBE_API_PORT, KUBE_ETCD_PORT and
+    LOGFERRY_SERVICES_DIR select the instance); stopped after unless it was already up. The
+    script waits for a build that `make install` started in the background."""
+    script = LOCAL / "kube.sh"
+    was_up = subprocess.run([script, "status"], capture_output=True).returncode == 0
+    started = subprocess.run([script, "start"], capture_output=True, text=True)
+    if started.returncode != 0:
+        if not was_up:  # etcd may be up when kube-apiserver could not start
+            subprocess.run([script, "stop"], capture_output=True)
+        unavailable(
+            f"deploy/local/kube.sh start failed (exit {started.returncode}; run `make install`):\n"
+            f"{started.stderr[-4000:]}"
+        )
+    lines = dict(line.split("=", 1) for line in started.stdout.splitlines() if "=" in line)
+    try:
+        yield Kube(
+            kubeconfig=Path(lines["KUBECONFIG"]),
+            api_url=lines["KUBE_API_URL"],
+            etcd_url=lines["KUBE_ETCD_URL"],
+            audit_log=Path(lines["KUBE_AUDIT_LOG"]),
+            kubectl=Path(lines["KUBECTL"]),
+            script=script,
+        )
+    finally:
+        if not was_up:
+            subprocess.run([script, "stop"], capture_output=True)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The real API server with deploy/kubernetes/base/rbac.yaml applied in `logging`."""
+
+    kube: Kube
+    core: client.CoreV1Api
+    """As the admin (system:masters): what the tests do in the controllers' place."""
+    apps: client.AppsV1Api
+    collector_kubeconfig: Path
+    """The logferry-collector ServiceAccount's token (TokenRequest API), nothing else."""

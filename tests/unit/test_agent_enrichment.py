@@ -1,7 +1,9 @@
 """Records get their pod's metadata from the Kubernetes API, through the agent.
 
-The API server is the stand-in of harness/k8s_api.py (the real one cannot run here): it
-speaks the list and watch wire format to the real `kubernetes` client.
+The API server is the stand-in of harness/k8s_api.py, which speaks the list and watch wire
+format to the real `kubernetes` client: these run in the unit suite, with no build, and need
+its faults on demand (server down at start, a list held back). The real API server's records
+are tested in tests/integration/test_kube_enrichment.py and test_kube_rbac.py.
 """
 
 from __future__ import annotations
@@ -218,6 +220,37 @@ def test_api_down_at_start_records_are_tagged_then_enriched(tmp_path: Path) -> N
             assert "tags" not in sink.records[1]
             assert sink.records[1]["kubernetes"]["labels"] == {"app": "late"}
         finally:
+            enricher.stop()
+
+
+def test_records_wait_for_the_first_list_of_namespaces_too(tmp_path: Path) -> None:
+    """A restart on a busy node: the pods are listed, the namespaces not yet. Records wait
+    for the namespaces list (bounded by --metadata-wait) instead of going out without
+    `kubernetes.namespace_labels`. The stand-in holds that list back: a real API server
+    cannot be made to answer one list long after the other on demand."""
+    with KubeAPI(bookmark_every=0.2) as api:
+        api.add(namespace("shop", labels={"team": "checkout"}))
+        cart = pod("cart", "shop", labels={"app": "cart"})
+        api.add(cart)
+        api.hold("namespaces")
+        api.up()
+        enricher = Enricher(NODE, kubeconfig=api.kubeconfig(tmp_path / "kc"), backoff_max=0.2)
+        enricher.start()
+        try:
+            until(lambda: api.open_watches("pods"), timeout=30)  # the pods are listed
+            append(cri_log(tmp_path, cart), cri_line("right after the restart"))
+            sink = ListSink()
+            a = agent(tmp_path, sink, "--metadata-wait", "600", enricher=enricher)
+            drain(a)
+            assert sink.records == []
+            api.release("namespaces")
+            until(lambda: (drain(a, turns=1), sink.records)[1], timeout=30)
+            (record,) = sink.records
+            assert record["kubernetes"]["namespace_labels"]["team"] == "checkout"
+            assert record["kubernetes"]["labels"] == {"app": "cart"}
+            assert "tags" not in record
+        finally:
+            api.release("namespaces")
             enricher.stop()
 
 

@@ -1,5 +1,8 @@
 """Pod metadata from the Kubernetes API: the real `kubernetes` client against harness.k8s_api,
-a local stand-in for the API server that speaks its list and watch wire format."""
+a local stand-in for the API server that speaks its list and watch wire format. It is used here
+for the faults a real server cannot be made to produce on demand in a unit test (a watch dropped
+or expired at a chosen moment, 403 switched on and off, the server gone and back at once); the
+same behaviour on the real API server is in tests/integration/test_kube_enrichment.py."""
 
 from __future__ import annotations
 
