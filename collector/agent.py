@@ -519,6 +519,7 @@ class Agent:
             general,
             lambda: file.group.joiner.pieces,
             parsed,
+            lambda data: encoder.processor.levelless(data, parser),
         )
 
     def encode(self, records: list[Record]) -> list[bytes]:
