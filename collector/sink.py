@@ -32,9 +32,9 @@ KAFKA_DEFAULTS: dict[str, Any] = {
     "linger.ms": 50,
     "batch.size": 1_000_000,
     "batch.num.messages": 10_000,
-    # Bounded memory: when this fills, produce() refuses and reading pauses. 4 MiB holds
-    # four full batches; librdkafka's per-message overhead nearly doubles it in RSS.
-    "queue.buffering.max.kbytes": 4 * 1024,
+    # Bounded memory: when this fills, produce() refuses and reading pauses. librdkafka's
+    # per-message overhead nearly doubles it in RSS.
+    "queue.buffering.max.kbytes": 16 * 1024,
     "queue.buffering.max.messages": 200_000,
     # Retry until delivered rather than give up while the broker is away; the checkpoint
     # stays behind meanwhile, and shutdown is bounded by the grace period instead.
