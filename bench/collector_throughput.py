@@ -81,6 +81,16 @@ def topic_for(bootstrap: str) -> str:
     return topic
 
 
+def child_env(args: argparse.Namespace) -> dict[str, str]:
+    """The collector's environment, its own code compiled to bytecode first (__pycache__ in
+    the checkout), as pip does when it installs the package (the image): otherwise every
+    run under PYTHONDONTWRITEBYTECODE compiles ~280 kB of source, no cost of a DaemonSet."""
+    env = {**os.environ, "PYTHONPATH": str(args.repo)}
+    folders = [str(args.repo / name) for name in ("collector", "logferry")]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *folders], env=env, check=True)
+    return env
+
+
 def collector(work: Path, args: argparse.Namespace, topic: str, *flags: str) -> list[str]:
     return [
         sys.executable,
@@ -121,7 +131,7 @@ def batch(mix: str, args: argparse.Namespace) -> None:
         child = subprocess.Popen(
             collector(work, args, topic, "--once", *flags),
             cwd=args.repo,
-            env={**os.environ, "PYTHONPATH": str(args.repo)},
+            env=child_env(args),
         )
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
@@ -176,7 +186,7 @@ def steady(rate: float, args: argparse.Namespace) -> None:
     child = subprocess.Popen(
         collector(work, args, topic),
         cwd=args.repo,
-        env={**os.environ, "PYTHONPATH": str(args.repo)},
+        env=child_env(args),
         stderr=subprocess.DEVNULL,
     )
     try:

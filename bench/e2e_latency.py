@@ -8,7 +8,8 @@ timestamps holds (a date histogram; no refresh is forced, so it sees what a Kiba
 would). Every record's latency is the poll at which its slice first counted it minus the
 moment its last byte was written to the file; within a slice records are taken to become
 searchable in the order they were written. Resolution: the poll interval. Prints p50, p99
-and max, overall and after the first 10 s (warm-up). Target: p99 under 3 s.
+and max, overall and after the first 10 s (warm-up). Target (issue 17): p99 at most 2 s
+after warm-up.
 
 Needs a broker and Elasticsearch: KAFKA_BOOTSTRAP_SERVERS and ELASTICSEARCH_URL, else the
 local ones of `make services-up` (127.0.0.1:19092, http://127.0.0.1:19200).
@@ -47,6 +48,8 @@ from pipeline.setup import install_templates  # noqa: E402
 from pipeline.templates import SINGLE_NODE  # noqa: E402
 
 SLICE_MS = 100
+TARGET_P99 = 2.0
+"""Seconds from written to searchable for 99% of the records after warm-up (issue 17)."""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -166,11 +169,11 @@ def report(name: str, latencies: list[float]) -> str:
     values = sorted(latencies)
     if not values:
         return f"{name}: no records"
-    over = sum(1 for v in values if v > 3.0) / len(values) * 100
+    over = sum(1 for v in values if v > TARGET_P99) / len(values) * 100
     return (
         f"{name}: {len(values)} records, p50 {percentile(values, 0.5):.2f} s, "
-        f"p99 {percentile(values, 0.99):.2f} s, max {values[-1]:.2f} s, "
-        f"over 3 s {over:.2f} %"
+        f"p99 {percentile(values, 0.99):.2f} s (target <= {TARGET_P99:g}), max {values[-1]:.2f} s, "
+        f"over {TARGET_P99:g} s {over:.2f} %"
     )
 
 

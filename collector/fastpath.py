@@ -11,11 +11,14 @@ The chunk paths take a whole read at once: one regex pass checks every line and 
 its fields; text that is valid UTF-8 (checked once per read, or per non-ASCII line of a
 mixed read) in the runtime's own escapes is copied into the record as it is. Without
 levels the records are built by C-level map/zip, so no Python code runs per line, and the
-path gives up on the first line it cannot take. With levels (a `Levelled`: one Python
-step a line anyway) a line the pattern does not take (a 16 KiB piece, control bytes, text
-over the limit, bytes that are not UTF-8) goes the general path on its own, in its place,
-and so do the lines after a runtime piece until the joiner holds no piece any more; a
-JSON object to parse skips only decoding and joining.
+path gives up on the first line it cannot take. With levels (a `Levelled`), the same
+regex pass marks the lines whose text cannot name a level (an access log's address, a
+stack frame's tab, punctuation or non-ASCII first; see NO_LEVEL_*): runs of them are filled
+by the same C-level map, and only the other lines take a Python step each. A line the
+pattern does not take (a 16 KiB piece, control bytes, text over the limit, bytes that are
+not UTF-8) goes the general path on its own, in its place, and so do the lines after a
+runtime piece until the joiner holds no piece any more; a JSON object to parse skips only
+decoding and joining.
 """
 
 from __future__ import annotations
@@ -82,6 +85,10 @@ class Levelled(NamedTuple):
     parsed: Callable[[bytes, bytes, bytes, int], list[bytes]]
     """A whole runtime line whose text needs parsing (time, JSON-escaped text, stream,
     offset) -> its record, as the general path makes it but without decoding and joining."""
+    levelless: Callable[[bytes], bool] = lambda _data: False
+    """Whether, in this read (whole lines as the runtime wrote them), `level` gives None for
+    every line the pattern marks as naming no level (Processor.levelless); False: every
+    line is asked."""
 
 
 ChunkPath = Callable[[bytes, int, bytes, int, Levelled | None], list[bytes] | None]
@@ -144,22 +151,60 @@ ESCAPE = rb'\\(?:["\\/bfnrt]|u(?!0000)(?:[0-9a-cA-Ce-fE-F][0-9a-fA-F]{3}|[dD][0-
 """One escape orjson reads back as it is: not NUL (a parse error), not half a surrogate."""
 JSON_TEXT = rb'[^"\\\x00-\x1f]*+(?:' + ESCAPE + rb'[^"\\\x00-\x1f]*+)*?'
 """JSON string content; the outer loop is lazy so the line's closing `\n` is left over."""
+CRI_TEXT = rb"[^\x00-\x08\x0a-\x1f]*"
+"""Tabs are let in (stack traces are full of them) and escaped with the rest."""
+
+HEAD = rb"[\x20\x21\x23-\x5b\x5d-\x7e]"
+"""An ASCII byte that is no escape: collector.levels.undated looks at five."""
+UNDATED = (
+    rb"\d(?:[\x20\x21\x23-\x2f\x3a-\x5b\x5d-\x7e]H{3}|\d(?:[\x20\x21\x23-\x2f\x3b-\x5b\x5d-\x7e]H{2}"
+    rb"|\d(?:[\x20\x21\x23-\x2f\x3a-\x5b\x5d-\x7e]H|\d[\x20\x21\x23-\x2c\x2e\x30-\x5b\x5d-\x7e])))"
+).replace(b"H", HEAD)
+"""Five such bytes, a digit first, that start no date (`2026-`, `2026/`) or time (`10:`):
+collector.levels.undated's lines (access logs). Spelled out position by position, which
+the regex engine runs faster than lookaheads."""
+NO_LEVEL_DOCKER = (
+    UNDATED
+    # Leading white space (a stack frame's tab) before anything but an object (`{` or an
+    # escape that may spell one).
+    + rb"|(?:[ ]|\\[tnr])++(?![{]|\\u)"
+    # A first character that leads to no level: punctuation other than [ ( < {, an escaped
+    # quote, backslash or slash, non-ASCII text.
+    + rb'|[\x21\x23-\x27\x29-\x2f\x3a\x3b\x3d-\x40\x5d-\x60\x7c-\xff]|\\["\\/bf]'
+)
+"""The head of a JSON-escaped text for which Processor.fast_level gives None in the parser
+modes `auto` and `none` (when the read holds no escape that may spell a secret's keyword).
+Conservative: a text it misses is asked."""
+NO_LEVEL_CRI = (
+    UNDATED + rb"|[ \t]++(?![{])" + rb"|[\x21-\x27\x29-\x2f\x3a\x3b\x3d-\x40\x5c-\x60\x7c-\xff]"
+)
+"""As NO_LEVEL_DOCKER, for a CRI line's text before escaping."""
 DOCKER_LINE = (
     rb'\{"log":"(' + JSON_TEXT + rb')\\n","stream":"(stdout|stderr)","time":"(' + STAMP + rb')"\}'
 )
 DOCKER_LINES = re.compile(rb"^" + DOCKER_LINE + rb"$", re.MULTILINE).findall
-DOCKER_ANY = re.compile(rb"^(?:" + DOCKER_LINE + rb"|([^\n]*+))$", re.MULTILINE).findall
-"""One row a line: (text, stream, time, b"") for a runtime line, else (b"", b"", b"", line)."""
+DOCKER_ANY = re.compile(
+    rb'^(?:\{"log":"(?=('
+    + NO_LEVEL_DOCKER
+    + rb")?)"
+    + DOCKER_LINE.removeprefix(rb'\{"log":"')
+    + rb"|([^\n]*+))$",
+    re.MULTILINE,
+).findall
+"""One row a line: (mark, text, stream, time, b"") for a runtime line, else (b"", b"", b"",
+b"", line); the mark is not empty when the text names no level (NO_LEVEL_DOCKER)."""
 DOCKER_FRAME = len(b'{"log":"\\n","stream":"stdout","time":""}\n')
 """A Docker line's bytes besides its text and time."""
-CRI_LINE = rb"(" + STAMP + rb") (stdout|stderr) F ([^\x00-\x08\x0a-\x1f]*)"
-"""Tabs are let in (stack traces are full of them) and escaped with the rest."""
+CRI_LINE = rb"(" + STAMP + rb") (stdout|stderr) F (" + CRI_TEXT + rb")"
 CRI_LINES = re.compile(rb"^" + CRI_LINE + rb"$", re.MULTILINE).findall
-CRI_ANY = re.compile(rb"^(?:" + CRI_LINE + rb"|([^\n]*+))$", re.MULTILINE).findall
-"""As DOCKER_ANY: (time, stream, text, b"") or (b"", b"", b"", line)."""
+CRI_ANY = re.compile(
+    rb"^(?:(" + STAMP + rb") (stdout|stderr) F (?=(" + NO_LEVEL_CRI + rb")?)"
+    rb"(" + CRI_TEXT + rb")|([^\n]*+))$",
+    re.MULTILINE,
+).findall
+"""As DOCKER_ANY: (time, stream, mark, text, b"") or (b"", b"", b"", b"", line)."""
 CRI_FRAME = len(b" stdout F \n")
 DAY = itemgetter(slice(0, 10))
-FIRST = itemgetter(0)
 
 
 def utf8(data: bytes) -> bool:
@@ -194,58 +239,95 @@ def records(
     return list(map(template.__mod__, zip(times, texts, streams, starts, starts, strict=True)))
 
 
-Row = tuple[bytes, bytes, bytes, bytes]
-"""(time, stream, text, b"") for a line the pattern takes, (b"", b"", b"", line) if not."""
+class Rows(NamedTuple):
+    """A read's lines, field by field (one entry a line): what DOCKER_ANY or CRI_ANY found."""
+
+    times: tuple[bytes, ...]
+    """b"" for a line the pattern does not take."""
+    streams: tuple[bytes, ...]
+    raw: tuple[bytes, ...]
+    """The texts as the line holds them (for the line's size)."""
+    texts: tuple[bytes, ...]
+    """The texts as they go into a record (JSON-escaped)."""
+    marks: tuple[bytes, ...]
+    """Not empty for a text that names no level (NO_LEVEL_*)."""
+    lines: tuple[bytes, ...]
+    """The whole line, for a line the pattern does not take; else b""."""
 
 
 def levelled_records(
     template: bytes,
-    rows: list[Row],
-    texts: Iterable[bytes],
+    rows: Rows,
     frame: int,
     offset: int,
     data: bytes,
     limit: int,
     levelled: Levelled,
 ) -> list[bytes] | None:
-    """Every line's record, with its level: the template's, or the general path's.
-
-    `texts` are the rows' texts as they go into a record (JSON-escaped).
-    """
-    days = set(map(DAY, map(FIRST, rows)))
+    """Every line's record, with its level: the template's, or the general path's."""
+    times, streams, raw, texts, marks, lines = rows
+    days = set(map(DAY, times))
     days.discard(b"")
     if not all(real_date(day.decode()) for day in days):
         return None
-    # Non-ASCII lines are validated one by one: decoding a whole read of mixed text to check
-    # it costs more than the few lines that need it.
+    # A line's size: its text and time and the runtime's frame, or the whole line and its
+    # newline for a line the pattern does not take.
+    sizes = map(add, map(add, map(len, raw), map(len, times)), map(len, lines))
+    starts = list(
+        accumulate(map(add, sizes, map((1, frame).__getitem__, map(bool, times))), initial=offset)
+    )
+    if starts[-1] != offset + len(data) + 1:
+        return None
+    # Runs of lines that name no level are filled in one go: their marks say so, once the
+    # read is known to be valid UTF-8 and short enough a line; else every line is asked.
+    # Non-ASCII lines are then validated one by one: decoding a whole read of mixed text to
+    # check it costs more than the few lines that need it.
     all_ascii = data.isascii()
-    with_level, level_of, general, held, parsed = levelled
+    bulk = (
+        levelled.levelless(data)
+        and max(map(len, texts), default=0) <= limit
+        and (all_ascii or utf8(data))
+    )
+    levelless = bytes(map(bool, marks)) if bulk else bytes(len(times))
+    with_level, level_of, general, held = levelled[:4]
+    parsed = levelled.parsed
+    fill = template.__mod__
     out: list[bytes] = []
-    start = offset
     holding = False
-    for (time, stream, raw_text, line), text in zip(rows, texts, strict=True):
+    at = 0
+    count = len(times)
+    while at < count:
+        if levelless[at] and not holding:
+            end = levelless.find(0, at)
+            if end < 0:
+                end = count
+            run = slice(at, end)
+            found = zip(times[run], texts[run], streams[run], starts[run], starts[run], strict=True)
+            out += map(fill, found)
+            at = end
+            continue
+        time, text, start = times[at], texts[at], starts[at]
         if time:
-            size = len(raw_text) + len(time) + frame
-            if holding or len(text) > limit or not (all_ascii or utf8(raw_text)):
+            if holding or len(text) > limit or not (all_ascii or utf8(raw[at])):
                 level = GENERAL
-                line = data[start - offset : start - offset + size - 1]
+                line = data[start - offset : starts[at + 1] - offset - 1]
             else:
                 level = level_of(text)
                 if level == GENERAL:
-                    out += parsed(time, text, stream, start)
-                    start += size
+                    out += parsed(time, text, streams[at], start)
+                    at += 1
                     continue
         else:
-            size = len(line) + 1
+            line = lines[at]
             level = GENERAL
         if level is None:
-            out.append(template % (time, text, stream, start, start))
+            out.append(fill((time, text, streams[at], start, start)))
         elif level == GENERAL:
             out += general(line, start)
             holding = bool(held())
         else:
-            out.append(with_level % (time, text, stream, start, start, level.encode()))
-        start += size
+            out.append(with_level % (time, text, streams[at], start, start, level.encode()))
+        at += 1
     return out
 
 
@@ -269,9 +351,9 @@ def docker_chunk(
     `limit` bounds a line's escaped text, so that no record needs cutting to fit.
     """
     if levelled is not None:
-        rows = [(time, stream, text, line) for text, stream, time, line in DOCKER_ANY(data)]
-        texts = [row[2] for row in rows]
-        return levelled_records(template, rows, texts, DOCKER_FRAME, offset, data, limit, levelled)
+        marks, texts, streams, times, lines = zip(*DOCKER_ANY(data), strict=True)
+        rows = Rows(times, streams, texts, texts, marks, lines)
+        return levelled_records(template, rows, DOCKER_FRAME, offset, data, limit, levelled)
     texts, streams, times = columns(DOCKER_LINES, data)
     if not texts or max(map(len, texts)) > limit:
         return None
@@ -292,9 +374,9 @@ def cri_chunk(
 ) -> list[bytes] | None:
     """As docker_chunk, for CRI lines."""
     if levelled is not None:
-        rows = CRI_ANY(data)
-        texts = cri_escaped(tuple(row[2] for row in rows), data)
-        return levelled_records(template, rows, texts, CRI_FRAME, offset, data, limit, levelled)
+        times, streams, marks, raw, lines = zip(*CRI_ANY(data), strict=True)
+        rows = Rows(times, streams, raw, cri_escaped(raw, data), marks, lines)
+        return levelled_records(template, rows, CRI_FRAME, offset, data, limit, levelled)
     times, streams, texts = columns(CRI_LINES, data)
     if not times:
         return None

@@ -98,6 +98,11 @@ class Metrics:
             "logferry_collector_gzip_files_read",
             "Rotated files whose rest was read from kubelet's .gz because the original was gone",
         )
+        self.producer_queue_full = Counter(
+            "logferry_collector_producer_queue_full",
+            "Times a record waited for room in librdkafka's queue (--kafka "
+            "queue.buffering.max.kbytes / .messages): reading paused meanwhile",
+        )
         self.records_acknowledged = Counter(
             "logferry_collector_records_acknowledged",
             "Records the sink confirmed (for Kafka: acknowledged by the brokers)",

@@ -6,7 +6,8 @@ path calls per record. `fast_level` lets the fast path keep taking plain lines: 
 for a line's text as the runtime wrote it (JSON-escaped), either its level (or None), or
 that the line needs the general path (a JSON object to parse, a mode that parses every
 line). Redaction is checked once per read (`clean`): a read with no keyword of any rule
-needs no redaction, and one with a keyword goes the general path whole.
+needs no redaction, and one with a keyword goes the general path whole. `levelless` lets
+the fast path skip even fast_level for the lines whose first bytes name no level.
 """
 
 from __future__ import annotations
@@ -63,6 +64,14 @@ class Processor:
     def clean(self, data: bytes) -> bool:
         """Whether no line of `data` (whole lines as the runtime wrote them) needs redaction."""
         return self.redactor is None or self.redactor.clean(data)
+
+    def levelless(self, data: bytes, mode: str) -> bool:
+        """Whether fast_level gives None for every line of `data` (a read `clean` found
+        clean) whose text starts as collector.fastpath.NO_LEVEL_* says: true in the modes
+        that parse objects only (or nothing) unless an escape may spell a keyword."""
+        if mode != "auto" and mode != "none":
+            return False
+        return self.redactor is None or SPELLING(data) is None
 
     def fast_level(self, escaped: bytes, mode: str) -> str | None:
         """The level of a plain line's text (JSON-escaped, ASCII), None, or GENERAL.

@@ -245,6 +245,7 @@ class Reader:
             general,
             lambda: file.group.joiner.pieces,
             parsed,
+            lambda data: encoder.processor.levelless(data, parser),
         )
 
     def encode(self, records: list[Record]) -> list[bytes]:

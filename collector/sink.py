@@ -32,7 +32,8 @@ KAFKA_DEFAULTS: dict[str, Any] = {
     "linger.ms": 50,
     "batch.size": 1_000_000,
     "batch.num.messages": 10_000,
-    # Bounded memory: when this fills, produce() refuses and reading pauses.
+    # Bounded memory: when this fills, produce() refuses and reading pauses. librdkafka's
+    # per-message overhead nearly doubles it in RSS.
     "queue.buffering.max.kbytes": 16 * 1024,
     "queue.buffering.max.messages": 200_000,
     # Retry until delivered rather than give up while the broker is away; the checkpoint
@@ -276,6 +277,7 @@ class KafkaSink:
 
         Reading pauses meanwhile, so memory stays bounded however long the broker is away.
         """
+        METRICS.producer_queue_full.inc()
         while True:
             if self.waiting() or self.failure is not None:
                 raise Interrupted
@@ -308,6 +310,7 @@ class KafkaSink:
                 sent += 1
             producer.produce(topic, values[last], key, on_delivery=delivered)
         except BufferError:
+            METRICS.producer_queue_full.inc()
             return sent
         except KafkaException as exc:
             METRICS.delivery_errors.inc()

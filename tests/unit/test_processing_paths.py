@@ -58,6 +58,27 @@ TEXTS = [
     "10:00 ERROR",
     "1234",
     "7",
+    # First bytes that name no level (collector.fastpath.NO_LEVEL_*) and their near misses.
+    '  File "/app/shop/views.py", line 42, in checkout',
+    "    raise PaymentError(order)",
+    '\t{"level":"error","msg":"tab before an object"}',
+    ' \t {"level":"warn","msg":"blanks before an object"}',
+    "\r ERROR after a carriage return",
+    "   ",
+    "\t",
+    "#7 0x7f3a in main () ERROR",
+    "» déjà vu ERROR",
+    "日本語のログ WARN",
+    "\\\\server\\share ERROR",
+    '"quoted" ERROR first',
+    "-- ERROR after dashes",
+    "(error) in parentheses",
+    "12:3- odd",
+    "1234-x ERROR",
+    "2026-",
+    "2026/11/30",
+    "99:99 WARN",
+    "123.4 ms ERROR",
 ]
 texts = st.sampled_from(TEXTS) | st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=60
@@ -100,6 +121,7 @@ def chunk_path(kind: str, lines: list[bytes], offset: int, enc: Encoder) -> list
         general,
         lambda: joiner.pieces,
         parsed,
+        lambda data: PROCESSOR.levelless(data, enc.mode),
     )
     data = b"\n".join(lines)
     if not PROCESSOR.clean(data):
@@ -271,3 +293,34 @@ def test_a_keyword_spelled_with_escapes_is_still_redacted_on_the_chunk_path() ->
     assert "redacted" in records[1]["tags"]
     assert records[2]["message"] == 'GET /a?b=1&c=2 "curl" <x>'
     assert "hunter2" not in records[3]["message"]
+
+
+def test_escapes_at_the_head_of_a_line_give_the_same_records_on_the_chunk_path() -> None:
+    """Docker writes none of these escapes, but a file may hold them: a text that starts
+    with an escaped blank, brace or angle bracket is asked for its level (and parsed), one
+    that starts with an escaped quote or backslash names none; between runs of access
+    lines the records are the general path's."""
+    enc = encoder()
+    access = docker_json('10.0.0.7 - - "GET / HTTP/1.1" 200 5\n', "stdout", STAMP).rstrip(b"\n")
+    heads = [
+        b'\\u0020{\\"level\\":\\"error\\",\\"msg\\":\\"x\\"}',
+        b'\\u007b\\"level\\":\\"warn\\",\\"msg\\":\\"y\\"}',
+        b'\\t\\u007b\\"level\\":\\"warn\\"}',
+        b"\\u003cerror\\u003e tagged",
+        b'\\"ERROR\\" quoted',
+        b"\\\\ ERROR backslash",
+        b"\\/ ERROR slash",
+        b"\\n\\nERROR after newlines",
+        b"\\u0031\\u0030.0.0.1 - - GET",
+    ]
+    raws = [access] * 3
+    for head in heads:
+        raws += [b'{"log":"' + head + b'\\n","stream":"stderr","time":"' + STAMP.encode() + b'"}']
+        raws += [access] * 3
+    for mode in ("auto", "none"):
+        mode_enc = encoder(mode)
+        fast = chunk_path("docker", raws, 7, mode_enc)
+        assert fast is not None
+        assert as_json(fast) == as_json(general_path("docker", raws, 7, mode_enc)), mode
+    levels = [r["log"].get("level") for r in as_json(chunk_path("docker", raws, 0, enc) or [])]
+    assert (levels.count("error"), levels.count("warn")) == (2, 2)
