@@ -111,6 +111,7 @@ def collector(work: Path, args: argparse.Namespace, topic: str, *flags: str) -> 
         "--metrics-port",
         "0",
         *(f"--kafka={option}" for option in args.kafka),
+        *args.collector_flag,
         *flags,
     ]
 
@@ -229,6 +230,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--kafka", action="append", default=[], help="librdkafka KEY=VALUE for the collector"
+    )
+    parser.add_argument(
+        "--collector-flag",
+        action="append",
+        default=[],
+        help="a flag for the collector, e.g. --collector-flag=--parser=none",
     )
     args = parser.parse_args()
     args.bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
