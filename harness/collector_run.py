@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def new_topic(
-    bootstrap: str, partitions: int = 6, replication: int = 1, name: str | None = None
+    bootstrap: str, partitions: int = 6, replication: int = 1, *, name: str | None = None
 ) -> str:
     """A fresh topic (or `name`); `replication` -1 takes the brokers' default (a cluster's:
     3 replicas, min.insync.replicas 2)."""

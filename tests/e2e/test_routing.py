@@ -40,9 +40,9 @@ def test_two_namespaces_go_to_two_topics_and_indices_and_the_rest_to_the_fallbac
     )
     try:
         # Every topic is made after the pipeline subscribed.
-        shop, bank = new_topic(kafka_bootstrap, 3, f"{base}.shop"), f"{base}.bank"
-        new_topic(kafka_bootstrap, 2, bank)
-        new_topic(kafka_bootstrap, 1, base)
+        shop, bank = new_topic(kafka_bootstrap, 3, name=f"{base}.shop"), f"{base}.bank"
+        new_topic(kafka_bootstrap, 2, name=bank)
+        new_topic(kafka_bootstrap, 1, name=base)
         expected: dict[str, list[str]] = {}
         for n, ((ns, pod), lines) in enumerate(PODS.items()):
             log = docker_container(tmp_path / "docker", f"{n + 1:x}" * 64, pod=pod, ns=ns)
