@@ -142,6 +142,10 @@ class KafkaSink:
         """Told once, on the thread that polls, when nothing more will be delivered."""
         self.refused = 0
         """Records of batches that failed for good (no longer in librdkafka's queue)."""
+        self.queued = 0
+        """Records in librdkafka's queue whose batch is not reported yet. Counted here, not
+        with len(producer): that also counts error events and callbacks waiting for poll(),
+        so with the brokers away it said 51 records undelivered for 50."""
         self.unsettled: dict[bytes, deque[Outcome]] = {}
         """Per key, its batches not reported yet, oldest first."""
 
@@ -180,7 +184,7 @@ class KafkaSink:
             )
 
     def undelivered(self) -> int:
-        return len(self.producer) + self.refused
+        return self.queued + self.refused
 
     def send(self, key: str, values: list[bytes], done: Done, topic: str | None = None) -> None:
         key_bytes = key.encode()
@@ -200,6 +204,7 @@ class KafkaSink:
         count = len(values)
 
         def delivered(error: KafkaError | None, _message: object) -> None:
+            self.queued -= count
             if error is None:
                 self.progress = time.monotonic()
                 METRICS.records_acknowledged.inc(count)
@@ -219,17 +224,25 @@ class KafkaSink:
         # Records of one file share a key, so one partition: with idempotence on, Kafka
         # keeps their order, and the report for the last one speaks for the batch. No
         # callback on the others keeps the per-record cost to one produce() call.
+        queued = 0
         try:
             for value in values[:-1]:
                 try:
                     produce(topic, value, key_bytes, partition)
                 except BufferError:
                     self.wait_for_room(topic, value, key_bytes, partition, None)
+                queued += 1
+                self.queued += 1
             try:
                 produce(topic, values[-1], key_bytes, partition, on_delivery=delivered)
             except BufferError:
                 self.wait_for_room(topic, values[-1], key_bytes, partition, delivered)
+            # The batch's report now speaks for all of it: `delivered` takes `count` off.
+            self.queued += 1
         except KafkaException as exc:
+            # Records queued before the refusal have no report of their own: they are
+            # delivered or not without a word, so they count as refused below, not queued.
+            self.queued -= queued
             if partition >= 0 and exc.args[0].code() == KafkaError._UNKNOWN_PARTITION:
                 # The topic has fewer partitions than we knew (it was made anew): let
                 # librdkafka choose again. Records of the batch already queued go twice,
@@ -295,6 +308,7 @@ class KafkaSink:
         producer, topic, last = self.producer, topic or self.topic, len(values) - 1
 
         def delivered(error: KafkaError | None, _message: object) -> None:
+            self.queued -= len(values)
             if error is not None:
                 METRICS.delivery_errors.inc()
                 log.error("kafka delivery failed: %s", error.str())
@@ -308,7 +322,9 @@ class KafkaSink:
             while sent < last:
                 producer.produce(topic, values[sent], key)
                 sent += 1
+                self.queued += 1
             producer.produce(topic, values[last], key, on_delivery=delivered)
+            self.queued += 1
         except BufferError:
             METRICS.producer_queue_full.inc()
             return sent
