@@ -2,7 +2,7 @@
 # Local single-node search server for logferry's tests, booted from the published server jars by a small
 # launcher (no Docker, no tarball). SEARCH picks which (default elasticsearch8):
 #   elasticsearch8   Elasticsearch 8.19  launcher deploy/local/elasticsearch/   state $STATE/elasticsearch    port 19200
-#   elasticsearch9   Elasticsearch 9.5   launcher deploy/local/elasticsearch9/  state $STATE/elasticsearch9   port 19201
+#   elasticsearch9   Elasticsearch 9.5   launcher deploy/local/elasticsearch/ -Pelasticsearch9  state $STATE/elasticsearch9   port 19201
 #   opensearch       OpenSearch 2.19     launcher deploy/local/opensearch/      state $STATE/opensearch       port 19202
 # Each kind has its own state folder and default ports, so they can run side by side.
 #
@@ -47,15 +47,16 @@ SEARCH=${SEARCH:-elasticsearch8}
 case "$SEARCH" in
     elasticsearch8)
         KIND=elasticsearch PROJECT_DIR=$SCRIPT_DIR/elasticsearch DEFAULT_PORT=19200 JAVA_MIN=17
-        LAUNCHER_CLASS=dev.logferry.eslocal.Launcher LAUNCHER_JAR=logferry-es-local.jar
+        LAUNCHER_CLASS=dev.logferry.eslocal.Launcher LAUNCHER_JAR=logferry-es-local.jar MAVEN_PROFILE=
         ;;
     elasticsearch9)
-        KIND=elasticsearch9 PROJECT_DIR=$SCRIPT_DIR/elasticsearch9 DEFAULT_PORT=19201 JAVA_MIN=21
-        LAUNCHER_CLASS=dev.logferry.eslocal.Launcher LAUNCHER_JAR=logferry-es9-local.jar
+        KIND=elasticsearch9 PROJECT_DIR=$SCRIPT_DIR/elasticsearch DEFAULT_PORT=19201 JAVA_MIN=21
+        LAUNCHER_CLASS=dev.logferry.eslocal.Launcher LAUNCHER_JAR=logferry-es-local.jar
+        MAVEN_PROFILE=-Pelasticsearch9
         ;;
     opensearch)
         KIND=opensearch PROJECT_DIR=$SCRIPT_DIR/opensearch DEFAULT_PORT=19202 JAVA_MIN=17
-        LAUNCHER_CLASS=dev.logferry.oslocal.Launcher LAUNCHER_JAR=logferry-os-local.jar
+        LAUNCHER_CLASS=dev.logferry.oslocal.Launcher LAUNCHER_JAR=logferry-os-local.jar MAVEN_PROFILE=
         ;;
     *)
         echo "elasticsearch.sh: SEARCH must be elasticsearch8, elasticsearch9 or opensearch, not '$SEARCH'" >&2
@@ -165,6 +166,7 @@ fi
 fingerprint() {
     (
         cd "$PROJECT_DIR"
+        echo "profile ${MAVEN_PROFILE:-none}"
         find pom.xml src -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
     ) | sha256sum | cut -d' ' -f1
 }
@@ -192,7 +194,7 @@ do_fetch() {
     local build_dir=$STATE/$KIND/build staging=$LIB_DIR.new build_log=$STATE/$KIND/build.log
     rm -rf "$staging"
     say "building the launcher and gathering jars into $LIB_DIR (log: $build_log)"
-    if ! mvn -q -B -f "$PROJECT_DIR/pom.xml" \
+    if ! mvn -q -B -f "$PROJECT_DIR/pom.xml" ${MAVEN_PROFILE:+"$MAVEN_PROFILE"} \
         "-Dlogferry.build.dir=$build_dir" \
         "-DoutputDirectory=$staging" \
         package dependency:copy-dependencies >"$build_log" 2>&1; then
