@@ -18,7 +18,8 @@ import java.util.Set;
  *
  * <p>It lives in {@code org.elasticsearch.plugins} because {@link LoadedPlugin}, {@link #loadPlugin}
  * and the {@link PluginsLoader} constructor are package-private. On the class path every jar is in the
- * unnamed module, so sharing the package with the server jar is allowed.
+ * unnamed module, so sharing the package with the server jar is allowed. Only the {@link PluginDescriptor}
+ * constructor differs between 8.19 and 9.5, so {@link ClasspathPluginDescriptor} (src/es8 or src/es9) calls it.
  */
 public class ClasspathPluginsService extends PluginsService {
 
@@ -29,21 +30,7 @@ public class ClasspathPluginsService extends PluginsService {
         List<LoadedPlugin> loaded = new ArrayList<>();
         for (Class<? extends Plugin> pluginClass : pluginClasses) {
             Plugin plugin = loadPlugin(pluginClass, settings, environment.configDir());
-            PluginDescriptor descriptor = new PluginDescriptor(
-                pluginClass.getName(),
-                "classpath plugin",
-                "NA",
-                Build.current().version(),
-                Integer.toString(Runtime.version().feature()),
-                pluginClass.getName(),
-                null,
-                List.of(),
-                false,
-                false,
-                false,
-                false,
-                PluginDescriptor.DeploymentTarget.ALL
-            );
+            PluginDescriptor descriptor = ClasspathPluginDescriptor.of(pluginClass.getName(), Build.current().version());
             loaded.add(new LoadedPlugin(descriptor, plugin, pluginClass.getClassLoader()));
         }
         loadExtensions(loaded);
