@@ -15,11 +15,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -211,15 +210,3 @@ class AuditLog:
                 resource += "/" + ref["subresource"]
             counts[(event["verb"], resource)] += 1
         return counts
-
-
-def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Polls `check` until it returns something true; fails naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not after {timeout:.0f} s")
-        time.sleep(0.05)

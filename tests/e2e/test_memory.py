@@ -20,9 +20,10 @@ import msgpack
 import pytest
 
 from harness.collector_run import consume, new_topic, start_collector
+from harness.wait import until
 from tests.servers import Outage
 from tests.unit.logfiles import append, cri_line
-from tests.unit.test_forward import Client, free_port, until
+from tests.unit.test_forward import Client, free_port
 
 pytestmark = pytest.mark.e2e
 

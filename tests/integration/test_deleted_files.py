@@ -7,25 +7,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import urllib.error
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from harness.collector_run import start_collector
+from harness.wait import until
 from tests.integration.test_collector_operations import free_port, get, metric
 from tests.unit.logfiles import append, cri_line
-
-
-def until(check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def deleted_fds(pid: int) -> list[str]:
@@ -82,7 +70,7 @@ def test_deleted_files_past_the_bound_are_let_go_while_the_broker_is_away(
 
     try:
         # Reading stops once the producer's queue is full: the agent waits for room.
-        until(lambda: metric(metrics(), "logferry_collector_read_lines_total") > 0)
+        until(lambda: metric(metrics(), "logferry_collector_read_lines_total") > 0, timeout=60)
         read = metric(metrics(), "logferry_collector_read_lines_total")
         for n, log in enumerate(logs):
             os.utime(log, (1_800_000_000 + n, 1_800_000_000 + n))
@@ -92,7 +80,8 @@ def test_deleted_files_past_the_bound_are_let_go_while_the_broker_is_away(
                 let_go() == 3
                 and len(deleted_fds(collector.pid)) == 1
                 and metric(metrics(), "logferry_collector_deleted_open_files") == 1
-            )
+            ),
+            timeout=60,
         )
         assert metric(metrics(), "logferry_collector_read_lines_total") == read, "still waiting"
         said = (tmp_path / "collector.log").read_text()

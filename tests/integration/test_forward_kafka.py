@@ -20,7 +20,8 @@ from collector.config import parse
 from collector.forward import ForwardServer
 from collector.sink import KafkaSink
 from harness.collector_run import consume, new_topic, start_collector
-from tests.unit.test_forward import Client, event_time, free_port, packed, until
+from harness.wait import until
+from tests.unit.test_forward import Client, event_time, free_port, packed
 
 
 def start(tmp_path: Path, bootstrap: str, topic: str, port: int) -> subprocess.Popen[bytes]:

@@ -20,6 +20,7 @@ from prometheus_client import REGISTRY
 
 from collector.enrich import Enricher, PodInfo
 from harness import kube_cluster as kc
+from harness.wait import until
 from tests.servers import Cluster
 
 WAIT = kc.WAIT
@@ -30,7 +31,7 @@ def watcher(cluster: Cluster, node: str, *, grace: float = 600.0) -> Enricher:
         node, grace=grace, kubeconfig=str(cluster.collector_kubeconfig), backoff_max=1.0
     )
     enricher.start()
-    kc.until(lambda: enricher.synced, WAIT, "first list of pods and namespaces")
+    until(lambda: enricher.synced, WAIT, "first list of pods and namespaces")
     return enricher
 
 
@@ -48,7 +49,7 @@ def by_id(enricher: Enricher, pod: dict[str, Any], container: str = "app") -> Po
 
 
 def known(enricher: Enricher, pod: dict[str, Any], container: str = "app") -> PodInfo:
-    return kc.until(
+    return until(
         lambda: by_id(enricher, pod, container),
         WAIT,
         f"pod {pod['metadata']['name']} in the collector's cache",
@@ -168,7 +169,7 @@ def test_label_and_annotation_changes_reach_the_next_lookup(
             and fields["kubernetes.namespace_labels"].get("tier") == "silver"
         )
 
-    kc.until(changed, WAIT, "the new labels, annotation and namespace label")
+    until(changed, WAIT, "the new labels, annotation and namespace label")
 
 
 def test_a_deleted_pod_keeps_its_metadata_for_the_grace_period_then_goes(
@@ -191,7 +192,7 @@ def test_a_deleted_pod_keeps_its_metadata_for_the_grace_period_then_goes(
     assert known(keeps, job).fields["kubernetes.pod.name"] == "migrate"
 
     cluster.core.delete_namespaced_pod("migrate", ns, grace_period_seconds=0)
-    kc.until(lambda: by_id(drops, job) is None, WAIT, "the pod dropped after the short grace")
+    until(lambda: by_id(drops, job) is None, WAIT, "the pod dropped after the short grace")
     assert known(keeps, job).fields["kubernetes.pod.uid"] == job["metadata"]["uid"]
 
     # A StatefulSet's pod comes back with the same name and another uid: that is another pod.
@@ -227,7 +228,7 @@ def test_a_watch_expired_by_compaction_lists_again_and_forgets_pods_deleted_mean
         started = subprocess.run([script, "start"], capture_output=True, text=True)
         assert started.returncode == 0, started.stderr
 
-    kc.until(
+    until(
         lambda: all(
             counter("logferry_collector_relists", r) > relists[r] for r in ("pods", "namespaces")
         ),
@@ -235,7 +236,7 @@ def test_a_watch_expired_by_compaction_lists_again_and_forgets_pods_deleted_mean
         "a list of pods and namespaces after 410 Gone",
     )
     assert counter("logferry_collector_watch_restarts", "pods") > restarts
-    kc.until(lambda: by_id(enricher, goes) is None, WAIT, "the pod deleted meanwhile dropped")
+    until(lambda: by_id(enricher, goes) is None, WAIT, "the pod deleted meanwhile dropped")
     assert known(enricher, stays).fields["kubernetes.pod.name"] == "stays"
     later = kc.create_pod(cluster.core, ns, kc.pod_manifest("later", node))
     assert known(enricher, later).fields["kubernetes.pod.name"] == "later"
@@ -301,7 +302,7 @@ def test_a_node_with_500_pods_and_churn_costs_one_list_and_one_watch_per_resourc
             and all(enricher.lookup({"kubernetes.pod.uid": p["metadata"]["uid"]}) for p in fresh)
         )
 
-    kc.until(exact, WAIT, "every change of the churn in the collector's cache")
+    until(exact, WAIT, "every change of the churn in the collector's cache")
     # Deleted pods are kept for the grace period but no longer live; the other node's never came.
     live = {meta["kubernetes.pod.uid"] for meta in enricher.pods_by_address().values()}
     assert live.isdisjoint(p["metadata"]["uid"] for p in pods[250:300])

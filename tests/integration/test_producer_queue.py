@@ -11,8 +11,8 @@ import urllib.error
 from pathlib import Path
 
 from harness.collector_run import start_collector
+from harness.wait import until
 from tests.integration.test_collector_operations import free_port, get, metric
-from tests.integration.test_deleted_files import until
 from tests.unit.logfiles import append, cri_line
 
 
@@ -41,7 +41,9 @@ def test_a_full_producer_queue_pauses_reading_and_is_counted(tmp_path: Path) -> 
         return text if status == 200 else ""
 
     try:
-        full = until(lambda: metric(metrics(), "logferry_collector_producer_queue_full_total"))
+        full = until(
+            lambda: metric(metrics(), "logferry_collector_producer_queue_full_total"), timeout=60
+        )
         assert full >= 1
         assert metric(metrics(), "logferry_collector_records_produced_total") < 3000
     finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pytest
 from collector.enrich import Enricher
 from collector.metrics import METRICS
 from harness.k8s_api import KubeAPI, cid, namespace, pod
+from harness.wait import until
 from tests.unit.logfiles import ListSink, agent, append, cri_line, docker_line, drain
 
 NODE = "node-a"
@@ -29,16 +30,6 @@ def cri_log(tmp: Path, obj: dict[str, Any], container: str = "app") -> Path:
     folder = tmp / "log" / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid']}" / container
     folder.mkdir(parents=True, exist_ok=True)
     return folder / "0.log"
-
-
-def until(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

@@ -18,22 +18,11 @@ from prometheus_client import REGISTRY
 from collector.encode import nest
 from collector.enrich import Enricher, PodInfo
 from harness.k8s_api import KubeAPI, cid, namespace, pod
+from harness.wait import until
 
 NODE = "node-a"
 PODS = "/api/v1/pods"
 NAMESPACES = "/api/v1/namespaces"
-
-
-def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Polls `check` until it returns something truthy; fails after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"still {value!r} after {timeout} s")
-        time.sleep(0.01)
 
 
 def metric(name: str, resource: str = "pods") -> float:

@@ -33,6 +33,7 @@ from collector.enrich import Enricher
 from collector.forward import ForwardServer
 from collector.metrics import METRICS
 from harness.k8s_api import KubeAPI, cid, namespace, pod
+from harness.wait import until
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = "node-a"
@@ -155,15 +156,6 @@ def packed(*entries: Any) -> bytes:
 def errors(reason: str) -> float:
     value = REGISTRY.get_sample_value("logferry_collector_forward_errors_total", {"reason": reason})
     return value or 0.0
-
-
-def until(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"still {value!r} after {timeout} s")
-        time.sleep(0.01)
-    return value
 
 
 @pytest.fixture

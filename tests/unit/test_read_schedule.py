@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from collector.agent import Agent
 from collector.enrich import Enricher
 from collector.tail import Tail
 from harness.k8s_api import KubeAPI, pod
+from harness.wait import until
 from tests.unit.logfiles import ListSink, agent, append, cri_line
 
 NODE = "node-a"
@@ -27,16 +27,6 @@ def cri_log(tmp: Path, ns: str, name: str, uid: str, container: str = "app") -> 
     folder = tmp / "log" / "pods" / f"{ns}_{name}_{uid}" / container
     folder.mkdir(parents=True, exist_ok=True)
     return folder / "0.log"
-
-
-def until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 @contextmanager
