@@ -39,15 +39,6 @@ def api() -> Iterator[KubeAPI]:
         yield server.up()
 
 
-@pytest.fixture
-def enricher(api: KubeAPI, tmp_path: Path) -> Iterator[Enricher]:
-    made = Enricher(NODE, kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"), backoff_max=0.2)
-    made.start()
-    until(lambda: made.synced)
-    yield made
-    made.stop()
-
-
 def test_cri_records_carry_labels_owner_and_namespace_labels(
     tmp_path: Path, api: KubeAPI, enricher: Enricher
 ) -> None:

@@ -20,8 +20,6 @@ from harness.k8s_api import KubeAPI, pod
 from harness.wait import until
 from tests.unit.logfiles import ListSink, agent, append, cri_line
 
-NODE = "node-a"
-
 
 def cri_log(tmp: Path, ns: str, name: str, uid: str, container: str = "app") -> Path:
     folder = tmp / "log" / "pods" / f"{ns}_{name}_{uid}" / container
@@ -210,21 +208,6 @@ def test_a_throttled_containers_rotated_and_deleted_file_is_still_read_to_its_en
     with running(a):
         until(lambda: "new file" in sink.messages())
     assert sink.messages() == [*old, "new file"]
-
-
-@pytest.fixture
-def api() -> Iterator[KubeAPI]:
-    with KubeAPI(bookmark_every=0.2) as server:
-        yield server.up()
-
-
-@pytest.fixture
-def enricher(api: KubeAPI, tmp_path: Path) -> Iterator[Enricher]:
-    made = Enricher(NODE, kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"), backoff_max=0.2)
-    made.start()
-    until(lambda: made.synced)
-    yield made
-    made.stop()
 
 
 def test_a_container_whose_pod_never_shows_is_read_once_its_metadata_wait_is_over(
