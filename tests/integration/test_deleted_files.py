@@ -1,18 +1,13 @@
-"""Deleted files held open while the broker is away: bounded, counted, said.
-
-The broker is an address nobody listens on: a broker that is away, as the collector sees it.
-"""
+"""Deleted files held open while the broker is away: bounded, counted, said."""
 
 from __future__ import annotations
 
 import os
-import signal
-import urllib.error
 from pathlib import Path
 
-from harness.collector_run import start_collector
 from harness.wait import until
-from tests.integration.test_collector_operations import free_port, get, metric
+from tests.integration.broker_away import collector_with_broker_away
+from tests.integration.test_collector_operations import metric
 from tests.unit.logfiles import append, cri_line
 
 
@@ -37,38 +32,16 @@ def test_deleted_files_past_the_bound_are_let_go_while_the_broker_is_away(
         folder.mkdir(parents=True)
         logs.append(folder / "0.log")
         append(logs[-1], *(cri_line(f"cart {n} line {i} " + "x" * 150) for i in range(2000)))
-    port = free_port()
-    dead = f"127.0.0.1:{free_port()}"
-    collector = start_collector(
-        tmp_path,
-        dead,
-        "logs",
-        "--metrics-port",
-        str(port),
-        "--shutdown-grace",
-        "1",
-        "--kafka",
-        "queue.buffering.max.messages=100",
-        "--max-deleted-files",
-        "1",
-    )
+    with collector_with_broker_away(tmp_path, "--max-deleted-files", "1") as (collector, metrics):
 
-    def metrics() -> str:
-        try:
-            status, text = get(port, "/metrics")
-        except urllib.error.URLError:
-            return ""  # not listening yet
-        return text if status == 200 else ""
+        def let_go() -> float:
+            lines = [
+                line
+                for line in metrics().splitlines()
+                if line.startswith('logferry_collector_files_let_go_total{reason="deleted_limit"}')
+            ]
+            return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
 
-    def let_go() -> float:
-        lines = [
-            line
-            for line in metrics().splitlines()
-            if line.startswith('logferry_collector_files_let_go_total{reason="deleted_limit"}')
-        ]
-        return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
-
-    try:
         # Reading stops once the producer's queue is full: the agent waits for room.
         until(lambda: metric(metrics(), "logferry_collector_read_lines_total") > 0, timeout=60)
         read = metric(metrics(), "logferry_collector_read_lines_total")
@@ -88,10 +61,3 @@ def test_deleted_files_past_the_bound_are_let_go_while_the_broker_is_away(
         for log in logs[:3]:
             assert f"let go of {log} with " in said
         assert f"let go of {logs[3]}" not in said
-    finally:
-        collector.send_signal(signal.SIGTERM)
-        try:
-            collector.wait(60)
-        finally:
-            if collector.poll() is None:
-                collector.kill()
