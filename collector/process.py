@@ -81,11 +81,12 @@ class Processor:
         """
         if mode != "auto" and mode != "none":
             return GENERAL
-        if undated(escaped) and (
-            self.redactor is None or b"\\" not in escaped or SPELLING(escaped) is None
-        ):
+        # find, not `in`: bytes.__contains__ first tries its argument as an integer, and
+        # makes and drops a TypeError each time (a tenth of this step's instructions).
+        escapes = escaped.find(b"\\") >= 0
+        if undated(escaped) and (self.redactor is None or not escapes or SPELLING(escaped) is None):
             return None
-        if b"\\" in escaped:
+        if escapes:
             text = orjson.loads(b'"' + escaped + b'"')
             if (
                 self.redactor is not None
