@@ -24,6 +24,7 @@ decoding and joining.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import accumulate, repeat
 from operator import add, itemgetter
@@ -89,6 +90,9 @@ class Levelled(NamedTuple):
     """Whether, in this read (whole lines as the runtime wrote them), `level` gives None for
     every line the pattern marks as naming no level (Processor.levelless); False: every
     line is asked."""
+    secrets: Sequence[int] = ()
+    """Offsets in the read of redaction keywords (Processor.secrets): the lines holding
+    them take the general path, which redacts."""
 
 
 ChunkPath = Callable[[bytes, int, bytes, int, Levelled | None], list[bytes] | None]
@@ -348,6 +352,9 @@ def levelled_records(
         and (all_ascii or utf8(data))
     )
     levelless = bytes(map(bool, marks)) if bulk else bytes(len(times))
+    general_lines = frozenset(bisect_right(starts, offset + at) - 1 for at in levelled.secrets)
+    if general_lines:
+        levelless = bytes(0 if n in general_lines else mark for n, mark in enumerate(levelless))
     with_level, level_of, general, held = levelled[:4]
     parsed = levelled.parsed
     fill = template.__mod__
@@ -366,7 +373,12 @@ def levelled_records(
             continue
         time, text, start = times[at], texts[at], starts[at]
         if time:
-            if holding or len(text) > limit or not (all_ascii or utf8(raw[at])):
+            if (
+                holding
+                or len(text) > limit
+                or at in general_lines
+                or not (all_ascii or utf8(raw[at]))
+            ):
                 level = GENERAL
                 line = data[start - offset : starts[at + 1] - offset - 1]
             else:
