@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -123,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
         elif config.forward_port:
             log.warning("forward_port is not listened on with --once")
+        settle_startup_objects()
         code = agent.run()
     finally:
         if listener is not None:
@@ -132,6 +134,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.once:
         print(summary(len(agent.opened), sink.undelivered()), file=sys.stderr)
     return verdict(sink, code)
+
+
+GC_YOUNG = 50_000
+"""Allocations between collections of the youngest objects (Python's default: 700)."""
+
+
+def settle_startup_objects() -> None:
+    """What startup made (modules, classes, settings) lives as long as the process: frozen,
+    the cycle collector no longer walks it on every older-generation pass. And a read's
+    short-lived tuples (thousands a read) are mostly gone before a collection looks at them
+    once it runs every GC_YOUNG allocations. Cycles made later are still collected.
+    Together 3% of the instructions of a --once run over 8 MB of access logs."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, 10, 10)
 
 
 def summary(files: int, undelivered: int) -> str:

@@ -119,7 +119,8 @@ def undated(escaped: bytes) -> bool:
     digit that begins no date or time, so `detect` finds no level (access logs, mostly).
     Judged on its first bytes alone, without decoding the line."""
     head = escaped[:5]
-    if not head[:1].isdigit() or not head.isascii() or b"\\" in head:
+    # find, not `in`, which raises and drops a TypeError each time (collector.process).
+    if not head[:1].isdigit() or not head.isascii() or head.find(b"\\") >= 0:
         return False
     if head[4:5] in (b"-", b"/"):
         return not head[:4].isdigit()

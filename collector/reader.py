@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import orjson
 
@@ -179,8 +180,13 @@ class Reader:
             joiner.push(file, chunk.offset, file.decode(chunk.data, chunk.rest), out)
             values = self.encode(out)
             METRICS.lines_read.inc()
-        elif fast is not None and not joiner.pieces and self.annotator.processor.clean(chunk.data):
-            values = fast.chunk(chunk.data, chunk.offset, template, limit, self.levelled(file))
+        elif fast is not None and not joiner.pieces:
+            # A line holding a redaction keyword goes the general path on its own, in its
+            # place; the rest of the read stays on the chunk path.
+            secrets = self.annotator.processor.secrets(chunk.data)
+            levelled = self.levelled(file, secrets or ())
+            if secrets is not None and (levelled is not None or not secrets):
+                values = fast.chunk(chunk.data, chunk.offset, template, limit, levelled)
             if values is not None:
                 METRICS.lines_read.inc(chunk.data.count(b"\n") + 1)
         if values is None:
@@ -219,7 +225,7 @@ class Reader:
         METRICS.lines_read.inc(len(lines))
         return values
 
-    def levelled(self, file: File) -> Levelled | None:
+    def levelled(self, file: File, secrets: Sequence[int] = ()) -> Levelled | None:
         """What the chunk paths need to give records their level and leave JSON lines."""
         encoder = file.encoder
         assert encoder is not None
@@ -246,6 +252,7 @@ class Reader:
             lambda: file.group.joiner.pieces,
             parsed,
             lambda data: encoder.processor.levelless(data, parser),
+            secrets,
         )
 
     def encode(self, records: list[Record]) -> list[bytes]:

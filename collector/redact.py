@@ -200,6 +200,22 @@ class Redactor:
             return False
         return self._no_keyword(raw)
 
+    def keyword_offsets(self, data: bytes) -> list[int] | None:
+        """Where a keyword of a rule starts in `data`, whole lines as the runtime wrote them
+        (the runtime's frame between two lines' texts holds no keyword's letters): only
+        the lines holding one may need `apply` (see `clean`). None when a rule has no
+        keywords: every line may."""
+        if self.always:
+            return None
+        lowered = data.lower()
+        found: list[int] = []
+        for keyword in self.bytes_keywords:
+            at = lowered.find(keyword)
+            while at >= 0:
+                found.append(at)
+                at = lowered.find(keyword, at + 1)
+        return found
+
     def fields(self, fields: dict[str, Any]) -> tuple[str, ...]:
         """Hides secrets in parsed fields in place; the names of the rules that hit."""
         hits: dict[str, None] = {}

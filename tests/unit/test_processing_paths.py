@@ -85,6 +85,11 @@ texts = st.sampled_from(TEXTS) | st.text(
 )
 
 
+def clean(text: str) -> bool:
+    """Holds no keyword of a redaction rule."""
+    return PROCESSOR.secrets(text.encode()) == []
+
+
 def encoder(mode: str = "auto") -> Encoder:
     return Encoder("/var/log/pods/shop_p_u/app/0.log", "0123456789abcdef", META, PROCESSOR, mode)
 
@@ -115,6 +120,10 @@ def chunk_path(kind: str, lines: list[bytes], offset: int, enc: Encoder) -> list
         text = orjson.loads(b'"' + escaped + b'"')
         return [enc.encode(Record(None, at, time.decode(), stream.decode(), text, ()))]
 
+    data = b"\n".join(lines)
+    secrets = PROCESSOR.secrets(data)
+    if secrets is None:
+        return None
     levelled = Levelled(
         enc.level_template,
         lambda text: PROCESSOR.fast_level(text, enc.mode),
@@ -122,10 +131,8 @@ def chunk_path(kind: str, lines: list[bytes], offset: int, enc: Encoder) -> list
         lambda: joiner.pieces,
         parsed,
         lambda data: PROCESSOR.levelless(data, enc.mode),
+        secrets,
     )
-    data = b"\n".join(lines)
-    if not PROCESSOR.clean(data):
-        return None
     return FAST_PATHS[kind].chunk(data, offset, enc.template, 1 << 20, levelled)
 
 
@@ -177,7 +184,7 @@ def runtime_lines(kind: str, text: str, stream: str) -> list[bytes]:
 @given(
     st.lists(
         st.tuples(
-            texts.filter(PROCESSOR.clean),
+            texts.filter(clean),
             st.sampled_from(["stdout", "stderr"]),
             st.integers(0, 2 * PIECE),
         ),
@@ -207,7 +214,7 @@ def test_a_read_with_runtime_pieces_takes_the_chunk_path_around_them(
 
 def test_the_chunk_path_takes_a_read_without_secrets_and_leaves_json_lines_to_the_general():
     enc = encoder()
-    plain = [t for t in TEXTS if PROCESSOR.clean(t.encode())]
+    plain = [t for t in TEXTS if clean(t)]
     raws = [docker_json(text + "\n", "stdout", STAMP).rstrip(b"\n") for text in plain]
     fast = chunk_path("docker", raws, 0, enc)
     assert fast is not None
@@ -324,3 +331,40 @@ def test_escapes_at_the_head_of_a_line_give_the_same_records_on_the_chunk_path()
         assert as_json(fast) == as_json(general_path("docker", raws, 7, mode_enc)), mode
     levels = [r["log"].get("level") for r in as_json(chunk_path("docker", raws, 0, enc) or [])]
     assert (levels.count("error"), levels.count("warn")) == (2, 2)
+
+
+SECRETS = [
+    '10.0.0.7 - - [30/Nov/2026:10:00:00 +0000] "GET /login?password=hunter2 HTTP/1.1" 200 5',
+    "ERROR login failed for bob password=hunter2",
+    "auth: Bearer abcdefghijklmnopqrstuvwxyz012345 sent",
+]
+"""Secrets in a line that names no level (filled in bulk) and in lines asked for theirs."""
+
+
+def test_a_secret_anywhere_in_a_read_is_redacted_on_the_chunk_path() -> None:
+    """A read holding a keyword stays on the chunk path but for the lines that hold one,
+    which the general path redacts: first, middle and last line of the read, and a
+    keyword's letters split over two lines (no keyword in either: nothing to hide)."""
+    enc = encoder()
+    access = '10.0.0.7 - - [30/Nov/2026:10:00:00 +0000] "GET /cart HTTP/1.1" 200 5'
+    reads = [
+        [secret if n == where else access for n in range(3)]
+        for secret in SECRETS
+        for where in (0, 1, 2)
+    ]
+    reads.append([access, "login user=bob pass", "word=hunter2 ok", access])
+    for texts in reads:
+        for kind in ("docker", "cri"):
+            if kind == "docker":
+                raws = [docker_json(t + "\n", "stdout", STAMP).rstrip(b"\n") for t in texts]
+            else:
+                raws = [cri_raw(t, "stdout") for t in texts]
+            fast = chunk_path(kind, raws, 11, enc)
+            assert fast is not None, (kind, texts)
+            want = general_path(kind, raws, 11, enc)
+            assert as_json(fast) == as_json(want), (kind, texts)
+            for value in fast:
+                assert b"hunter2" not in value or b"word=hunter2 ok" in value, value
+                assert b"abcdefghijklmnop" not in value, value
+            redacted = [b"redacted" in value for value in fast]
+            assert redacted == [any(s in t for s in SECRETS) for t in texts], (kind, texts)
