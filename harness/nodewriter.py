@@ -920,6 +920,9 @@ class NodeWriter:
         self.stopping.set()
         self.join()
 
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
     def join(self, timeout: float | None = None) -> None:
         if self.thread is not None:
             self.thread.join(timeout)
