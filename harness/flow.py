@@ -216,8 +216,9 @@ class Flow:
         return self.collector
 
     def wait_collector_started(self, timeout: float = 60) -> None:
-        """Until the newest collector has its pod metadata and begins to scan: containers
-        start writing on a node whose agent runs (kubelet rotates unread files away)."""
+        """Until the newest collector begins to scan (its records wait for the pod metadata
+        themselves): containers start writing on a node whose agent runs (kubelet rotates
+        unread files away)."""
         log = self.tmp / "collector.log"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
