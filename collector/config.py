@@ -156,10 +156,10 @@ OPTIONS = (
     ),
     Option(
         "inotify",
-        False,
+        True,
         "wake on inotify events (file written, folder changed) instead of polling every file "
-        "every poll_interval; falls back to polling where inotify cannot be had (off by "
-        "default until tests/e2e/test_gzip_rotation.py passes with it under load)",
+        "every poll_interval; falls back to polling where inotify cannot be had or a file or "
+        "folder cannot be watched (false: poll every file)",
         boolean,
     ),
     Option(
