@@ -5,8 +5,8 @@ them all into the sink, then measures the collector process's CPU (user + system
 /proc) over `--duration` seconds while nothing is written: the cost every node pays when
 its containers are quiet. Issue 17's target: at most 0.005 cores with 500 files open.
 
-    .venv/bin/python bench/idle_cost.py --files 500 --duration 30 -- --inotify true
     .venv/bin/python bench/idle_cost.py --files 500 --duration 30
+    .venv/bin/python bench/idle_cost.py --files 500 --duration 30 -- --inotify false
 
 Flags after `--` go to the collector. `--sink kafka` (default) needs a broker:
 KAFKA_BOOTSTRAP_SERVERS, or `make services-up` first; `--sink file` needs none.

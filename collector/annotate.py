@@ -4,7 +4,13 @@ The node's settings choose a container's multi-line rule (`--multiline` globs) a
 (`--parser`); its pod's annotations, once the Kubernetes API answered, override both and may
 exclude it. The `Annotator` builds each file's encoder from that, brings the encoders and the
 joiner up to date when the API says something new, and tells the reader whether a
-container's records wait for the API (`metadata_wait`) or are excluded.
+container's records wait for the API or are excluded.
+
+A container the API does not know yet waits `metadata_wait` for its pod (the watch may tell
+of a new pod after its first lines), counted from when the API first answered if that came
+later than its files: after a restart every container is found at once, while the first
+lists may take seconds on a loaded node, and counting from the files would send whole
+backlogs without metadata. Until that first answer the wait is `metadata_sync_wait`.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from collector.config import Config
 from collector.encode import Encoder
+from collector.metrics import METRICS
 from collector.multiline import MultilineRule, rule_for
 from collector.process import Processor
 from collector.structured import Limits, mode
@@ -62,8 +69,26 @@ class Annotator:
             if info is not None and info != group.info:
                 self.apply(group, info)
         if group.info is None:
-            return now - group.born >= self.config.metadata_wait
+            return self.waited(group, enricher, now)
         return not group.info.excluded
+
+    def waited(self, group: Group, enricher: Enricher, now: float) -> bool:
+        """Whether a container the API has not told of has waited long enough."""
+        answered = enricher.answered_at
+        if answered is not None:
+            return now - max(group.born, answered) >= self.config.metadata_wait
+        if now - group.born < self.config.metadata_sync_wait:
+            return False
+        if not group.unanswered:
+            group.unanswered = True
+            METRICS.metadata_sync_expired.inc()
+            log.warning(
+                "kubernetes API: no answer to the first lists in metadata_sync_wait=%gs: "
+                "records of %s go without pod metadata until it answers",
+                self.config.metadata_sync_wait,
+                group.folder,
+            )
+        return True
 
     def apply(self, group: Group, info: PodInfo) -> None:
         group.info = info

@@ -33,7 +33,10 @@ class Checkpoints:
         os.makedirs(state_dir, exist_ok=True)
         self.file = os.path.join(state_dir, "checkpoints.json")
         self.positions: dict[str, Position] = {}
-        self.dirty = False
+        self.dirty = True
+        """The first save of a run writes even with nothing new: when it was written tells
+        the next run that files begun since were known to a run (collector.files,
+        UNSEEN_MARGIN), though this one may be stopped before it read any of them."""
         self.saved_at: float | None = None
         """When a previous run last saved (None on a node's first run): what it could not
         have known of was written after that."""

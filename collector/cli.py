@@ -7,7 +7,6 @@ import gc
 import logging
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -190,7 +189,11 @@ def config_file(argv: Sequence[str] | None) -> str | None:
 
 
 def start_enricher(config: Config) -> Enricher | None:
-    """The pod watch, when asked for or when running in a cluster; waits for its first list."""
+    """The pod watch, when asked for or when running in a cluster.
+
+    Not waited for: records wait for its first lists (collector.annotate), while the agent
+    opens the files at once; after a restart, time spent before the first scan is time in
+    which kubelet may rotate a half-read file away."""
     if not config.wants_kubernetes():
         log.info("kubernetes metadata off: not in a cluster and no KUBECONFIG")
         return None
@@ -204,8 +207,4 @@ def start_enricher(config: Config) -> Enricher | None:
         kubeconfig=config.kubeconfig or None,
     )
     enricher.start()
-    # Records read before the first list would all wait or go without labels.
-    deadline = time.monotonic() + config.metadata_wait
-    while not enricher.synced and time.monotonic() < deadline:
-        time.sleep(0.05)
     return enricher

@@ -156,10 +156,10 @@ OPTIONS = (
     ),
     Option(
         "inotify",
-        False,
+        True,
         "wake on inotify events (file written, folder changed) instead of polling every file "
-        "every poll_interval; falls back to polling where inotify cannot be had (off by "
-        "default until tests/e2e/test_gzip_rotation.py passes with it under load)",
+        "every poll_interval; falls back to polling where inotify cannot be had or a file or "
+        "folder cannot be watched (false: poll every file)",
         boolean,
     ),
     Option(
@@ -215,7 +215,21 @@ OPTIONS = (
         env="LOGFERRY_KUBERNETES",
     ),
     Option("kubeconfig", "", "kubeconfig file (default: in-cluster, then KUBECONFIG)"),
-    Option("metadata_wait", 2.0, "seconds a new container's records wait for its pod", seconds),
+    Option(
+        "metadata_wait",
+        2.0,
+        "seconds a new container's records wait for its pod, counted from when its files were "
+        "found or the API first answered, whichever is later",
+        seconds,
+    ),
+    Option(
+        "metadata_sync_wait",
+        30.0,
+        "seconds a container's records wait for the API's first answer (its first lists of "
+        "pods and namespaces) before they go without pod metadata; an API that fails or "
+        "refuses answers at once",
+        seconds,
+    ),
     Option(
         "metadata_grace", 60.0, "seconds a deleted pod's metadata is kept for late lines", seconds
     ),
@@ -306,6 +320,7 @@ class Config:
     kubernetes: str
     kubeconfig: str
     metadata_wait: float
+    metadata_sync_wait: float
     metadata_grace: float
     annotations: list[str]
     parser: str

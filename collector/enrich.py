@@ -299,6 +299,7 @@ class Enricher:
         self._listed: set[str] = set()
         self._failing: set[str] = set()
         """Resources whose last attempt failed (their watch is not up)."""
+        self._answered: float | None = None
         self._complaints: set[str] = set()
         """Kinds of failure logged during the current outage, so each is logged once."""
         self._client_lock = threading.Lock()
@@ -357,6 +358,13 @@ class Enricher:
     @property
     def synced(self) -> bool:
         return len(self._listed) == len(self._up)
+
+    @property
+    def answered_at(self) -> float | None:
+        """When the API first answered (time.monotonic()): both kinds listed, or an attempt
+        failed. None while the first lists are still in flight: until then a pod unknown
+        here may well be known there, so records wait (collector.annotate)."""
+        return self._answered
 
     def pods_by_address(self) -> dict[str, dict[str, str]]:
         """Live pods by IP, as `lookup` metadata; an address two pods share (host network)
@@ -437,10 +445,16 @@ class Enricher:
         kind, text = describe(exc) if exc is not None else ("", "")
         with self._lock:
             self._up[resource] = ok
+            failing = set(self._failing)
             if ok:
                 self._failing.discard(resource)
             else:
                 self._failing.add(resource)
+                self._answer()
+            if self._failing != failing:
+                # What a lookup returns depends on it (a failing namespaces list is not
+                # waited for): callers look again.
+                self._changed()
             recovered = ok and bool(self._complaints) and all(self._up.values())
             first = not ok and kind not in self._complaints
             if recovered:
@@ -464,6 +478,11 @@ class Enricher:
         self._version += 1
         CACHE_PODS.set(len(self._pods))
 
+    def _answer(self) -> None:
+        """Called with the lock held when a list came or an attempt failed."""
+        if self._answered is None and (self.synced or self._failing):
+            self._answered = time.monotonic()
+
     def _replace_pods(self, items: list[dict[str, Any]]) -> None:
         fresh: dict[str, Pod] = {}
         for obj in items:
@@ -483,6 +502,7 @@ class Enricher:
                     by_id[cid] = (pod.uid, cname)
             self._pods, self._by_name, self._by_id = fresh, by_name, by_id
             self._listed.add("pods")
+            self._answer()
             self._changed()
 
     def _pod_event(self, kind: str, obj: dict[str, Any]) -> None:
@@ -516,6 +536,7 @@ class Enricher:
                     fresh[name] = old
             self._namespaces = fresh
             self._listed.add("namespaces")
+            self._answer()
             self._changed()
 
     def _namespace_event(self, kind: str, obj: dict[str, Any]) -> None:

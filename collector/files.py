@@ -77,6 +77,8 @@ class Group:
     info: PodInfo | None = None
     """What the Kubernetes API said about this container, once it said anything."""
     seen_version: int = -1
+    unanswered: bool = False
+    """Its records went without metadata because the API had not answered at all yet."""
     in_flight: int = 0
     failed: bool = False
     """A batch failed for good: checkpoints of this group stay where they are this run."""

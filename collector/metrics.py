@@ -45,6 +45,11 @@ class Metrics:
             "logferry_collector_records_without_metadata",
             "Records shipped without pod metadata from the API (tag metadata_missing)",
         )
+        self.metadata_sync_expired = Counter(
+            "logferry_collector_metadata_sync_wait_expired",
+            "Containers whose records went without pod metadata because the API had not "
+            "answered its first lists within metadata_sync_wait",
+        )
         self.sink_failures = Counter(
             "logferry_collector_sink_failures",
             "Times the sink gave up for good, by reason: fatal (fatal Kafka error), "

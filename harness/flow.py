@@ -12,6 +12,8 @@ joined, and the metadata the stand-in API serves on every document.
 from __future__ import annotations
 
 import contextlib
+import os
+import shlex
 import signal
 import subprocess
 import time
@@ -78,6 +80,10 @@ class Outcome:
             f"doubled {self.doubled} (ids twice: {self.duplicate_ids}), {self.seconds:.0f} s"
         )
 
+
+COLLECTOR_FLAGS = "LOGFERRY_E2E_COLLECTOR_FLAGS"
+"""Flags every flow's collector gets besides its test's own, e.g. `--inotify false`: a
+scenario run again under other settings without editing it."""
 
 RESULTS: list[Outcome] = []
 """Every check's outcome, printed at the end of the session (tests/e2e/conftest.py)."""
@@ -176,7 +182,10 @@ class Flow:
             seed=seed,
         )
         self.specs = {s.key: s for s in specs}
-        self.collector_flags = collector_flags
+        self.collector_flags = (
+            *shlex.split(os.environ.get(COLLECTOR_FLAGS, "")),
+            *collector_flags,
+        )
         self.pipeline_flags = pipeline_flags
         self.collector: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -207,8 +216,9 @@ class Flow:
         return self.collector
 
     def wait_collector_started(self, timeout: float = 60) -> None:
-        """Until the newest collector has its pod metadata and begins to scan: containers
-        start writing on a node whose agent runs (kubelet rotates unread files away)."""
+        """Until the newest collector begins to scan (its records wait for the pod metadata
+        themselves): containers start writing on a node whose agent runs (kubelet rotates
+        unread files away)."""
         log = self.tmp / "collector.log"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -236,6 +236,46 @@ def test_records_wait_for_the_first_list_of_namespaces_too(tmp_path: Path) -> No
             enricher.stop()
 
 
+def test_records_wait_for_the_apis_first_answer_not_just_metadata_wait(tmp_path: Path) -> None:
+    """A restart on a loaded node: the files are found at once, the API answers the first
+    lists seconds later (tests/e2e/test_gzip_rotation.py saw 4-8 s). `--metadata-wait`
+    is for a new pod the watch has not told of yet; counted from when the files were
+    found, it ran out while the lists were still in flight, and whole backlogs went out
+    without pod metadata. The stand-in holds both lists back: a real API server cannot be
+    made to answer late on demand."""
+    with KubeAPI(bookmark_every=0.2) as api:
+        api.add(namespace("shop", labels={"team": "checkout"}))
+        cart = pod("cart", "shop", labels={"app": "cart"})
+        api.add(cart)
+        api.hold("pods")
+        api.hold("namespaces")
+        api.up()
+        enricher = Enricher(NODE, kubeconfig=api.kubeconfig(tmp_path / "kc"), backoff_max=0.2)
+        enricher.start()
+        try:
+            append(cri_log(tmp_path, cart), cri_line("right after the restart"))
+            sink = ListSink()
+            a = agent(tmp_path, sink, "--metadata-wait", "0.1", enricher=enricher)
+            drain(a, turns=1)
+            (group,) = a.groups.values()
+            # Ten times the metadata wait, the lists still held: nothing goes.
+            while time.monotonic() - group.born < 1.0:
+                drain(a, turns=1)
+                time.sleep(0.02)
+            assert sink.records == []
+            api.release("pods")
+            api.release("namespaces")
+            until(lambda: (drain(a, turns=1), sink.records)[1], timeout=30)
+            (record,) = sink.records
+            assert "tags" not in record
+            assert record["kubernetes"]["labels"] == {"app": "cart"}
+            assert record["kubernetes"]["namespace_labels"]["team"] == "checkout"
+        finally:
+            api.release("pods")
+            api.release("namespaces")
+            enricher.stop()
+
+
 def let_go(reason: str) -> tuple[float, float]:
     return (
         METRICS.files_let_go.labels(reason)._value.get(),

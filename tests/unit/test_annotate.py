@@ -1,6 +1,7 @@
 """What a container gets from its pod (collector.annotate): metadata, parser, multi-line rule,
 and whether its records wait. The enricher is a real one left unstarted: it knows no pod,
-as before the API answered; what the API says is given as the PodInfo it would build."""
+as before the API answered; its first lists are given to it as the reflector would, and
+what the API says of a pod as the PodInfo it would build."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from collector.annotate import Annotator
 from collector.budget import Budget, FileReads
@@ -82,14 +84,30 @@ def test_records_carry_what_the_api_said_over_what_the_path_said(tmp_path: Path)
     assert file.encoder.meta["kubernetes.namespace"] == "shop"
 
 
+def answered(enricher: Enricher) -> float:
+    """The API answers the enricher's first lists: no pod, no namespace."""
+    enricher._replace_pods([])
+    enricher._replace_namespaces([])
+    assert enricher.answered_at is not None
+    return enricher.answered_at
+
+
 def test_records_wait_for_the_api_until_metadata_wait_then_go_marked_missing(
     tmp_path: Path,
 ) -> None:
-    annotator, group = opened(tmp_path, "--metadata-wait", "5", enricher=Enricher("node-a"))
+    enricher = Enricher("node-a")
+    annotator, group = opened(tmp_path, "--metadata-wait", "5", enricher=enricher)
     (file,) = group.files
     assert file.encoder is not None
     assert file.encoder.missing
     assert b"metadata_missing" in file.encoder.template
+    # The API answered after the files were found: the wait counts from its answer.
+    since = answered(enricher)
+    assert since >= group.born
+    assert not annotator.metadata(group, since + 4.9)
+    assert annotator.metadata(group, since + 5.0)
+    # Files found after the answer: from when they were found.
+    group.born = since + 60
     assert not annotator.metadata(group, group.born + 4.9)
     assert annotator.metadata(group, group.born + 5.0)
     annotator.apply(group, info(**{"kubernetes.pod.name": "cart"}))
@@ -98,6 +116,37 @@ def test_records_wait_for_the_api_until_metadata_wait_then_go_marked_missing(
     assert annotator.metadata(group, group.born)
     group.info = PodInfo({}, True, None)
     assert not annotator.metadata(group, group.born + 60), "excluded: its records never go"
+
+
+def test_until_the_api_first_answers_records_wait_metadata_sync_wait(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The enricher left unstarted has not heard from the API: `metadata_wait` is not what
+    bounds the wait then, `metadata_sync_wait` is; reaching it is said and counted once."""
+    annotator, group = opened(
+        tmp_path, "--metadata-wait", "5", "--metadata-sync-wait", "30", enricher=Enricher("n")
+    )
+    expired = "logferry_collector_metadata_sync_wait_expired_total"
+    before = REGISTRY.get_sample_value(expired) or 0
+    assert not annotator.metadata(group, group.born + 29.9)
+    assert annotator.metadata(group, group.born + 30)
+    assert annotator.metadata(group, group.born + 31)
+    assert REGISTRY.get_sample_value(expired) == before + 1
+    said = [r for r in caplog.records if "metadata_sync_wait" in r.getMessage()]
+    assert len(said) == 1
+    assert said[0].levelno == logging.WARNING
+
+
+def test_an_api_that_fails_is_an_answer_not_waited_for(tmp_path: Path) -> None:
+    enricher = Enricher("node-a")
+    annotator, group = opened(tmp_path, "--metadata-wait", "5", enricher=enricher)
+    version = enricher.version
+    enricher._state("pods", False, ConnectionRefusedError("connection refused"))
+    since = enricher.answered_at
+    assert since is not None
+    assert enricher.version != version, "lookups depend on what fails: callers look again"
+    assert not annotator.metadata(group, since + 4.9)
+    assert annotator.metadata(group, since + 5.0)
 
 
 def test_without_an_api_records_never_wait(tmp_path: Path) -> None:

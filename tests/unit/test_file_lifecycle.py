@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from collector.enrich import Enricher
 from collector.gztail import BLOCK, GzipTail
 from collector.metrics import METRICS
 from collector.schedule import READ_QUANTUM as READ_SIZE
@@ -167,6 +168,27 @@ def test_a_file_born_and_gzipped_while_stopped_is_read_whole_from_its_gz(
     sink = ListSink()
     drain(agent(tmp_path, sink))
     assert numbers(sink) == [4] * (first == "long") + list(range(5, 1010))
+
+
+def test_a_gz_of_a_file_a_run_held_but_never_read_is_read_by_the_next(tmp_path: Path) -> None:
+    """A run killed while its records still waited for the API's first answer read and
+    saved nothing; kubelet then rotated and gzipped the file it held. The next run must take
+    that .gz as written while a run was up, not as history from before the node's first
+    run (tests/e2e/test_gzip_rotation.py lost the first seconds of every CRI container so,
+    with the stand-in answering lists 6 s late)."""
+    log = cri_file(tmp_path)
+    append(log, *now_lines(0, 100))
+    held = ListSink()
+    # Never started: the API never answers, and --metadata-sync-wait is far away.
+    drain(agent(tmp_path, held, enricher=Enricher("node-a")), turns=3)
+    assert held.records == []
+    rotated = Path(f"{log}.20261127-022049")
+    os.rename(log, rotated)
+    append(log, *now_lines(100, 110))
+    gzip_like_kubelet(rotated)
+    sink = ListSink()
+    drain(agent(tmp_path, sink))
+    assert numbers(sink) == list(range(0, 110))
 
 
 def test_a_gz_older_than_the_last_run_without_a_checkpoint_is_not_read(
