@@ -482,6 +482,13 @@ class Enricher:
         """Called with the lock held when a list came or an attempt failed."""
         if self._answered is None and (self.synced or self._failing):
             self._answered = time.monotonic()
+            # Operators (and the end-to-end tests) learn when waiting records may go.
+            log.info(
+                "kubernetes API answered: %d pods, %d namespaces%s",
+                len(self._pods),
+                len(self._namespaces),
+                f"; failing: {', '.join(sorted(self._failing))}" if self._failing else "",
+            )
 
     def _replace_pods(self, items: list[dict[str, Any]]) -> None:
         fresh: dict[str, Pod] = {}

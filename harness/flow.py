@@ -216,14 +216,15 @@ class Flow:
         return self.collector
 
     def wait_collector_started(self, timeout: float = 60) -> None:
-        """Until the newest collector begins to scan (its records wait for the pod metadata
-        themselves): containers start writing on a node whose agent runs (kubelet rotates
-        unread files away)."""
+        """Until the newest collector has its first pod and namespace lists: containers
+        start writing on a node whose agent runs (kubelet rotates unread files away), and
+        a fault injected before that would only find it waiting."""
         log = self.tmp / "collector.log"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = log.read_text(errors="replace") if log.exists() else ""
-            if text.count('"collector started') >= self.starts:
+            # Records wait for the API's first answer: a kill before it tests nothing.
+            if text.count('"kubernetes API answered') >= self.starts:
                 time.sleep(0.5)
                 return
             assert self.collector is not None

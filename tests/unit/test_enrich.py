@@ -502,3 +502,16 @@ def test_stop_closes_the_open_watches(api, enricher):
     e = enricher()
     e.stop()
     until(lambda: api.open_watches() == 0)
+
+
+def test_the_first_answer_is_logged_once_with_what_was_listed(api, enricher, caplog):
+    """Records wait for it: operators (and the end-to-end flows) see when they may go."""
+    caplog.set_level(logging.INFO, logger="collector.enrich")
+    api.add(pod("web-1"))
+    api.add(pod("web-2"))
+    e = enricher()
+    later = pod("web-3")
+    api.add(later)
+    found(e, docker_meta(later))
+    answers = [r.getMessage() for r in caplog.records if "API answered" in r.getMessage()]
+    assert answers == ["kubernetes API answered: 2 pods, 2 namespaces"]
