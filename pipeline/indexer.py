@@ -20,7 +20,6 @@ import random
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import repeat
 from typing import Any, NamedTuple
 
 import orjson
@@ -31,7 +30,7 @@ from pipeline import bulk, preflight
 from pipeline.backend import connect
 from pipeline.config import Config
 from pipeline.deadletter import DeadLetters, Letter
-from pipeline.documents import Document, IndexName, Undecodable, document, now
+from pipeline.documents import Document, IndexName, Undecodable, document, documents, now
 from pipeline.metrics import METRICS
 from pipeline.offsets import Ledger, Partition, Ticket
 from pipeline.readiness import Readiness
@@ -256,17 +255,16 @@ class Indexer:
             self.add_each(messages, ingested)
 
     def add_all(self, messages: list[Message], ingested: str) -> bool:
-        """The usual case, every message a record and every record a document, in map and
-        zip: per record, only document() runs Python code. False, and nothing added, if
-        one message is not so."""
+        """The usual case, every message a record and every record a document, in one call
+        of documents() and in map and zip. False, and nothing added, if one message is not
+        so."""
         # Not count(None): that compares each KafkaError with None, which raises inside
         # confluent-kafka (SystemError) instead of answering False.
         if any(map(Message.error, messages)):
             return False
-        values = map(Message.value, messages)
+        values = list(map(Message.value, messages))
         try:
-            times = map(Message.timestamp, messages)
-            docs = list(map(document, values, repeat(self.index_name), repeat(ingested), times))
+            docs = documents(values, self.index_name, ingested, lambda n: messages[n].timestamp())
         except Undecodable:
             return False
         # Keyed by topic and partition: a ^pattern subscription reads partition 0 of many.
