@@ -12,7 +12,7 @@ import operator
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 import orjson
@@ -283,15 +283,14 @@ def day_text(day: Any, form: str) -> str:
     return form.replace("%Y", day[0:4]).replace("%m", day[5:7]).replace("%d", day[8:10])
 
 
-class Document(NamedTuple):
+class Document(msgspec.Struct, gc=False):
+    """Not tracked by the garbage collector: it holds only text and bytes."""
+
     index: str
     id: str | None
     lines: bytes
     """The `create` action and the document, each with its newline: the bulk body's part."""
 
-
-new_document = functools.partial(tuple.__new__, Document)
-"""Document((index, id, lines)) without the NamedTuple's Python-level __new__ (per record)."""
 
 EVENT = b'"event"'
 OBJECT = b':{"'
@@ -393,7 +392,7 @@ def documents(
                 else:
                     doc_id = None
                     lines = b"".join((CREATE, quoted, END, value[:at], spliced, value[at:], b"\n"))
-                append(new_document((index, doc_id, lines)))
+                append(Document(index, doc_id, lines))
                 continue
         append(rebuilt(value, index_name, ingested, kafka_time(position)))
     return out
@@ -430,10 +429,9 @@ def rebuilt(
         raise Undecodable(f"cannot be written again: {exc}") from exc
     doc_id = event.get("id")
     if type(doc_id) is not str or not doc_id:
-        return new_document((index, None, b"".join((CREATE, quoted, END, source))))
-    return new_document(
-        (index, doc_id, b"".join((CREATE, quoted, ID, orjson.dumps(doc_id), END, source)))
-    )
+        return Document(index, None, b"".join((CREATE, quoted, END, source)))
+    action = (CREATE, quoted, ID, orjson.dumps(doc_id), END)
+    return Document(index, doc_id, b"".join((*action, source)))
 
 
 MISSING: Any = object()

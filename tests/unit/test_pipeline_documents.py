@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import json
 import re
 from datetime import date
@@ -7,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka import Message
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -14,7 +16,7 @@ from logferry.settings import SettingError
 from pipeline import bulk
 from pipeline.config import parse
 from pipeline.documents import Document, IndexName, Undecodable, document, documents, valid_stamp
-from pipeline.indexer import client
+from pipeline.indexer import Entry, client
 
 NAME = IndexName("logferry-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}")
 
@@ -577,3 +579,14 @@ def test_the_stamp_check_is_rfc_3339_within_date_nanos(second: str, rest: str) -
     except ValueError:
         real_day = False
     assert valid_stamp(stamp) == (in_range and real_day)
+
+
+def test_a_batch_is_not_walked_by_the_garbage_collector() -> None:
+    """A batch holds thousands of documents and entries until its bulk is answered: the
+    collector walked each of them at every collection, about 4% of the work per record."""
+    values = [orjson.dumps({"@timestamp": "2026-11-27T02:00:00Z", "event": {"id": "a"}})]
+    values.append(b'{"event":{"id":"x"}}')
+    docs = documents(values, NAME, "T")
+    message = Message(topic="logs", partition=0, offset=0, value=values[0])
+    entries = [Entry(message, ("logs", 0), doc) for doc in docs]
+    assert not any(map(gc.is_tracked, [*docs, *entries]))
