@@ -79,9 +79,10 @@ def one_pass(indexer: Indexer, consumed: list[Message]) -> float:
     started = time.process_time()
     for at in range(0, len(consumed), CONSUME_BATCH):
         indexer.add(consumed[at : at + CONSUME_BATCH], "2026-12-01T04:00:00.000000Z")
-        if indexer.batch_bytes >= indexer.config.bulk_bytes:
+        while indexer.batch_bytes >= indexer.config.bulk_bytes:
             indexer.flush()
-    indexer.flush()
+    while indexer.pending():
+        indexer.flush()
     while indexer.in_flight:
         indexer.settle()
     return time.process_time() - started

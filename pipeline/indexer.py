@@ -17,9 +17,10 @@ import logging
 import operator
 import random
 import time
+from bisect import bisect_left
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import starmap
+from itertools import accumulate, starmap
 from typing import Any, NamedTuple
 
 import msgspec
@@ -200,18 +201,18 @@ class Indexer:
             ingested = now()
             self.add(messages, ingested)
             self.health.ready = bool(self.assigned) or not self.pending()
-            if self.pending() and (
-                self.batch_bytes >= c.bulk_bytes
-                or time.monotonic() - self.first_at >= c.flush_interval
-            ):
-                self.flush()
+            if self.due():
+                # In bulks of bulk_bytes: a consumed batch may hold several.
+                while self.due():
+                    self.flush()
             elif self.in_flight and (
                 self.in_flight[0].reply is None or self.in_flight[0].reply.done()
             ):
                 self.settle()
             elif self.owed and time.monotonic() >= self.owed_due:
                 self.commit({})
-        self.flush()
+        while self.pending():
+            self.flush()
         while self.in_flight:
             self.settle()
         if self.owed:
@@ -247,6 +248,13 @@ class Indexer:
 
     def pending(self) -> bool:
         return bool(self.batch or self.unreadable)
+
+    def due(self) -> bool:
+        """Whether the batch is to be sent now: full, or its first record waited long enough."""
+        return self.pending() and (
+            self.batch_bytes >= self.config.bulk_bytes
+            or time.monotonic() - self.first_at >= self.config.flush_interval
+        )
 
     def add(self, messages: list[Message], ingested: str) -> None:
         """Consumed messages -> entries of the batch and lines of its body."""
@@ -299,16 +307,25 @@ class Indexer:
             self.batch_bytes += len(doc.lines)
 
     def flush(self) -> None:
-        """Send the batch, once fewer than `bulks_in_flight` bulks are unanswered.
+        """Send the batch's first bulk: the fewest entries that hold `bulk_bytes` (a
+        consumed batch adds thousands of records at once), or all of them; the rest stay
+        for the next. It waits while more than `bulks_in_flight` bulks are unsettled.
 
         Bulk requests are in flight while the next batch is read and encoded: Elasticsearch
         and this loop then work at the same time instead of taking turns, and with two or
-        more the node has the next bulk at hand when it finishes one.
+        more the node has the next bulk at hand when it finishes one. One more bulk waits
+        ready in the senders' queue, and the sender whose request was answered takes it at
+        once: the node does not wait while this loop settles the answered one (its
+        commit is a round trip to Kafka) and sends the next.
         """
-        while len(self.in_flight) >= self.config.bulks_in_flight:
+        while len(self.in_flight) > self.config.bulks_in_flight:
             self.settle()
-        batch, body, unreadable = self.batch, b"".join(self.lines), self.unreadable
+        cut = self.cut()
+        batch, body, unreadable = self.batch[:cut], b"".join(self.lines[:cut]), self.unreadable
+        rest, lines = self.batch[cut:], self.lines[cut:]
         self.clear()
+        if rest:
+            self.batch, self.lines, self.batch_bytes = rest, lines, sum(map(len, lines))
         # Offsets grow within a partition: the last of each partition's entries wins.
         offsets = map(Message.offset, map(MESSAGE, batch))
         ends = dict(zip(map(PARTITION, batch), offsets, strict=True))
@@ -317,6 +334,14 @@ class Indexer:
         ticket = self.ledger.open({p: offset + 1 for p, offset in ends.items()})
         future = self.sender.submit(bulk.send, self.es, body, len(batch)) if batch else None
         self.in_flight.append(Sent(batch, unreadable, future, ticket))
+
+    def cut(self) -> int:
+        """How many of the batch's entries its first bulk takes. All of them while records
+        to dead-letter wait: their offsets are committed with the bulk that holds the
+        records around them, so the batch is not split."""
+        if self.batch_bytes < self.config.bulk_bytes or self.unreadable:
+            return len(self.batch)
+        return bisect_left(list(accumulate(map(len, self.lines))), self.config.bulk_bytes) + 1
 
     def settle(self) -> None:
         """Wait for the oldest bulk in flight; retry, dead-letter and commit what it held."""
@@ -350,7 +375,8 @@ class Indexer:
                     outcome = first.result()
                 else:
                     body = b"".join([e.doc.lines for e in part if e.doc])
-                    outcome = bulk.send(self.es, body, len(part))
+                    # Through the senders: no more than `bulks_in_flight` at the node.
+                    outcome = self.sender.submit(bulk.send, self.es, body, len(part)).result()
             except bulk.TooLarge as exc:
                 if len(part) == 1:
                     refused.append((part[0], f"too large for Elasticsearch: {exc}"))
