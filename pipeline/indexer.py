@@ -201,9 +201,10 @@ class Indexer:
             ingested = now()
             self.add(messages, ingested)
             self.health.ready = bool(self.assigned) or not self.pending()
-            if self.due():
+            drained = len(messages) < CONSUME_BATCH
+            if self.due(drained):
                 # In bulks of bulk_bytes: a consumed batch may hold several.
-                while self.due():
+                while self.due(drained):
                     self.flush()
             elif self.in_flight and (
                 self.in_flight[0].reply is None or self.in_flight[0].reply.done()
@@ -249,12 +250,20 @@ class Indexer:
     def pending(self) -> bool:
         return bool(self.batch or self.unreadable)
 
-    def due(self) -> bool:
-        """Whether the batch is to be sent now: full, or its first record waited long enough."""
+    def due(self, drained: bool = False) -> bool:
+        """Whether the batch is to be sent now: it is full; its first record waited
+        `flush_interval`; or Kafka had no more to give (`drained`) while a sender is free,
+        when waiting would leave the node idle and the records unsent for nothing (the
+        last records of a backlog waited up to `flush_interval`, a second by default)."""
         return self.pending() and (
             self.batch_bytes >= self.config.bulk_bytes
             or time.monotonic() - self.first_at >= self.config.flush_interval
+            or (drained and self.sending() < self.config.bulks_in_flight)
         )
+
+    def sending(self) -> int:
+        """Bulks sent or waiting for a sender, not yet answered."""
+        return sum(1 for s in self.in_flight if s.reply is not None and not s.reply.done())
 
     def add(self, messages: list[Message], ingested: str) -> None:
         """Consumed messages -> entries of the batch and lines of its body."""

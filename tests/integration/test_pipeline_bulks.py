@@ -57,3 +57,20 @@ def test_bulks_hold_bulk_bytes_and_no_more_than_bulks_in_flight_reach_the_node(
     assert max(state.bodies) <= BULK_BYTES + largest, state.bodies
     assert sum(size >= BULK_BYTES for size in state.bodies) >= 10
     assert state.most_at_once <= 2
+
+
+def test_records_are_sent_when_kafka_has_no_more_and_a_sender_is_free(
+    tmp_path: Path, kafka_bootstrap: str, elasticsearch_url: str, es: Elasticsearch, prefix: str
+) -> None:
+    """The end of a backlog, or a quiet topic: waiting for the flush interval would leave
+    the node idle and the records unsent for nothing."""
+    topic = new_topic(kafka_bootstrap, partitions=1)
+    pipeline = start_pipeline(
+        tmp_path, kafka_bootstrap, elasticsearch_url, topic, prefix, "--flush-interval", "1h"
+    )
+    try:
+        produce(kafka_bootstrap, topic, [record(n, prefix) for n in range(10)])
+        assert wait_for_count(es, prefix, 10, timeout=120) == 10
+    finally:
+        stop(pipeline)
+    assert committed(kafka_bootstrap, topic) == 10
