@@ -8,10 +8,11 @@ Kafka record's time instead, tagged `timestamp_invalid`, its own value kept in
 from __future__ import annotations
 
 import functools
+import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
-from typing import Any, NamedTuple, TypedDict
+from typing import Any
 
 import msgspec
 import orjson
@@ -56,16 +57,21 @@ def learn_second(second: str) -> bool:
     return valid
 
 
+def valid_second(second: str) -> bool:
+    return SECONDS.get(second) or learn_second(second)
+
+
 def valid_stamp(stamp: Any) -> bool:
-    """Whether `stamp` is a time Elasticsearch indexes: run once per record."""
-    if type(stamp) is not str or not (SECONDS.get(stamp[:19]) or learn_second(stamp[:19])):
-        return False
-    # The collector's form, `...:SS.fffffffffZ`, is read without a regex: per record, the
-    # regex cost more than the rest of the check.
-    if stamp[-1] == "Z" and stamp.isascii():
-        size = len(stamp)
-        return size == 20 or (stamp[19] == "." and 21 < size <= 30 and stamp[20:-1].isdigit())
-    return FRACTION_AND_ZONE.fullmatch(stamp, 19) is not None
+    """Whether `stamp` is a time Elasticsearch indexes: its second, then what follows it."""
+    return (
+        type(stamp) is str
+        and valid_second(stamp[:19])
+        and FRACTION_AND_ZONE.fullmatch(stamp, 19) is not None
+    )
+
+
+A_SECOND = "1970-01-02T00:00:00"
+"""A valid second, the one documents() knows before it has read a record."""
 
 
 def valid_index(name: str) -> bool:
@@ -78,12 +84,28 @@ def valid_index(name: str) -> bool:
     )
 
 
-class IndexName:
-    """`logferry-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}` compiled once into getters.
+class Event(msgspec.Struct, gc=False):
+    """What a document needs of a record's `event`: `ingested` is UNSET when absent."""
 
-    Per record, only the fields' raw values are read: the name they give, and its JSON
-    form for the bulk action, are remembered under those values (a run writes to few
-    indices), so the getters that make values safe run once per new value.
+    id: Any = None
+    ingested: Any = msgspec.UNSET
+
+
+TEXT: Any = object()
+"""A field of the index pattern in the tree of fields to read: text or null."""
+
+Key = tuple[Any, Any]
+"""(the values of the pattern's fields as they are: one value, a tuple of two or more, or
+None without fields; the first ten characters of `@timestamp`, or None where the pattern
+holds no date)."""
+
+
+class IndexName:
+    """`logferry-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}` compiled once.
+
+    Per record, only the fields' raw values are read (the Key): the name they give, and its
+    JSON form for the bulk action, are remembered under those values (a run writes to few
+    indices), so the values are made safe once per new value.
     """
 
     def __init__(self, pattern: str) -> None:
@@ -92,14 +114,9 @@ class IndexName:
             raise ValueError(f"unbalanced braces in index pattern {pattern!r}")
         if literal != literal.lower():
             raise ValueError(f"index names are lower case: {pattern!r}")
-        getters: list[Getter] = []
-        raws: list[RawGetter] = []
-        leaves: list[tuple[list[str], Any]] = [
-            (["event", "id"], Any),
-            (["event", "ingested"], Any),
-            # Checked on every record: a document is written again when it is not a date.
-            (["@timestamp"], str | None),
-        ]
+        self.forms: list[str | None] = []
+        """Per placeholder: the date's format, or None for a field."""
+        paths: list[list[str]] = []
         literals: list[str] = []
         end = 0
         for match in PLACEHOLDER.finditer(pattern):
@@ -107,93 +124,128 @@ class IndexName:
             field, form = match.group(1), match.group(2)
             if form is not None and field != "@timestamp":
                 raise ValueError(f"only {{@timestamp:FORMAT}} takes a format, not {field}")
-            if form is not None:
-                getters.append(day_getter(form))
-                raws.append(raw_day)
-            else:
-                getters.append(field_getter(field))
-                raws.append(raw_getter(field.split(".")))
-            # Text or null only: any other value is named from orjson's reading of it (an
-            # integer beyond 64 bits is a float there).
-            leaves.append((field.split("."), str | None))
+            self.forms.append(form)
+            if form is None:
+                paths.append(field.split("."))
             end = match.end()
         literals.append(pattern[end:])
         self.fallback = "unknown".join(literals)
         """The name when the fields give no valid one: the pattern, every field unknown."""
         if not valid_index(self.fallback):
             raise ValueError(f"index pattern {pattern!r} gives invalid names: {self.fallback!r}")
-        self.made = filled("%s".join(part.replace("%", "%%") for part in literals), getters)
-        self.key = raw_key(raws)
-        self.known: dict[tuple[Any, ...], tuple[str, bytes]] = {}
-        self.decode_fields = msgspec.json.Decoder(only(leaves)).decode
-        """A record's JSON -> a dict of only the fields a document needs: the name's, and
-        `event`'s `id` and `ingested`."""
+        self.form = "%s".join(part.replace("%", "%%") for part in literals)
+        self.fields = len(paths)
+        self.dated = any(form is not None for form in self.forms)
+        self.raws = [raw_getter(path) for path in paths]
+        self.known: dict[Key, tuple[str, bytes]] = {}
+        road = fields_road(paths)
+        self.decode_fields: Callable[[bytes], Any] | None = road and road[0]
+        """A record's JSON -> a Struct of only the fields a document needs: `@timestamp`,
+        `event`'s `id` and `ingested`, and the pattern's fields; None where the pattern
+        names fields the document reads otherwise (`{event.id}`) or one inside another:
+        every record is then read in full."""
+        self.fields_key: Callable[[Any], Any] = road[1] if road else nothing
+        """That Struct -> the first part of the Key."""
 
     def __call__(self, doc: dict[str, Any]) -> str:
         return self.named(doc)[0]
 
     def named(self, doc: dict[str, Any]) -> tuple[str, bytes]:
-        """The index of a document and its name as a JSON string: called once per record."""
-        key = self.key(doc)
+        """The index of a record read in full, and its name as a JSON string."""
+        values = [raw(doc) for raw in self.raws]
+        stamp = doc.get("@timestamp") if self.dated else None
+        key = (
+            values[0] if self.fields == 1 else tuple(values) if values else None,
+            stamp[:10] if type(stamp) is str else None,
+        )
         try:
             return self.known[key]
         except (KeyError, TypeError):
-            return self.make(doc, key)
+            return self.make(key)
 
-    def make(self, doc: dict[str, Any], key: tuple[Any, ...]) -> tuple[str, bytes]:
-        index = self.made(doc)
+    def make(self, key: Key) -> tuple[str, bytes]:
+        """The name of a Key not remembered: once per new combination of values."""
+        values, day = key
+        fields = iter((values,) if self.fields == 1 else values or ())
+        index = self.form % tuple(
+            [
+                field_text(next(fields)) if form is None else day_text(day, form)
+                for form in self.forms
+            ]
+        )
         if not valid_index(index):
             index = self.fallback
         named = (index, orjson.dumps(index))
         # Only text and absent values are remembered: 1, 1.0 and True are one dict key, and
         # not one name; objects and lists are not keys at all.
-        if len(self.known) < 10_000 and all(type(v) is str or v is None for v in key):
+        texts = (values,) if self.fields == 1 else values or ()
+        if len(self.known) < 10_000 and all(type(v) is str or v is None for v in (*texts, day)):
             self.known[key] = named
         return named
 
 
-def only(leaves: list[tuple[list[str], Any]]) -> type:
-    """A TypedDict of just these paths, each of its type: msgspec checks the rest of the
-    JSON as it skips it, but builds no object for it. Where one path ends inside another,
-    the shorter is read whole, with its own type."""
-    tree: dict[str, Any] = {}
-    for path, kind in leaves:
+def nothing(_: Any) -> None:
+    return None
+
+
+def fields_road(
+    paths: list[list[str]],
+) -> tuple[Callable[[bytes], Any], Callable[[Any], Any]] | None:
+    """A decoder of just the fields a document needs, into Structs (msgspec checks the
+    rest of the JSON as it skips it, but builds no object for it), and a getter of the
+    pattern's fields from what it gives. None where a path of the pattern ends at or
+    inside another field read (`{event}`, `{event.id}`, `{kubernetes}` beside
+    `{kubernetes.namespace}`)."""
+    tree: dict[str, Any] = {"@timestamp": TEXT, "event": Event}
+    for path in paths:
         node = tree
         for key in path[:-1]:
             node = node.setdefault(key, {})
             if type(node) is not dict:
-                break
+                return None
+        if node.setdefault(path[-1], TEXT) is not TEXT:
+            return None
+    top, attrs = struct_of(tree, {"@timestamp": "stamp", "event": "event"})
+    getter = operator.attrgetter(*[attrs(path) for path in paths]) if paths else nothing
+    return msgspec.json.Decoder(top).decode, getter
+
+
+def struct_of(
+    tree: dict[str, Any], names: dict[str, str] | None = None
+) -> tuple[type, Callable[[list[str]], str]]:
+    """The Struct of a tree of fields, and the attribute path of a field's path in it.
+    Attributes are named `a0`, `a1`… (JSON keys need not be identifiers), and `stamp` and
+    `event` at the top."""
+    fields: list[tuple[str, Any, Any]] = []
+    rename: dict[str, str] = {}
+    inner: dict[str, Callable[[list[str]], str]] = {}
+    for n, (key, leaf) in enumerate(tree.items()):
+        attr = (names or {}).get(key, f"a{n}")
+        rename[attr] = key
+        if leaf is TEXT:
+            fields.append((attr, str | None, None))
+        elif leaf is Event:
+            # Absent or null, the record takes the other road.
+            fields.append((attr, Event | None, None))
         else:
-            node[path[-1]] = kind
+            kind, inner[key] = struct_of(leaf)
+            # An empty one where the record has none: the pattern's getters need no checks.
+            fields.append((attr, kind, msgspec.field(default_factory=kind)))
 
-    def typed(node: dict[str, Any]) -> type:
-        fields = {k: typed(v) if type(v) is dict else v for k, v in node.items()}
-        return TypedDict("Fields", fields, total=False)  # type: ignore[operator]
+    def attrs(path: list[str]) -> str:
+        first = next(a for a, k in rename.items() if k == path[0])
+        return first if len(path) == 1 else f"{first}.{inner[path[0]](path[1:])}"
 
-    return typed(tree)
-
-
-Getter = Callable[[dict[str, Any]], str]
-RawGetter = Callable[[dict[str, Any]], Any]
+    struct = msgspec.defstruct("Fields", fields, rename=rename, gc=False)
+    return struct, attrs
 
 
-def raw_getter(path: list[str]) -> RawGetter:
+def raw_getter(path: list[str]) -> Callable[[dict[str, Any]], Any]:
     """The value at a field's path as it is, None where the path ends early.
 
     Without exceptions: records that lack the field are common (no namespace), and raising
     costs more than the whole lookup.
     """
-    if len(path) == 1:
-        (first,) = path
-        return lambda doc: doc.get(first)
-    if len(path) == 2:
-        first, second = path
-
-        def get(doc: dict[str, Any]) -> Any:
-            inner = doc.get(first)
-            return inner.get(second) if type(inner) is dict else None
-
-        return get
 
     def walk(doc: dict[str, Any]) -> Any:
         value: Any = doc
@@ -206,92 +258,55 @@ def raw_getter(path: list[str]) -> RawGetter:
     return walk
 
 
-def raw_day(doc: dict[str, Any]) -> Any:
-    """What of `@timestamp` its date comes from: the first ten characters of the text."""
-    stamp = doc.get("@timestamp")
-    return stamp[:10] if type(stamp) is str else None
+NAMES: dict[str, str] = {}
 
 
-def raw_key(raws: list[RawGetter]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    if len(raws) == 1:
-        (only,) = raws
-        return lambda doc: (only(doc),)
-    if len(raws) == 2:
-        first, second = raws
-        return lambda doc: (first(doc), second(doc))
-    return lambda doc: tuple([get(doc) for get in raws])
+def field_text(value: Any) -> str:
+    """A field's value as a part of an index name: index names allow few characters; a
+    value is made safe once and remembered."""
+    if not value:
+        return "unknown"
+    text = str(value)
+    name = NAMES.get(text)
+    if name is None:
+        name = UNSAFE.sub("_", text.lower())
+        if len(NAMES) < 10_000:
+            NAMES[text] = name
+    return name
 
 
-def filled(form: str, getters: list[Getter]) -> Getter:
-    """`form % (values of the getters)`: runs once per new combination of values."""
-    return lambda doc: form % tuple([get(doc) for get in getters])
+def day_text(day: Any, form: str) -> str:
+    """The date of a stamp's first ten characters in `form` (%Y %m %d), read off the text,
+    not parsed."""
+    if type(day) is not str or not valid_day(day):
+        return "unknown"
+    return form.replace("%Y", day[0:4]).replace("%m", day[5:7]).replace("%d", day[8:10])
 
 
-def field_getter(field: str) -> Getter:
-    path = field.split(".")
-    names: dict[str, str] = {}
+class Document(msgspec.Struct, gc=False):
+    """Not tracked by the garbage collector: it holds only text and bytes."""
 
-    def get(doc: dict[str, Any]) -> str:
-        value: Any = doc
-        try:
-            for key in path:
-                value = value[key]
-        except (KeyError, TypeError, IndexError):
-            return "unknown"
-        if not value:
-            return "unknown"
-        text = str(value)
-        name = names.get(text)
-        if name is None:
-            # Index names allow few characters; a field value is made safe once and remembered.
-            name = UNSAFE.sub("_", text.lower())
-            if len(names) < 10_000:
-                names[text] = name
-        return name
-
-    return get
-
-
-def day_getter(form: str) -> Getter:
-    """The date of an RFC 3339 stamp in `form` (%Y %m %d), read off the text, not parsed."""
-    days: dict[str, str] = {}
-
-    def get(doc: dict[str, Any]) -> str:
-        stamp = doc.get("@timestamp")
-        if type(stamp) is not str or len(stamp) < 10:
-            return "unknown"
-        day = stamp[:10]
-        text = days.get(day)
-        if text is None:
-            if not valid_day(day):
-                return "unknown"
-            text = form.replace("%Y", day[0:4]).replace("%m", day[5:7]).replace("%d", day[8:10])
-            if len(days) < 10_000:
-                days[day] = text
-        return text
-
-    return get
-
-
-class Document(NamedTuple):
     index: str
     id: str | None
     lines: bytes
     """The `create` action and the document, each with its newline: the bulk body's part."""
 
 
-new_document = functools.partial(tuple.__new__, Document)
-"""Document((index, id, lines)) without the NamedTuple's Python-level __new__ (per record)."""
-
 EVENT = b'"event"'
+OBJECT = b':{"'
 NEWLINE = ord("\n")
 CREATE = b'{"create":{"_index":'
 ID = b',"_id":'
 END = b"}}\n"
+UNSET = msgspec.UNSET
 
 
 class Undecodable(ValueError):
     """A Kafka record that is not a JSON object: it goes to the dead-letter topic."""
+
+
+def no_time(_: int) -> None:
+    return None
 
 
 def document(
@@ -305,52 +320,118 @@ def document(
     `kafka_time` is the record's (timestamp type, milliseconds), as Message.timestamp()
     gives it: the document's time when its own `@timestamp` is not one.
     """
-    doc = fields_of(value, index_name)
-    # The collector writes compact JSON with one `"event":{"id":…`: there the field is
-    # spliced in, which is much cheaper than encoding the whole record again.
-    if (
-        doc is not None
-        and (event := doc.get("event"))
-        and "ingested" not in event
-        and valid_stamp(doc.get("@timestamp"))
-        and (at := value.find(EVENT)) >= 0
-        and value.startswith(b":{", at + len(EVENT))
-        and value.rfind(EVENT) == at
-    ):
-        # The only `"event"` in the record, and an object: the record's own event.
-        at += len(EVENT) + 2
-        source = (value[:at], ingested_field(ingested), value[at:], b"\n")
-        index, quoted = index_name.named(doc)
-    else:
-        doc = parsed(value)
-        event = doc.get("event")
-        if type(event) is not dict:
-            event = None
-        stamp = doc.get("@timestamp", MISSING)
-        if not valid_stamp(stamp):
-            doc["@timestamp"] = stamp_of(kafka_time, ingested)
-            tag(doc, TIMESTAMP_INVALID)
-            if stamp is not MISSING:
-                event = doc["event"] = event or {}
-                event["original_timestamp"] = stamp if type(stamp) is str else orjson_text(stamp)
-        # Named from the record as it came, but for a time that was none, as above:
-        # `{event}` is in the name before `ingested` is in the event.
-        index, quoted = index_name.named(doc)
-        if event is None:
-            event = doc["event"] = {}
-        event["ingested"] = ingested
-        try:
-            source = (orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE),)
-        except orjson.JSONEncodeError as exc:
-            # orjson reads 1024 levels deep but writes 255.
-            raise Undecodable(f"cannot be written again: {exc}") from exc
+    return documents((value,), index_name, ingested, lambda _: kafka_time)[0]
+
+
+def documents(
+    values: Sequence[bytes | None],
+    index_name: IndexName,
+    ingested: str,
+    kafka_time: Callable[[int], tuple[int, int] | None] = no_time,
+) -> list[Document]:
+    """Kafka records' values -> their bulk lines, in order; `kafka_time(n)` is the n-th
+    record's time, as for document(). Raises Undecodable at the first record that is no
+    JSON object.
+
+    The collector writes compact JSON with one `"event":{…`: there `ingested` is spliced
+    in, which is much cheaper than encoding the whole record again, once the record is
+    read for just the fields a document needs and found valid. Per batch, not per record:
+    the loop's locals, and the second of the last stamp found valid (a record's stamp is
+    new every time, its second mostly not), are what make it cheap.
+    """
+    decode = index_name.decode_fields
+    key_of = index_name.fields_key
+    known = index_name.known
+    spliced = ingested_field(ingested)
+    second = A_SECOND
+    day = second[:10] if index_name.dated else None
+    out: list[Document] = []
+    append = out.append
+    for position, value in enumerate(values):
+        fields = None
+        # A record that is not valid UTF-8 (msgspec does not check the UTF-8 of what it
+        # skips) or holds a line break (the bulk body is split at line breaks) is read in
+        # full; `NEWLINE in value` is memchr, `b"\n" in value` a slower general search.
+        if (
+            decode is not None
+            and type(value) is bytes
+            and NEWLINE not in value
+            and (value.isascii() or utf8(value))
+        ):
+            try:
+                fields = decode(value)
+            except (msgspec.MsgspecError, RecursionError):
+                # RecursionError: msgspec nests no deeper than the stack; orjson goes to 1024.
+                fields = None
+        if (
+            fields is not None
+            and (event := fields.event) is not None
+            and event.ingested is UNSET
+            and (stamp := fields.stamp) is not None
+        ):
+            usual = stamp.startswith(second)
+            if not usual and valid_second(stamp[:19]):
+                second, usual = stamp[:19], True
+                day = second[:10] if index_name.dated else None
+            # The only `"event"` in the record, and an object with a member: the record's
+            # own event (the top level has one, and no other is spelled so).
+            if (
+                usual
+                and FRACTION_AND_ZONE.fullmatch(stamp, 19) is not None
+                and value.count(EVENT) == 1
+                and value.startswith(OBJECT, at := value.find(EVENT) + 7)
+            ):
+                at += 2
+                key = (key_of(fields), day)
+                index, quoted = known.get(key) or index_name.make(key)
+                doc_id = event.id
+                # One join of the parts, without formatting the action first.
+                if type(doc_id) is str and doc_id:
+                    parts = (CREATE, quoted, ID, orjson.dumps(doc_id), END, value[:at])
+                    lines = b"".join((*parts, spliced, value[at:], b"\n"))
+                else:
+                    doc_id = None
+                    lines = b"".join((CREATE, quoted, END, value[:at], spliced, value[at:], b"\n"))
+                append(Document(index, doc_id, lines))
+                continue
+        append(rebuilt(value, index_name, ingested, kafka_time(position)))
+    return out
+
+
+def rebuilt(
+    value: bytes | None,
+    index_name: IndexName,
+    ingested: str,
+    kafka_time: tuple[int, int] | None,
+) -> Document:
+    """The document of a record read in full and written again."""
+    doc = parsed(value)
+    event = doc.get("event")
+    if type(event) is not dict:
+        event = None
+    stamp = doc.get("@timestamp", MISSING)
+    if not valid_stamp(stamp):
+        doc["@timestamp"] = stamp_of(kafka_time, ingested)
+        tag(doc, TIMESTAMP_INVALID)
+        if stamp is not MISSING:
+            event = doc["event"] = event or {}
+            event["original_timestamp"] = stamp if type(stamp) is str else orjson_text(stamp)
+    # Named from the record as it came, but for a time that was none, as above:
+    # `{event}` is in the name before `ingested` is in the event.
+    index, quoted = index_name.named(doc)
+    if event is None:
+        event = doc["event"] = {}
+    event["ingested"] = ingested
+    try:
+        source = orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError as exc:
+        # orjson reads 1024 levels deep but writes 255.
+        raise Undecodable(f"cannot be written again: {exc}") from exc
     doc_id = event.get("id")
-    # One join of the parts, without formatting the action first: this runs per record.
     if type(doc_id) is not str or not doc_id:
-        return new_document((index, None, b"".join((CREATE, quoted, END, *source))))
-    return new_document(
-        (index, doc_id, b"".join((CREATE, quoted, ID, orjson.dumps(doc_id), END, *source)))
-    )
+        return Document(index, None, b"".join((CREATE, quoted, END, source)))
+    action = (CREATE, quoted, ID, orjson.dumps(doc_id), END)
+    return Document(index, doc_id, b"".join((*action, source)))
 
 
 MISSING: Any = object()
@@ -381,26 +462,12 @@ def orjson_text(value: Any) -> str:
         return repr(value)
 
 
-def fields_of(value: bytes | None, index_name: IndexName) -> dict[str, Any] | None:
-    """The fields a document needs, read without building the rest of the record; None
-    where the record must be read in full: a record that is not valid UTF-8 (msgspec does
-    not check the UTF-8 of what it skips, so it is checked here: a tenth of a node's
-    records hold non-ASCII text, and reading them in full costs twice as much), holds a
-    line break (the bulk body is split at line breaks, so it is encoded again) or is not a
-    JSON object of the usual shape."""
-    # `NEWLINE in value` is memchr; `b"\n" in value` is a slower general search.
-    if type(value) is not bytes or NEWLINE in value:
-        return None
-    if not value.isascii():
-        try:
-            value.decode()
-        except UnicodeDecodeError:
-            return None
+def utf8(value: bytes) -> bool:
     try:
-        return index_name.decode_fields(value)
-    except (msgspec.MsgspecError, RecursionError):
-        # RecursionError: msgspec nests no deeper than the stack; orjson goes to 1024.
-        return None
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def parsed(value: bytes | None) -> dict[str, Any]:

@@ -13,16 +13,17 @@ what was already indexed.
 
 from __future__ import annotations
 
-import functools
 import logging
 import operator
 import random
 import time
+from bisect import bisect_left
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import repeat
+from itertools import accumulate, starmap
 from typing import Any, NamedTuple
 
+import msgspec
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from elasticsearch import Elasticsearch
@@ -31,7 +32,7 @@ from pipeline import bulk, preflight
 from pipeline.backend import connect
 from pipeline.config import Config
 from pipeline.deadletter import DeadLetters, Letter
-from pipeline.documents import Document, IndexName, Undecodable, document, now
+from pipeline.documents import Document, IndexName, Undecodable, document, documents, now
 from pipeline.metrics import METRICS
 from pipeline.offsets import Ledger, Partition, Ticket
 from pipeline.readiness import Readiness
@@ -41,17 +42,17 @@ log = logging.getLogger("pipeline.indexer")
 CONSUME_BATCH = 5000
 
 
-class Entry(NamedTuple):
+class Entry(msgspec.Struct, gc=False):
+    """A consumed record in a batch. Not tracked by the garbage collector, as Document: a
+    batch's thousands were otherwise walked at every collection, which cost about 4% of
+    the work per record. Safe: an entry is in no cycle (its message, partition and
+    document never refer back to it)."""
+
     message: Message
     partition: tuple[str, int]
     """(topic, partition), asked of the message once."""
     doc: Document | None
     """None when the record could not be read."""
-
-
-new_entry = functools.partial(tuple.__new__, Entry)
-"""Entry((message, partition, doc)) without the NamedTuple's Python-level __new__, which
-costs more per record than the rest of the batching."""
 
 
 LINES = operator.attrgetter("lines")
@@ -200,18 +201,19 @@ class Indexer:
             ingested = now()
             self.add(messages, ingested)
             self.health.ready = bool(self.assigned) or not self.pending()
-            if self.pending() and (
-                self.batch_bytes >= c.bulk_bytes
-                or time.monotonic() - self.first_at >= c.flush_interval
-            ):
-                self.flush()
+            drained = len(messages) < CONSUME_BATCH
+            if self.due(drained):
+                # In bulks of bulk_bytes: a consumed batch may hold several.
+                while self.due(drained):
+                    self.flush()
             elif self.in_flight and (
                 self.in_flight[0].reply is None or self.in_flight[0].reply.done()
             ):
                 self.settle()
             elif self.owed and time.monotonic() >= self.owed_due:
                 self.commit({})
-        self.flush()
+        while self.pending():
+            self.flush()
         while self.in_flight:
             self.settle()
         if self.owed:
@@ -248,6 +250,21 @@ class Indexer:
     def pending(self) -> bool:
         return bool(self.batch or self.unreadable)
 
+    def due(self, drained: bool = False) -> bool:
+        """Whether the batch is to be sent now: it is full; its first record waited
+        `flush_interval`; or Kafka had no more to give (`drained`) while a sender is free,
+        when waiting would leave the node idle and the records unsent for nothing (the
+        last records of a backlog waited up to `flush_interval`, a second by default)."""
+        return self.pending() and (
+            self.batch_bytes >= self.config.bulk_bytes
+            or time.monotonic() - self.first_at >= self.config.flush_interval
+            or (drained and self.sending() < self.config.bulks_in_flight)
+        )
+
+    def sending(self) -> int:
+        """Bulks sent or waiting for a sender, not yet answered."""
+        return sum(1 for s in self.in_flight if s.reply is not None and not s.reply.done())
+
     def add(self, messages: list[Message], ingested: str) -> None:
         """Consumed messages -> entries of the batch and lines of its body."""
         if messages and not self.pending():
@@ -256,24 +273,23 @@ class Indexer:
             self.add_each(messages, ingested)
 
     def add_all(self, messages: list[Message], ingested: str) -> bool:
-        """The usual case, every message a record and every record a document, in map and
-        zip: per record, only document() runs Python code. False, and nothing added, if
-        one message is not so."""
+        """The usual case, every message a record and every record a document, in one call
+        of documents() and in map and zip. False, and nothing added, if one message is not
+        so."""
         # Not count(None): that compares each KafkaError with None, which raises inside
         # confluent-kafka (SystemError) instead of answering False.
         if any(map(Message.error, messages)):
             return False
-        values = map(Message.value, messages)
+        values = list(map(Message.value, messages))
         try:
-            times = map(Message.timestamp, messages)
-            docs = list(map(document, values, repeat(self.index_name), repeat(ingested), times))
+            docs = documents(values, self.index_name, ingested, lambda n: messages[n].timestamp())
         except Undecodable:
             return False
         # Keyed by topic and partition: a ^pattern subscription reads partition 0 of many.
         partitions = zip(
             map(Message.topic, messages), map(Message.partition, messages), strict=True
         )
-        self.batch += map(new_entry, zip(messages, partitions, docs, strict=True))
+        self.batch += starmap(Entry, zip(messages, partitions, docs, strict=True))
         lines = list(map(LINES, docs))
         self.lines += lines
         self.batch_bytes += sum(map(len, lines))
@@ -293,23 +309,32 @@ class Indexer:
             try:
                 doc = document(message.value() or b"", name, ingested, message.timestamp())
             except Undecodable as exc:
-                self.unreadable.append((new_entry((message, partition, None)), str(exc)))
+                self.unreadable.append((Entry(message, partition, None), str(exc)))
                 continue
-            self.batch.append(new_entry((message, partition, doc)))
+            self.batch.append(Entry(message, partition, doc))
             self.lines.append(doc.lines)
             self.batch_bytes += len(doc.lines)
 
     def flush(self) -> None:
-        """Send the batch, once fewer than `bulks_in_flight` bulks are unanswered.
+        """Send the batch's first bulk: the fewest entries that hold `bulk_bytes` (a
+        consumed batch adds thousands of records at once), or all of them; the rest stay
+        for the next. It waits while more than `bulks_in_flight` bulks are unsettled.
 
         Bulk requests are in flight while the next batch is read and encoded: Elasticsearch
         and this loop then work at the same time instead of taking turns, and with two or
-        more the node has the next bulk at hand when it finishes one.
+        more the node has the next bulk at hand when it finishes one. One more bulk waits
+        ready in the senders' queue, and the sender whose request was answered takes it at
+        once: the node does not wait while this loop settles the answered one (its
+        commit is a round trip to Kafka) and sends the next.
         """
-        while len(self.in_flight) >= self.config.bulks_in_flight:
+        while len(self.in_flight) > self.config.bulks_in_flight:
             self.settle()
-        batch, body, unreadable = self.batch, b"".join(self.lines), self.unreadable
+        cut = self.cut()
+        batch, body, unreadable = self.batch[:cut], b"".join(self.lines[:cut]), self.unreadable
+        rest, lines = self.batch[cut:], self.lines[cut:]
         self.clear()
+        if rest:
+            self.batch, self.lines, self.batch_bytes = rest, lines, sum(map(len, lines))
         # Offsets grow within a partition: the last of each partition's entries wins.
         offsets = map(Message.offset, map(MESSAGE, batch))
         ends = dict(zip(map(PARTITION, batch), offsets, strict=True))
@@ -318,6 +343,14 @@ class Indexer:
         ticket = self.ledger.open({p: offset + 1 for p, offset in ends.items()})
         future = self.sender.submit(bulk.send, self.es, body, len(batch)) if batch else None
         self.in_flight.append(Sent(batch, unreadable, future, ticket))
+
+    def cut(self) -> int:
+        """How many of the batch's entries its first bulk takes. All of them while records
+        to dead-letter wait: their offsets are committed with the bulk that holds the
+        records around them, so the batch is not split."""
+        if self.batch_bytes < self.config.bulk_bytes or self.unreadable:
+            return len(self.batch)
+        return bisect_left(list(accumulate(map(len, self.lines))), self.config.bulk_bytes) + 1
 
     def settle(self) -> None:
         """Wait for the oldest bulk in flight; retry, dead-letter and commit what it held."""
@@ -351,7 +384,8 @@ class Indexer:
                     outcome = first.result()
                 else:
                     body = b"".join([e.doc.lines for e in part if e.doc])
-                    outcome = bulk.send(self.es, body, len(part))
+                    # Through the senders: no more than `bulks_in_flight` at the node.
+                    outcome = self.sender.submit(bulk.send, self.es, body, len(part)).result()
             except bulk.TooLarge as exc:
                 if len(part) == 1:
                     refused.append((part[0], f"too large for Elasticsearch: {exc}"))

@@ -41,6 +41,11 @@ class Proxy:
         self.gate = threading.Event()
         """Until set, a bulk request with a refused item is held: later bulks overtake it."""
         self.gate.set()
+        self.bodies: list[int] = []
+        """The size of every bulk request's body, in the order they came."""
+        self.at_once = 0
+        self.most_at_once = 0
+        """The most bulk requests the proxy held at one time."""
         self.hidden: set[str] = set()
         """Index templates answered as missing, as Elasticsearch answers for one that is:
         deleting them on the shared server would disturb the tests running beside."""
@@ -117,7 +122,15 @@ def proxy(target: str, refuse: Callable[[str, int], bool]) -> Iterator[tuple[str
                 state.hidden_asked += 1
                 status, reply, kind = 404, missing_template(name), JSON
             elif method in ("POST", "PUT") and self.path.split("?")[0].endswith("/_bulk") and body:
-                status, reply, kind = state.bulk(method, self.path, body, headers)
+                with state.lock:
+                    state.bodies.append(len(body))
+                    state.at_once += 1
+                    state.most_at_once = max(state.most_at_once, state.at_once)
+                try:
+                    status, reply, kind = state.bulk(method, self.path, body, headers)
+                finally:
+                    with state.lock:
+                        state.at_once -= 1
             else:
                 status, reply, kind = state.forward(method, self.path, body, headers)
             self.send_response(status)
