@@ -34,7 +34,7 @@ KAFKA_DEFAULTS: dict[str, Any] = {
     "batch.num.messages": 10_000,
     # Bounded memory: when this fills, produce() refuses and reading pauses. librdkafka's
     # per-message overhead nearly doubles it in RSS: 16 MiB put the collector's peak RSS at
-    # 69-81 MiB on a busy node, 4 MiB at 58-68 (issue 17's bound is 64), for a batch
+    # 73-78 MiB on a busy node, 4 MiB at 55-62 (issue 17's bound is 64), for a batch
     # catch-up up to a tenth slower (more waits for room).
     "queue.buffering.max.kbytes": 4 * 1024,
     "queue.buffering.max.messages": 200_000,
