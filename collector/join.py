@@ -157,7 +157,8 @@ class Joiner:
             if error is INVALID_UTF8:
                 text, invalid = mend(text, truncated)
         else:
-            held.took(source, offset, NOTHING)
+            if source is not held.source:
+                held.took(source, offset, NOTHING)
             held.mend |= error is INVALID_UTF8
             held.invalid |= error is REPLACED
             self.append(held, line.text, "")
@@ -208,7 +209,9 @@ class Joiner:
         held = self.groups.get(stream)
         if held is not None:
             if self.rule.continues(held.first, held.previous, text):
-                held.took(source, offset, later)
+                # A call only for the rare record that runs across a rotation.
+                if source is not held.source or later:
+                    held.took(source, offset, later)
                 self.append(held, text, "\n")
                 held.previous = text
                 held.truncated |= truncated
