@@ -27,6 +27,8 @@ class Record(NamedTuple):
 
 
 PARSE_ERROR = ("parse_error",)
+NOTHING: dict[Any, int] = {}
+"""No other files (never written to: `Held.later` copies what it takes)."""
 log = logging.getLogger("collector.join")
 
 
@@ -53,6 +55,7 @@ class Held:
     __slots__ = (
         "first",
         "invalid",
+        "later",
         "lines",
         "mend",
         "offset",
@@ -78,6 +81,17 @@ class Held:
         """A piece held bytes that were not UTF-8 on their own (a character cut in two)."""
         self.invalid = False
         """Text that was not UTF-8 was replaced (tag invalid_utf8)."""
+        self.later: dict[Any, int] = {}
+        """Files other than `source` the record took lines from (it ran across a rotation),
+        with the offset of the first: their checkpoints must not pass it while it is held."""
+
+    def took(self, source: Any, offset: int, later: dict[Any, int]) -> None:
+        """A line from `source` at `offset` (and what it took from other files) joined in."""
+        if source is not self.source and source not in self.later:
+            self.later[source] = offset
+        for other, start in later.items():
+            if other is not self.source and other not in self.later:
+                self.later[other] = start
 
 
 class Joiner:
@@ -139,10 +153,12 @@ class Joiner:
                 held.truncated |= line.cut
                 return
             text, time, truncated = line.text, line.time, line.cut
-            invalid = error is REPLACED
+            invalid, later = error is REPLACED, NOTHING
             if error is INVALID_UTF8:
                 text, invalid = mend(text, truncated)
         else:
+            if source is not held.source:
+                held.took(source, offset, NOTHING)
             held.mend |= error is INVALID_UTF8
             held.invalid |= error is REPLACED
             self.append(held, line.text, "")
@@ -150,9 +166,9 @@ class Joiner:
             if line.partial:
                 return
             del self.pieces[stream]
-            source, offset, time = held.source, held.offset, held.time
+            source, offset, time, later = held.source, held.offset, held.time, held.later
             text, truncated, invalid = self.complete(held)
-        self.emit(source, offset, time, stream, text, truncated, invalid, out)
+        self.emit(source, offset, time, stream, text, truncated, invalid, out, later)
 
     def complete(self, held: Held) -> tuple[str, bool, bool]:
         """A runtime-split line's text, whether it was cut, and whether it was not UTF-8."""
@@ -179,7 +195,9 @@ class Joiner:
         truncated: bool,
         invalid: bool,
         out: list[Record],
+        later: dict[Any, int] = NOTHING,
     ) -> None:
+        """`later`: files other than `source` a runtime-split line took pieces from."""
         if len(text) > self.max_record:
             text = self.cut(text)
             truncated = True
@@ -191,6 +209,9 @@ class Joiner:
         held = self.groups.get(stream)
         if held is not None:
             if self.rule.continues(held.first, held.previous, text):
+                # A call only for the rare record that runs across a rotation.
+                if source is not held.source or later:
+                    held.took(source, offset, later)
                 self.append(held, text, "\n")
                 held.previous = text
                 held.truncated |= truncated
@@ -201,6 +222,7 @@ class Joiner:
         held = self.groups[stream] = Held(source, offset, time, text, self.now)
         held.truncated = truncated
         held.invalid = invalid
+        held.later = dict(later)
 
     def append(self, held: Held, text: str, separator: str) -> None:
         if held.truncated:
@@ -261,7 +283,15 @@ class Joiner:
                 text, truncated, invalid = self.complete(held)
                 self.now = now
                 self.emit(
-                    held.source, held.offset, held.time, stream, text, truncated, invalid, out
+                    held.source,
+                    held.offset,
+                    held.time,
+                    stream,
+                    text,
+                    truncated,
+                    invalid,
+                    out,
+                    held.later,
                 )
         for stream, held in list(self.groups.items()):
             if force or waited(held, self.timeout):
@@ -269,9 +299,14 @@ class Joiner:
                 out.append(self.finish(held, stream))
 
     def held_from(self, source: Any) -> int | None:
-        """The first offset in `source` of a record still held back, or None."""
-        starts = [h.offset for h in self.pieces.values() if h.source is source]
-        starts += [h.offset for h in self.groups.values() if h.source is source]
+        """The first offset in `source` of a record still held back, or None: a record
+        begun in an older file holds back the lines it took from this one too."""
+        starts = [
+            h.offset if h.source is source else h.later[source]
+            for held in (self.pieces, self.groups)
+            for h in held.values()
+            if h.source is source or source in h.later
+        ]
         return min(starts) if starts else None
 
     def holding(self) -> bool:

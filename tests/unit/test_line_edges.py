@@ -391,3 +391,42 @@ def test_once_still_ships_a_piece_left_at_the_end(tmp_path: Path) -> None:
     drain(once)
     assert once.shutdown() == 0
     assert sink.messages() == ["never ended"]
+
+
+@pytest.mark.parametrize("split", ["trace", "piece"])
+def test_a_record_held_across_a_rotation_is_whole_after_a_kill(tmp_path: Path, split: str) -> None:
+    """A record begun in the rotated file and continued in the current one, held when the
+    collector is killed: the current file's checkpoint must not pass the lines the held
+    record took from it, or the next run ships the record without them (seen as `lost 2,
+    doubled 2` in the kill -9 e2e test)."""
+    log = cri_log(tmp_path)
+    if split == "trace":
+        head = [
+            f"{T1} stdout F java.lang.IllegalStateException: boom\n".encode(),
+            f"{T1} stdout F \tat com.shop.Cart.add(Cart.java:12)\n".encode(),
+        ]
+        rest = f"{T1} stdout F \tat com.shop.Main.main(Main.java:5)\n".encode()
+        whole = (
+            "java.lang.IllegalStateException: boom\n"
+            "\tat com.shop.Cart.add(Cart.java:12)\n"
+            "\tat com.shop.Main.main(Main.java:5)"
+        )
+        end = b""
+    else:
+        head = [f"{T1} stdout P {'a' * 100}\n".encode()]
+        rest = f"{T1} stdout P {'b' * 100}\n".encode()
+        end = f"{T1} stdout F {'c' * 10}\n".encode()
+        whole = "a" * 100 + "b" * 100 + "c" * 10
+    append(log, f"{T1} stdout F before\n".encode(), *head)
+    os.rename(log, log.with_name("0.log.20261127-022049"))
+    append(log, rest)
+    flags = ("--multiline", "shop/*/app=java")
+    sink = ListSink()
+    # Killed: what the run read and had acknowledged is checkpointed, nothing is flushed.
+    drain(agent(tmp_path, sink, *flags))
+    assert whole.split("\n")[0] not in sink.messages(), "held at the kill"
+    append(log, end, f"{T2} stdout F after\n".encode())
+    again = agent(tmp_path, sink, *flags)
+    drain(again)
+    assert again.shutdown() == 0
+    assert sink.messages() == ["before", whole, "after"]
