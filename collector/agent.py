@@ -144,31 +144,39 @@ class Agent:
                 break
 
     def wait(self, worked: bool) -> None:
-        """Until there is work: at once after a read, a short poll while something needs
-        time to pass, else asleep on inotify until a file is written or a folder changes.
+        """Until there is work: at once after a read that left more, a short wait while
+        something needs time to pass, else asleep on inotify until a file is written or a
+        folder changes.
 
         Events are taken after every turn, busy or not: a container that always has lines
         keeps the agent from sleeping, and the quiet ones' events must still bring them in.
+        After a turn that read its files to their ends, the next waits wake_delay: on a node
+        whose containers write all the time, going round at once reads a few lines a
+        container a turn, and a turn's cost does not shrink with its lines.
+
+        The sink's reports are served without waiting on them (poll(0)): librdkafka's poll
+        returns at the first report, one a record, so waiting in it turned the loop once a
+        record (0.13 cores at 10,000 lines/s where 0.08 do).
         """
+        self.sink.poll(0)
+        schedule = self.open_files.schedule
         if worked:
-            self.sink.poll(0)
+            if not schedule.ready and self.config.wake_delay and not self.config.once:
+                time.sleep(self.config.wake_delay)
             self.woken(0)
             return
         # Containers told to come back next turn (waiting for metadata or memory) too.
         busy = (
             self.reader.restless
-            or bool(self.open_files.schedule.ready)
+            or bool(schedule.ready)
             or any(g.in_flight for g in self.groups.values())
         )
-        if self.open_files.wakeup.polling or busy:
-            # Deliveries wake the sink's poll at once; timers are looked at this often.
-            self.sink.poll(self.config.poll_interval)
-            self.woken(0)
+        if self.open_files.wakeup.polling:
+            time.sleep(self.config.poll_interval)
             return
-        self.sink.poll(0)
         now = time.monotonic()
-        timeout = min(self.next_scan - now, IDLE_WAKE)
-        due = self.open_files.schedule.next_due(now)
+        timeout = self.config.poll_interval if busy else min(self.next_scan - now, IDLE_WAKE)
+        due = schedule.next_due(now)
         if due is not None:
             timeout = min(timeout, due)
         if self.woken(timeout) and self.config.wake_delay:

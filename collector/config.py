@@ -178,9 +178,10 @@ OPTIONS = (
     ),
     Option(
         "wake_delay",
-        0.02,
-        "seconds an inotify wake-up waits before reading, so lines written meanwhile are "
-        "read together (0: at once)",
+        0.25,
+        "seconds a wake-up on a write, or a turn that read its files to their ends, waits "
+        "before reading again, so lines written meanwhile are read together: a turn costs "
+        "about the same whatever its lines (0: at once)",
         seconds,
     ),
     Option(

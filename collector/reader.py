@@ -91,7 +91,9 @@ class Reader:
                 lines = 0
                 if limit is not None and limit.lines:
                     lines = 1 if chunk.rest is not None else chunk.data.count(b"\n") + 1
-                schedule.spent(folder, group.pod, limit, now, chunk.end - chunk.offset, lines)
+                schedule.spent(
+                    folder, group.pod, limit, now, chunk.end - chunk.offset, lines, file.tail.more
+                )
                 self.process(file, chunk, now)
                 worked = True
             elif self.budget.exhausted():
@@ -100,7 +102,7 @@ class Reader:
             unread = sum(f.tail.unread() for f in group.files) if not size else 0
             if unread:
                 schedule.throttled(folder, self.labels(group), unread)
-            elif found is None:
+            elif found is None or not found[0].tail.more:
                 schedule.caught_up(folder)
             if group.joiner.holding():
                 out: list[Record] = []

@@ -138,10 +138,21 @@ class Scheduler:
         return size
 
     def spent(
-        self, folder: str, pod: str, limit: Rate | None, now: float, read: int, lines: int
+        self,
+        folder: str,
+        pod: str,
+        limit: Rate | None,
+        now: float,
+        read: int,
+        lines: int,
+        more: bool,
     ) -> None:
-        """A read gave lines: there may be more, so the container is visited next turn."""
-        self.ready[folder] = None
+        """A read gave lines. When it filled its size (`more`) the file may hold more, and
+        the container is visited next turn; a read that reached the file's end waits for
+        the file's next write event instead: going round again at once would read the few
+        lines written meanwhile, a turn's cost each time, on a node written continuously."""
+        if more:
+            self.ready[folder] = None
         if read >= self.quantum:
             QUANTUM_READS.inc()
         if limit is not None:

@@ -70,6 +70,7 @@ class Tail:
         "head",
         "ino",
         "max_line",
+        "more",
         "offset",
         "pending",
         "scanned",
@@ -91,6 +92,8 @@ class Tail:
         (`pending` then holds its last bytes read, at most END_BYTES)."""
         self.scanned = 0
         """While reading past a long line: where the next read starts."""
+        self.more = False
+        """The last read filled its size: the file may hold more than it gave."""
 
     @classmethod
     def open(cls, path: str, folder: str, max_line: int) -> Tail:
@@ -144,6 +147,7 @@ class Tail:
         while True:
             start = self.position()
             data = self.pread(limit, start)
+            self.more = len(data) == limit
             if not data:
                 return None
             if self.head is not None:

@@ -22,10 +22,15 @@ what no event reports (filesystems where inotify misses writes, such as network 
 
 from __future__ import annotations
 
+import array
 import contextlib
 import errno
+import fcntl
 import logging
 import os
+import select
+import struct
+import termios
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -55,6 +60,8 @@ try:
 except ImportError:  # pragma: no cover - a dependency; kept importable for other platforms
     INotify = None  # type: ignore[assignment, misc]
 
+EVENT = struct.Struct("iIII")
+"""struct inotify_event without its name: wd, mask, cookie, len (the name's bytes after it)."""
 FILE_EVENTS = 0 if INotify is None else flags.MODIFY
 # MODIFY too: a file is opened only once it holds something, and kubelet leaves the new file
 # of a rotation empty until the runtime writes to it; that first write is a folder event.
@@ -68,6 +75,7 @@ FOLDER_EVENTS = (
     | flags.DELETE_SELF
     | flags.MODIFY
 )
+MODIFY = 0 if INotify is None else flags.MODIFY
 OVERFLOW = 0 if INotify is None else flags.Q_OVERFLOW
 IGNORED = 0 if INotify is None else flags.IGNORED
 
@@ -96,6 +104,7 @@ class Wakeup:
         self.refused: set[str] = set()
         """Folders past the watch limit: not asked again (and counted again) every scan."""
         self.limit_said = False
+        self.poller = select.poll()
         if not enabled:
             return
         if INotify is None:
@@ -105,6 +114,8 @@ class Wakeup:
             self.inotify = INotify()
         except OSError as exc:
             self.unavailable(str(exc))
+            return
+        self.poller.register(self.inotify.fileno(), select.POLLIN)
 
     @property
     def polling(self) -> bool:
@@ -189,9 +200,40 @@ class Wakeup:
         if self.inotify is None:
             time.sleep(max(0.0, timeout))
             return woken
-        for event in self.inotify.read(timeout=max(0, int(timeout * 1000))):
-            self.take(event.wd, event.mask, woken)
+        data = self.available()
+        if not data and timeout > 0 and self.poller.poll(int(timeout * 1000)):
+            data = self.available()
+        self.take_all(data, woken)
         return woken
+
+    def available(self) -> bytes:
+        """The events queued now, raw; b"" when none (the descriptor blocks)."""
+        assert self.inotify is not None
+        queued = array.array("i", [0])
+        fcntl.ioctl(self.inotify.fileno(), termios.FIONREAD, queued)
+        return os.read(self.inotify.fileno(), queued[0]) if queued[0] else b""
+
+    def take_all(self, data: bytes, woken: Woken) -> None:
+        """Raw events, read here rather than by inotify_simple: a runtime writes a line at a
+        time, so a busy node sends thousands of write events a second, and inotify_simple
+        makes a named tuple and decodes a name for each (about 3 us: 0.03 cores at 10,000
+        lines/s). Writes are taken once per watch; the rest in order, after them (a write
+        reported with its watch's end only brings one more visit)."""
+        written: set[int] = set()
+        others: list[tuple[int, int]] = []
+        unpack = EVENT.unpack_from
+        at, end = 0, len(data)
+        while at < end:
+            wd, mask, _cookie, name_size = unpack(data, at)
+            at += EVENT.size + name_size
+            if mask == MODIFY:
+                written.add(wd)
+            else:
+                others.append((wd, mask))
+        for wd in written:
+            self.take(wd, MODIFY, woken)
+        for wd, mask in others:
+            self.take(wd, mask, woken)
 
     def take(self, wd: int, mask: int, woken: Woken) -> None:
         if mask & OVERFLOW:

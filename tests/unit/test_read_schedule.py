@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -293,3 +294,35 @@ def test_a_throttled_container_loses_lines_only_past_the_deleted_files_bound_and
     missing = [m for m in written if m not in set(got)]
     assert missing
     assert lost == sum(len(cri_line(m)) for m in missing)
+
+
+def test_a_file_written_line_by_line_is_read_once_a_wake_delay_not_once_a_line(
+    tmp_path: Path,
+) -> None:
+    path = cri_log(tmp_path, "apps", "steady", "u-steady")
+    append(path, cri_line("first"))
+    sink = ListSink()
+    # Records stay in flight, as with a broker: that kept the agent going round at once.
+    sink.hold = True
+    a = agent(tmp_path, sink, "--inotify", "true", "--wake-delay", "0.2")
+    reads: list[int] = []
+    process = a.reader.process
+
+    def counted(file: Any, chunk: Any, now: float) -> None:
+        reads.append(chunk.data.count(b"\n") + 1)
+        process(file, chunk, now)
+
+    a.reader.process = counted  # type: ignore[method-assign]
+    with running(a):
+        until(lambda: sink.messages() == ["first"])
+        reads.clear()
+        started = time.monotonic()
+        for n in range(200):
+            append(path, cri_line(f"line {n}"))
+            time.sleep(0.005)  # a runtime's pace, a line at a time
+        writing = time.monotonic() - started
+        until(lambda: len(sink.messages()) == 201)
+    assert sink.messages()[1:] == [f"line {n}" for n in range(200)]
+    # Each read after the first waited the wake delay: a busy machine only makes them fewer.
+    assert sum(reads) == 200
+    assert len(reads) <= writing / 0.2 + 2, reads

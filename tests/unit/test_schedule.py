@@ -33,17 +33,23 @@ def test_the_first_container_of_a_turn_changes_every_turn() -> None:
     assert firsts == {"a", "b", "c"}
 
 
-def test_a_read_that_gave_lines_brings_the_container_back_next_turn() -> None:
+def test_a_read_that_filled_its_size_brings_the_container_back_next_turn() -> None:
     s = Scheduler(1024, None, poll_all=False)
-    s.spent("a", "pod", None, 0.0, 1024, 10)
+    s.spent("a", "pod", None, 0.0, 1024, 10, more=True)
     assert s.turn(["a", "b"], never, 0.0) == ["a"]
+
+
+def test_a_read_that_reached_the_files_end_waits_for_the_next_write() -> None:
+    s = Scheduler(1024, None, poll_all=False)
+    s.spent("a", "pod", None, 0.0, 300, 3, more=False)
+    assert s.turn(["a", "b"], never, 0.0) == []
 
 
 def test_a_throttled_pod_waits_for_its_bucket_and_is_visited_when_it_refills() -> None:
     s = Scheduler(1 << 20, None, poll_all=False)
     limit = Rate(1000, lines=False)
     assert s.allowance("a", "pod", limit, 0.0) == 4096
-    s.spent("a", "pod", limit, 0.0, 4096, 10)
+    s.spent("a", "pod", limit, 0.0, 4096, 10, more=True)
     assert s.turn(["a"], never, 0.0) == ["a"]
     assert s.allowance("a", "pod", limit, 0.0) == 0
     assert s.next_due(0.0) is not None
@@ -60,7 +66,7 @@ def test_containers_of_one_pod_share_its_limit() -> None:
     s = Scheduler(1 << 20, None, poll_all=False)
     limit = Rate(10, lines=True)
     assert s.allowance("a", "pod", limit, 0.0) > 0
-    s.spent("a", "pod", limit, 0.0, 2000, 10)
+    s.spent("a", "pod", limit, 0.0, 2000, 10, more=False)
     assert s.allowance("b", "pod", limit, 0.0) == 0
     assert s.allowance("c", "other", limit, 0.0) > 0
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from collector.tail import Tail
 from tests.unit.logfiles import (
     ListSink,
     agent,
@@ -309,3 +310,20 @@ def test_a_character_cut_by_the_cri_16k_split_is_whole_again(tmp_path: Path) -> 
         ("caf\ufffd", ["invalid_utf8"]),
     ]
     assert sink.records[1]["@timestamp"] == "2026-11-27T02:20:49Z"
+
+
+def test_a_read_says_whether_it_stopped_short_of_the_files_end(tmp_path: Path) -> None:
+    # The agent visits a container again at once only when its last read may have left
+    # lines behind; else it waits for the file's next write event.
+
+    path = tmp_path / "0.log"
+    path.write_bytes(b"".join(b"line %d\n" % n for n in range(100)))
+    tail = Tail.open(str(path), str(tmp_path), 1 << 20)
+    first = tail.read(64)
+    assert first is not None
+    assert tail.more
+    rest = tail.read(1 << 20)
+    assert rest is not None
+    assert not tail.more
+    assert (first.data + b"\n" + rest.data).split(b"\n") == [b"line %d" % n for n in range(100)]
+    tail.close()

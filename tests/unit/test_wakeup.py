@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from collector import wakeup
 from collector.wakeup import Wakeup
+from harness.wait import until
 
 
 def fallbacks(reason: str) -> float:
@@ -128,3 +129,30 @@ def test_when_inotify_cannot_be_had_it_is_counted(monkeypatch: pytest.MonkeyPatc
     before = fallbacks("unavailable")
     assert Wakeup(enabled=True).polling
     assert fallbacks("unavailable") == before + 1
+
+
+def test_writes_and_folder_entries_read_together_are_all_taken(
+    tmp_path: Path, inotify: Wakeup
+) -> None:
+    # File events carry no name, folder events one: read in one go, each is taken in full.
+    paths = [tmp_path / f"{n}.log" for n in range(3)]
+    fds = []
+    for n, path in enumerate(paths):
+        path.write_bytes(b"")
+        fds.append(os.open(path, os.O_RDONLY))
+        assert inotify.follow(f"file-{n}", fds[-1])
+    inotify.watch_folders({str(tmp_path)})
+    inotify.wait(0)
+    for _ in range(50):
+        for path in paths[:2]:
+            with open(path, "ab") as f:
+                f.write(b"line\n")
+    (tmp_path / "a-new-container-file-with-a-long-name.log").write_bytes(b"")
+    with open(paths[2], "ab") as f:
+        f.write(b"line\n")
+    woken = wakeup.Woken()
+    until(lambda: inotify.take_all(inotify.available(), woken) or len(woken.files) == 3)
+    assert woken.files == {"file-0", "file-1", "file-2"}
+    assert woken.rescan
+    for fd in fds:
+        os.close(fd)
