@@ -133,7 +133,8 @@ class Encoder(Static):
         ]
         return b"".join(fixed) + tags.replace(b"%", b"%%") + self.suffix.replace(b"%", b"%%")
 
-    def encode(self, record: Record) -> bytes:
+    def encode(self, record: Record, scanned: bool = False) -> bytes:
+        """`scanned`: see Processor.apply."""
         tags = record.tags
         if self.missing:
             tags = (*tags, "metadata_missing")
@@ -148,7 +149,7 @@ class Encoder(Static):
             "log": log,
         }
         if self.processor is not None:
-            done = self.processor.apply(record.text, self.mode)
+            done = self.processor.apply(record.text, self.mode, scanned)
             body["message"] = done.message
             if done.original is not None:
                 event["original"] = done.original

@@ -8,17 +8,16 @@ general path (decode -> join -> encode), which handles every case. Both paths pr
 the same record.
 
 The chunk paths take a whole read at once: one regex pass checks every line and cuts out
-its fields; text that is valid UTF-8 (checked once per read, or per non-ASCII line of a
-mixed read) in the runtime's own escapes is copied into the record as it is. Without
-levels the records are built by C-level map/zip, so no Python code runs per line, and the
-path gives up on the first line it cannot take. With levels (a `Levelled`), the same
-regex pass marks the lines whose text cannot name a level (an access log's address, a
-stack frame's tab, punctuation or non-ASCII first; see NO_LEVEL_*): runs of them are filled
-by the same C-level map, and only the other lines take a Python step each. A line the
-pattern does not take (a 16 KiB piece, control bytes, text over the limit, bytes that are
-not UTF-8) goes the general path on its own, in its place, and so do the lines after a
-runtime piece until the joiner holds no piece any more; a JSON object to parse skips only
-decoding and joining.
+its fields; text that is valid UTF-8 (its non-ASCII lines checked together, or one by one)
+in the runtime's own escapes is copied into the record as it is. Without levels the records
+are built by C-level map/zip, so no Python code runs per line, and the path gives up on the
+first line it cannot take. With levels (a `Levelled`), the same regex pass marks the lines
+whose text cannot name a level (an access log's address, a stack frame's tab, punctuation
+or non-ASCII first; see NO_LEVEL_*): runs of them are filled by the same C-level map, and
+only the other lines take a Python step each. A line the pattern does not take (a 16 KiB
+piece, control bytes, text over the limit, bytes that are not UTF-8) goes the general path
+on its own, in its place, and so do the lines after a runtime piece until the joiner holds
+no piece any more; a JSON object to parse skips only decoding and joining.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import accumulate, repeat
+from itertools import accumulate, filterfalse, repeat
 from operator import add, itemgetter
 from typing import NamedTuple
 
@@ -95,7 +94,14 @@ class Levelled(NamedTuple):
     them take the general path, which redacts."""
 
 
-ChunkPath = Callable[[bytes, int, bytes, int, Levelled | None], list[bytes] | None]
+class Chunked(NamedTuple):
+    """A read's records and its lines: counting them again costs five instructions a byte."""
+
+    values: list[bytes]
+    lines: int
+
+
+ChunkPath = Callable[[bytes, int, bytes, int, Levelled | None], Chunked | None]
 
 
 def docker_plain(raw: bytes, offset: int, template: bytes) -> bytes | None:
@@ -222,6 +228,18 @@ def utf8(data: bytes) -> bool:
     return True
 
 
+def utf8_texts(texts: Iterable[bytes]) -> bool:
+    """Every text valid UTF-8. Only the texts that are not ASCII are decoded, joined by a
+    newline (a character of its own: no two texts' bytes make one together). Decoding the
+    whole read instead makes a string as wide as its widest character (four bytes each
+    after one emoji) and decodes the ASCII after it byte by byte: most of a read's cost."""
+    try:
+        b"\n".join(filterfalse(bytes.isascii, texts)).decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 HOLES = re.compile(rb"(%%|%[sd])").split
 
 PIECES: dict[bytes, tuple[bytes, ...]] = {}
@@ -342,15 +360,12 @@ def levelled_records(
     if starts[-1] != offset + len(data) + 1:
         return None
     # Runs of lines that name no level are filled in one go: their marks say so, once the
-    # read is known to be valid UTF-8 and short enough a line; else every line is asked.
-    # Non-ASCII lines are then validated one by one: decoding a whole read of mixed text to
-    # check it costs more than the few lines that need it.
-    all_ascii = data.isascii()
-    bulk = (
-        levelled.levelless(data)
-        and max(map(len, texts), default=0) <= limit
-        and (all_ascii or utf8(data))
-    )
+    # texts are known to be valid UTF-8 and short enough a line; else every line is asked,
+    # and its text validated alone.
+    valid = data.isascii()
+    bulk = levelled.levelless(data) and max(map(len, texts), default=0) <= limit
+    if bulk and not valid:
+        valid = bulk = utf8_texts(raw)
     levelless = bytes(map(bool, marks)) if bulk else bytes(len(times))
     general_lines = frozenset(bisect_right(starts, offset + at) - 1 for at in levelled.secrets)
     if general_lines:
@@ -373,12 +388,7 @@ def levelled_records(
             continue
         time, text, start = times[at], texts[at], starts[at]
         if time:
-            if (
-                holding
-                or len(text) > limit
-                or at in general_lines
-                or not (all_ascii or utf8(raw[at]))
-            ):
+            if holding or len(text) > limit or at in general_lines or not (valid or utf8(raw[at])):
                 level = GENERAL
                 line = data[start - offset : starts[at + 1] - offset - 1]
             else:
@@ -404,18 +414,27 @@ def levelled_records(
 Columns = tuple[tuple[bytes, ...], tuple[bytes, ...], tuple[bytes, ...]]
 
 
-def columns(lines: Callable[[bytes], list[tuple[bytes, bytes, bytes]]], data: bytes) -> Columns:
-    """The three fields of every line the pattern takes, field by field; empty if none."""
-    found = lines(data) if utf8(data) else []
+def columns(
+    lines: Callable[[bytes], list[tuple[bytes, bytes, bytes]]], data: bytes, text: int
+) -> Columns:
+    """The three fields of every line the pattern takes, field by field; empty if none or
+    if a line's `text` (the field at that index) is not UTF-8."""
+    found = lines(data)
     if not found:
         return (), (), ()
-    first, second, third = zip(*found, strict=True)
+    fields = first, second, third = tuple(zip(*found, strict=True))
+    if not (data.isascii() or utf8_texts(fields[text])):
+        return (), (), ()
     return first, second, third
+
+
+def chunked(values: list[bytes] | None, lines: int) -> Chunked | None:
+    return None if values is None else Chunked(values, lines)
 
 
 def docker_chunk(
     data: bytes, offset: int, template: bytes, limit: int, levelled: Levelled | None = None
-) -> list[bytes] | None:
+) -> Chunked | None:
     """The records of every line of `data` (complete lines, newline-separated), or None.
 
     `limit` bounds a line's escaped text, so that no record needs cutting to fit.
@@ -423,12 +442,13 @@ def docker_chunk(
     if levelled is not None:
         marks, texts, streams, times, lines = zip(*DOCKER_ANY(data), strict=True)
         rows = Rows(times, streams, texts, texts, marks, lines)
-        return levelled_records(template, rows, DOCKER_FRAME, offset, data, limit, levelled)
-    texts, streams, times = columns(DOCKER_LINES, data)
+        found = levelled_records(template, rows, DOCKER_FRAME, offset, data, limit, levelled)
+        return chunked(found, len(times))
+    texts, streams, times = columns(DOCKER_LINES, data, 0)
     if not texts or max(map(len, texts)) > limit:
         return None
     lengths = map(add, map(add, map(len, texts), map(len, times)), repeat(DOCKER_FRAME))
-    return records(template, times, texts, streams, lengths, offset, data)
+    return chunked(records(template, times, texts, streams, lengths, offset, data), len(texts))
 
 
 def cri_escaped(texts: tuple[bytes, ...], data: bytes) -> tuple[bytes, ...]:
@@ -441,20 +461,21 @@ def cri_escaped(texts: tuple[bytes, ...], data: bytes) -> tuple[bytes, ...]:
 
 def cri_chunk(
     data: bytes, offset: int, template: bytes, limit: int, levelled: Levelled | None = None
-) -> list[bytes] | None:
+) -> Chunked | None:
     """As docker_chunk, for CRI lines."""
     if levelled is not None:
         times, streams, marks, raw, lines = zip(*CRI_ANY(data), strict=True)
         rows = Rows(times, streams, raw, cri_escaped(raw, data), marks, lines)
-        return levelled_records(template, rows, CRI_FRAME, offset, data, limit, levelled)
-    times, streams, texts = columns(CRI_LINES, data)
+        found = levelled_records(template, rows, CRI_FRAME, offset, data, limit, levelled)
+        return chunked(found, len(times))
+    times, streams, texts = columns(CRI_LINES, data, 2)
     if not times:
         return None
     lengths = list(map(add, map(add, map(len, texts), map(len, times)), repeat(CRI_FRAME)))
     texts = cri_escaped(texts, data)
     if max(map(len, texts)) > limit:
         return None
-    return records(template, times, texts, streams, lengths, offset, data)
+    return chunked(records(template, times, texts, streams, lengths, offset, data), len(texts))
 
 
 class FastPaths(NamedTuple):

@@ -28,6 +28,18 @@ SPELLING = re.compile(rb"\\u00(?:20|[4-7][0-9a-fA-F])").search
 """An escape that may spell part of a keyword (the keywords are ASCII letters and spaces,
 and only built-in rules have them): Docker's own escapes (`<>&`, control bytes) cannot."""
 
+OBJECT = re.compile(rb"(?: |\\[trn])*\{").match
+"""A text that is a JSON object to parse, seen in its escaped bytes (blanks Docker escapes
+as `\\t`, `\\r`, `\\n`), before the cost of unescaping it; others are judged unescaped."""
+
+
+def scanned(escaped: bytes) -> bool:
+    """For a line `secrets` found clean, as the runtime wrote it (JSON-escaped): whether that
+    scan speaks for its text and every field parsed from it (`apply`'s `scanned`). Only a
+    `\\u` escape makes letters the scan did not see, in the text or once the text is parsed."""
+    return escaped.find(b"\\u") < 0
+
+
 GENERAL = "general"
 """fast_level's answer for a line the fast path must leave to the general path."""
 
@@ -48,14 +60,17 @@ class Processor:
         chosen = rules(user_rules, builtin)
         self.redactor = Redactor(chosen) if chosen else None
 
-    def apply(self, text: str, mode: str) -> Processed:
+    def apply(self, text: str, mode: str, scanned: bool = False) -> Processed:
+        """`scanned`: the line's bytes were found to hold no redaction keyword nor any `\\u`
+        escape (the chunk path's `secrets`), so neither the text nor a field parsed from it
+        can hold one (see Redactor.clean): redaction has nothing to do."""
         parsed = parse(text, mode, self.limits)
         if parsed.reason is not None:
             METRICS.parse_refused.labels(parsed.reason).inc()
         message = text if parsed.message is None else parsed.message
         original, fields = parsed.original, parsed.fields
         redacted = False
-        if self.redactor is not None:
+        if self.redactor is not None and not scanned:
             message, original, hits = self.redactor.apply(message, original, fields)
             for name in hits:
                 METRICS.redactions.labels(name).inc()
@@ -83,6 +98,8 @@ class Processor:
         no runtime writes but a file may hold) is looked for in the text itself.
         """
         if mode != "auto" and mode != "none":
+            return GENERAL
+        if mode == "auto" and OBJECT(escaped) is not None:
             return GENERAL
         # find, not `in`: bytes.__contains__ first tries its argument as an integer, and
         # makes and drops a TypeError each time (a tenth of this step's instructions).

@@ -26,6 +26,7 @@ from collector.files import File, Group, OpenFiles
 from collector.gztail import GzipTail
 from collector.join import Record
 from collector.metrics import METRICS
+from collector.process import scanned
 from collector.route import Topics
 from collector.schedule import READ_QUANTUM
 from collector.sink import Sink
@@ -188,9 +189,10 @@ class Reader:
             secrets = self.annotator.processor.secrets(chunk.data)
             levelled = self.levelled(file, secrets or ())
             if secrets is not None and (levelled is not None or not secrets):
-                values = fast.chunk(chunk.data, chunk.offset, template, limit, levelled)
-            if values is not None:
-                METRICS.lines_read.inc(chunk.data.count(b"\n") + 1)
+                found = fast.chunk(chunk.data, chunk.offset, template, limit, levelled)
+                if found is not None:
+                    values = found.values
+                    METRICS.lines_read.inc(found.lines)
         if values is None:
             values = self.by_line(file, chunk, fast, limit)
         METRICS.bytes_read.inc(chunk.end - chunk.offset)
@@ -245,7 +247,8 @@ class Reader:
         def parsed(time: bytes, escaped: bytes, stream: bytes, offset: int) -> list[bytes]:
             # The joiner's record of a whole line when it holds nothing and has no rule.
             text = orjson.loads(b'"' + escaped + b'"')
-            return self.encode([Record(file, offset, time.decode(), stream.decode(), text, ())])
+            record = Record(file, offset, time.decode(), stream.decode(), text, ())
+            return self.encode([record], scanned(escaped))
 
         return Levelled(
             encoder.level_template,
@@ -257,11 +260,12 @@ class Reader:
             secrets,
         )
 
-    def encode(self, records: list[Record]) -> list[bytes]:
+    def encode(self, records: list[Record], scanned: bool = False) -> list[bytes]:
+        """`scanned`: see Processor.apply."""
         errors = sum(1 for r in records if "parse_error" in r.tags)
         if errors:
             METRICS.parse_errors.inc(errors)
-        values = [r.source.encoder.encode(r) for r in records]
+        values = [r.source.encoder.encode(r, scanned) for r in records]
         limit = self.message_limit
         for n, value in enumerate(values):
             if len(value) > limit:

@@ -78,9 +78,11 @@ def test_the_chunk_paths_give_the_template_bytes_for_every_line(
     each line; lines the paths decline (a backslash or quote in CRI text) prove nothing."""
     raws = [f"{STAMP.decode()} {stream} F {text}".encode() for text, stream in lines]
     data = b"\n".join(raws)
-    got = fastpath.cri_chunk(data, offset, encoder.template, 1 << 20)
-    if got is None:
+    found = fastpath.cri_chunk(data, offset, encoder.template, 1 << 20)
+    if found is None:
         return
+    assert found.lines == len(raws)
+    got = found.values
     starts: list[int] = []
     at = offset
     for raw in raws:

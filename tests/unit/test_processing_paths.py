@@ -22,7 +22,7 @@ from collector.decode import DECODERS
 from collector.encode import Encoder
 from collector.fastpath import FAST_PATHS, Levelled
 from collector.join import Joiner, Record
-from collector.process import Processor
+from collector.process import Processor, scanned
 from collector.structured import Limits
 from harness.nodewriter import PIECE, cri_pieces, docker_json, docker_pieces
 from tests.unit.logfiles import append, docker_container
@@ -118,7 +118,8 @@ def chunk_path(kind: str, lines: list[bytes], offset: int, enc: Encoder) -> list
 
     def parsed(time: bytes, escaped: bytes, stream: bytes, at: int) -> list[bytes]:
         text = orjson.loads(b'"' + escaped + b'"')
-        return [enc.encode(Record(None, at, time.decode(), stream.decode(), text, ()))]
+        record = Record(None, at, time.decode(), stream.decode(), text, ())
+        return [enc.encode(record, scanned(escaped))]
 
     data = b"\n".join(lines)
     secrets = PROCESSOR.secrets(data)
@@ -133,7 +134,11 @@ def chunk_path(kind: str, lines: list[bytes], offset: int, enc: Encoder) -> list
         lambda data: PROCESSOR.levelless(data, enc.mode),
         secrets,
     )
-    return FAST_PATHS[kind].chunk(data, offset, enc.template, 1 << 20, levelled)
+    found = FAST_PATHS[kind].chunk(data, offset, enc.template, 1 << 20, levelled)
+    if found is None:
+        return None
+    assert found.lines == len(lines)
+    return found.values
 
 
 def as_json(values: list[bytes]) -> list[dict[str, Any]]:
@@ -289,6 +294,10 @@ def test_a_keyword_spelled_with_escapes_is_still_redacted_on_the_chunk_path() ->
         b'{"log":"10.0.0.1 \\"p\\u0061ssword=hunter2\\"\\n","stream":"stdout","time":"'
         + STAMP.encode()
         + b'"}',
+        # A JSON object whose key spells `password` with an escape the app wrote (Docker
+        # then escapes its backslash): the field is hidden by its key once parsed.
+        b'{"log":"{\\"user\\":\\"bob\\",\\"p\\\\u0061ssword\\":\\"hunter2\\"}\\n",'
+        b'"stream":"stdout","time":"' + STAMP.encode() + b'"}',
     ]
     fast = chunk_path("docker", raws, 0, enc)
     assert fast is not None
@@ -300,6 +309,7 @@ def test_a_keyword_spelled_with_escapes_is_still_redacted_on_the_chunk_path() ->
     assert "redacted" in records[1]["tags"]
     assert records[2]["message"] == 'GET /a?b=1&c=2 "curl" <x>'
     assert "hunter2" not in records[3]["message"]
+    assert records[4]["json"] == {"user": "bob", "password": "[REDACTED:password]"}
 
 
 def test_escapes_at_the_head_of_a_line_give_the_same_records_on_the_chunk_path() -> None:
@@ -368,3 +378,38 @@ def test_a_secret_anywhere_in_a_read_is_redacted_on_the_chunk_path() -> None:
                 assert b"abcdefghijklmnop" not in value, value
             redacted = [b"redacted" in value for value in fast]
             assert redacted == [any(s in t for s in SECRETS) for t in texts], (kind, texts)
+
+
+FRAGMENTS = [b"a", b"ERROR ", b" ", b"\xc3\xa4", b"\xe6\x97\xa5", b"\xf0\x9f\x9a\x80", b"\xc3",
+             b"\xa4", b"\xe6\x97", b"\xf0\x9f", b"\x9a\x80", b"\xff", b"\xed\xa0\x80"]  # fmt: skip
+"""Whole characters of 1-4 bytes and their pieces: a lead byte cut from its continuation,
+a lone continuation, a byte UTF-8 never holds, an encoded surrogate."""
+
+
+@PATHS
+@given(
+    st.lists(st.lists(st.sampled_from(FRAGMENTS), max_size=6).map(b"".join), min_size=1),
+    st.booleans(),
+)
+@example([b"ok \xc3", b"\xa4 ok"], True)
+@example([b"ok \xf0\x9f", b"\x9a\x80"], False)
+def test_bytes_that_are_not_utf8_give_the_general_paths_records_on_the_chunk_path(
+    texts: list[bytes], levels: bool
+) -> None:
+    """A read's non-ASCII texts are validated together: a character cut over two lines
+    (its lead byte ending one, its continuation starting the next) must not pass for one.
+    Every record is the general path's: invalid bytes replaced, tagged invalid_utf8."""
+    enc = encoder() if levels else Encoder("/var/log/pods/shop_p_u/app/0.log", "0" * 16, META)
+    for kind in ("docker", "cri"):
+        if kind == "docker":
+            frame = b'","stream":"stdout","time":"' + STAMP.encode() + b'"}'
+            raws = [b'{"log":"' + text + b"\\n" + frame for text in texts]
+        else:
+            raws = [STAMP.encode() + b" stdout F " + text for text in texts]
+        if levels:
+            fast = chunk_path(kind, raws, 5, enc)
+        else:
+            found = FAST_PATHS[kind].chunk(b"\n".join(raws), 5, enc.template, 1 << 20)
+            fast = None if found is None else found.values
+        if fast is not None:
+            assert as_json(fast) == as_json(general_path(kind, raws, 5, enc)), (kind, texts)
