@@ -331,6 +331,13 @@ start_node() {
         ) &
         pid=$!
         echo "$pid" >"$PID_FILE"
+        # The subshell becomes setsid, then the JVM, by exec: until then its command line is
+        # this script's, and running_pid takes a node still starting for one that exited (a
+        # loaded CI run: start-node gave up on node 1 and dropped its pid file, the node came
+        # up anyway, and the next tests found its port taken by a node they could not stop).
+        while kill -0 "$pid" 2>/dev/null && ! grep -qF "$LAUNCHER_CLASS" "/proc/$pid/cmdline" 2>/dev/null; do
+            sleep 0.05
+        done
     fi
 }
 
