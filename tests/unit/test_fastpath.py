@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import orjson
 import pytest
@@ -112,3 +113,14 @@ def test_metadata_missing_tag_and_odd_paths_survive_the_template() -> None:
     assert record["tags"] == ["metadata_missing"]
     assert record["log"]["file"]["path"] == '/var/log/100%/a"b.log'
     assert record["kubernetes"]["pod"]["name"] == "50%-off"
+
+
+def test_the_text_classes_take_exactly_the_bytes_a_text_holds_as_they_are() -> None:
+    """JSON text: every byte but `"`, `\\` and control bytes; CRI text: those and `"`, `\\`,
+    and a tab (stack traces). Spelled as positive classes for speed: no byte may differ."""
+    for byte in range(256):
+        one = bytes([byte])
+        json_plain = byte >= 0x20 and one not in (b'"', b"\\")
+        assert (re.fullmatch(fastpath.UNESCAPED, one) is not None) == json_plain, byte
+        cri_plain = byte >= 0x20 or byte == 0x09
+        assert (re.fullmatch(fastpath.CRI_TEXT, one) is not None) == cri_plain, byte
