@@ -19,6 +19,7 @@ from collector.enrich import Enricher
 from collector.tail import Tail
 from harness.k8s_api import KubeAPI, pod
 from harness.wait import until
+from tests.servers import unavailable
 from tests.unit.logfiles import ListSink, agent, append, cri_line
 
 
@@ -105,7 +106,7 @@ def test_an_idle_agent_reads_no_file_until_one_is_written(
     sink = ListSink()
     a = agent(tmp_path, sink, "--inotify", "true")
     if a.open_files.wakeup.polling:
-        pytest.skip("no inotify on this machine")
+        unavailable("no inotify on this machine")
     a.scan()
     while a.turn():
         pass

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 from collector import wakeup
 from collector.wakeup import Wakeup
 from harness.wait import until
+from tests.servers import unavailable
 
 
 def fallbacks(reason: str) -> float:
@@ -25,7 +26,7 @@ def fallbacks(reason: str) -> float:
 def inotify() -> Wakeup:
     w = Wakeup(enabled=True)
     if w.polling:
-        pytest.skip("no inotify on this machine")
+        unavailable("no inotify on this machine")
     return w
 
 
