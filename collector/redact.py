@@ -7,7 +7,9 @@ spellings); without one the whole match is hidden. So `password=hunter2` becomes
 
 Applied to a record's `message`, `event.original` and parsed string values (`Redactor.apply`).
 In parsed fields a rule may also hide a whole value by its key (`{"password": "x"}`, where
-the value alone looks like nothing).
+the value alone looks like nothing). JSON may spell any character as `\\uXXXX`, and every
+parser reads `p\\u0061ssword` as `password`: a text holding such escapes is searched as
+spelled plainly (`spelled`), so what its fields hide its text does not keep.
 
 Cost when nothing matches, which is nearly always: each built-in rule names lower-case
 keywords one of which any match contains (`bearer`, `passw`, ...); the text is lowered once
@@ -92,6 +94,24 @@ BUILTIN_RULES: tuple[Rule, ...] = (
 )
 
 
+_ASCII_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u00([2-7][0-9a-fA-F])")
+"""A `\\u` escape of a printable ASCII character, not itself an escaped backslash's tail."""
+
+
+def _plain(m: re.Match[str]) -> str:
+    char = chr(int(m.group(2), 16))
+    if char == "\x7f":
+        return m.group()
+    # A quote or backslash stays escaped, as JSON must write it inside a string.
+    return m.group(1) + ("\\" + char if char in '"\\' else char)
+
+
+def spelled(text: str) -> str:
+    """`text` with its `\\u` escapes of printable ASCII written as the characters they
+    spell: the same JSON, now readable by the rules."""
+    return _ASCII_ESCAPE.sub(_plain, text) if "\\u" in text else text
+
+
 def user_rule(spec: str) -> Rule:
     """`NAME=REGEX` -> a Rule; ValueError naming the problem (for the settings' check)."""
     name, sep, regex = spec.partition("=")
@@ -151,7 +171,15 @@ class Redactor:
         self.keys: dict[str, str | None] = {}
 
     def text(self, text: str) -> tuple[str, tuple[str, ...]]:
-        """The text with every match hidden, and the names of the rules that hit."""
+        """The text with every match hidden, and the names of the rules that hit. A text
+        with escapes is searched as `spelled`, and given back so only when a rule hit."""
+        plain = spelled(text)
+        if plain is not text:
+            redacted, hits = self._text(plain)
+            return (redacted, hits) if hits else (text, ())
+        return self._text(text)
+
+    def _text(self, text: str) -> tuple[str, tuple[str, ...]]:
         if not self.always and self._no_keyword(text):
             return text, ()
         hits: list[str] = []
@@ -198,7 +226,7 @@ class Redactor:
         """
         if self.always or (parsed and ("\\u" in raw if type(raw) is str else b"\\u" in raw)):
             return False
-        return self._no_keyword(raw)
+        return self._no_keyword(spelled(raw) if type(raw) is str else raw)
 
     def keyword_offsets(self, data: bytes) -> list[int] | None:
         """Where a keyword of a rule starts in `data`, whole lines as the runtime wrote them

@@ -80,8 +80,19 @@ TEXTS = [
     "99:99 WARN",
     "123.4 ms ERROR",
 ]
-texts = st.sampled_from(TEXTS) | st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=60
+SPELLINGS = [
+    *("p", "\\u0070", "a", "\\u0061", "ssw", "\\u0053", "ord", "\\u0064", "=", "\\u003d"),
+    *("hunter2", "\\\\", "\\u0022", '"', ":", "{", "}", " ", "\\u00e9", "ERROR", "\\u0045RROR"),
+    *("Bearer ", "\\u0062earer ", "abcdefghijklmnop0123"),
+]
+"""Pieces of texts that spell keywords, levels and JSON with escapes, as a file may."""
+texts = (
+    st.sampled_from(TEXTS)
+    | st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"),
+        max_size=60,
+    )
+    | st.lists(st.sampled_from(SPELLINGS), max_size=12).map("".join)
 )
 
 
@@ -298,11 +309,16 @@ def test_a_keyword_spelled_with_escapes_is_still_redacted_on_the_chunk_path() ->
         # then escapes its backslash): the field is hidden by its key once parsed.
         b'{"log":"{\\"user\\":\\"bob\\",\\"p\\\\u0061ssword\\":\\"hunter2\\"}\\n",'
         b'"stream":"stdout","time":"' + STAMP.encode() + b'"}',
+        # The same escape in a plain line: JSON's spelling, so read as the word it spells.
+        b'{"log":"login p\\\\u0061ssword=hunter2 ok\\n","stream":"stdout","time":"'
+        + STAMP.encode()
+        + b'"}',
     ]
     fast = chunk_path("docker", raws, 0, enc)
     assert fast is not None
     records = as_json(fast)
     assert records == as_json(general_path("docker", raws, 0, enc))
+    assert "hunter2" not in orjson.dumps(records).decode()
     assert "AKIA" not in records[0]["message"]
     assert "redacted" in records[0]["tags"]
     assert "hunter2" not in records[1]["message"]

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collector.redact import BUILTIN_RULES, Redactor, rules, user_rule
 from collector.structured import parse
@@ -207,9 +211,77 @@ def test_message_taken_from_a_parsed_field_is_redacted() -> None:
 def test_a_keyword_spelled_with_unicode_escapes_is_still_found_in_fields() -> None:
     text = '{"note":"\\u0070assword=hunter2"}'
     p = parse(text)
-    _, _, hits = BUILTIN.apply(text, None, p.fields)
+    message, _, hits = BUILTIN.apply(text, None, p.fields)
     assert p.fields == {"note": "password=[REDACTED:password]"}
+    assert message == '{"note":"password=[REDACTED:password]"}'
     assert hits == ("password",)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"p\\u0061ssword":"hunter2","level":"info"}',
+        '{"msg":"login","PASS\\u0057ORD":"hunter2"}',
+        '{"msg":"login","db":{"\\u0070\\u0061\\u0073\\u0073wd":"hunter2"}}',
+        '{"note":"say \\u0022password\\u0022: \\u0022hunter2\\u0022"}',
+        '{"note":"password\\u003dhunter2"}',
+        '{"msg":"a \\\\ b","password":"hunter2"}',
+        "login p\\u0061ssword\\u003dhunter2 ok",
+    ],
+)
+def test_a_secret_spelled_with_unicode_escapes_leaves_no_trace(text: str) -> None:
+    """JSON may spell any character as `\\uXXXX`: a key or `=` so spelled hides the
+    secret from a rule reading the text, though every parser reads it plainly. The
+    record's text (message or event.original) must not keep what its fields hide."""
+    p = parse(text)
+    message = text if p.message is None else p.message
+    message, original, hits = BUILTIN.apply(message, p.original, p.fields)
+    assert "hunter2" not in f"{message} {original} {p.fields}"
+    assert hits == ("password",)
+
+
+SECRET_FORMS = [
+    '{{"{key}":"{value}"}}',
+    '{{"msg":"m","{key}":"{value}","n":1}}',
+    '{{"a":{{"{key}":"{value}"}}}}',
+    '{{"note":"{key}={value}"}}',
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["password", "db_passwd", "PassWord", "user.password"]),
+    st.lists(st.booleans(), min_size=12, max_size=12),
+    st.sampled_from(SECRET_FORMS),
+)
+def test_a_secret_is_hidden_however_its_key_is_spelled(
+    key: str, escape: list[bool], form: str
+) -> None:
+    written = "".join(
+        f"\\u{ord(c):04x}" if escape[i % len(escape)] else c for i, c in enumerate(key)
+    )
+    text = form.format(key=written, value="hunter2-17")
+    p = parse(text)
+    message = text if p.message is None else p.message
+    message, original, hits = BUILTIN.apply(message, p.original, p.fields)
+    assert "hunter2" not in f"{message} {original} {p.fields}", text
+    assert hits == ("password",)
+
+
+def test_a_text_spelled_with_escapes_keeps_its_meaning_once_redacted() -> None:
+    text = '{"p\\u0061ssword":"hunter2","note":"\\u00e9 \\u0022q\\u0022 \\\\u0070","level":"info"}'
+    redacted, hits = BUILTIN.text(text)
+    assert hits == ("password",)
+    assert json.loads(redacted) == {
+        "password": "[REDACTED:password]",
+        "note": 'é "q" \\u0070',
+        "level": "info",
+    }
+    # nothing to hide: the text is left as written, escapes and all
+    harmless = '{"a":"\\u00e9 \\u003c p\\u0061ss \\\\u0070assword"}'
+    assert BUILTIN.text(harmless) == (harmless, ())
+    assert BUILTIN.clean(harmless)
+    assert not BUILTIN.clean("p\\u0061ssword=x")
 
 
 def test_nothing_to_hide_returns_everything_unchanged() -> None:
