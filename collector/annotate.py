@@ -74,10 +74,12 @@ class Annotator:
 
     def waited(self, group: Group, enricher: Enricher, now: float) -> bool:
         """Whether a container the API has not told of has waited long enough."""
+        # Deadlines as `start + wait`, not `now - start >= wait`: the difference of two
+        # clock readings can fall a rounding short of the wait the sum reaches.
         answered = enricher.answered_at
         if answered is not None:
-            return now - max(group.born, answered) >= self.config.metadata_wait
-        if now - group.born < self.config.metadata_sync_wait:
+            return now >= max(group.born, answered) + self.config.metadata_wait
+        if now < group.born + self.config.metadata_sync_wait:
             return False
         if not group.unanswered:
             group.unanswered = True
