@@ -13,6 +13,7 @@ of the collector's cost. Every producer of records goes through here:
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +26,8 @@ from msgpack import ExtType, Timestamp
 from collector.join import Record
 from collector.metrics import METRICS
 from collector.process import Processor
+
+log = logging.getLogger("collector.forward")
 
 CONTRACT_KEYS = ("container", "kubernetes", "host", "input")
 """Top-level objects built from metadata; the per-record fields never use these names."""
@@ -169,7 +172,16 @@ def now() -> str:
 
 
 class Unencodable(ValueError):
-    """A forwarded event that cannot become a record: not [time, map], or no time."""
+    """A forwarded event that cannot become a record: skipped, counted by `reason`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+MAX_DEPTH = 250
+"""Levels of a forwarded record kept: orjson writes 255 at most, and the record sits two or
+three levels down its body (msgpack reads 1024)."""
 
 
 def rfc3339(seconds: int, nanos: int | None) -> str:
@@ -178,9 +190,10 @@ def rfc3339(seconds: int, nanos: int | None) -> str:
 
 
 def jsonable(value: Any) -> Any:
-    """What msgpack gives and orjson does not take."""
+    """What msgpack gives and orjson does not take; bytes only when they are UTF-8 (others
+    go through Cleaner, which tells they were replaced)."""
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+        return value.decode()
     if isinstance(value, Timestamp):
         try:
             return rfc3339(value.seconds, value.nanoseconds)
@@ -191,22 +204,41 @@ def jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def clean(value: Any) -> Any:
-    """A record orjson refused (undecodable text, keys that are not text), made JSON-able."""
-    if isinstance(value, dict):
-        return {text_key(k): clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [clean(v) for v in value]
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    if isinstance(value, bytes | Timestamp | ExtType):
-        return jsonable(value)
-    return value
+class Cleaner:
+    """A record orjson refused (text that is not UTF-8, keys that are not text, nesting
+    too deep) made JSON-able; `replaced` tells that text was not UTF-8 (tag invalid_utf8)."""
 
+    __slots__ = ("replaced",)
 
-def text_key(key: Any) -> str:
-    key = clean(key)
-    return key if isinstance(key, str) else orjson.dumps(key).decode()
+    def __init__(self) -> None:
+        self.replaced = False
+
+    def value(self, value: Any, depth: int = 0) -> Any:
+        if depth > MAX_DEPTH:
+            raise Unencodable("unwritable", f"a record nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            return {self.key(k, depth): self.value(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.value(v, depth + 1) for v in value]
+        if isinstance(value, str | bytes):
+            return self.text(value, "replace")
+        if isinstance(value, Timestamp | ExtType):
+            return jsonable(value)
+        return value
+
+    def text(self, value: str | bytes, errors: str) -> str:
+        data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+        try:
+            return data.decode()
+        except UnicodeDecodeError:
+            self.replaced = True
+            return data.decode("utf-8", errors)
+
+    def key(self, key: Any, depth: int) -> str:
+        # Bytes that are not UTF-8 written as \xe9, not U+FFFD: keys that differ stay apart.
+        if isinstance(key, str | bytes):
+            return self.text(key, "backslashreplace")
+        return orjson.dumps(self.value(key, depth + 1)).decode()
 
 
 class ForwardEncoder(Static):
@@ -240,12 +272,12 @@ class ForwardEncoder(Static):
             seconds = math.floor(value)
             nanos = min(round((value - seconds) * 1e9), 999_999_999)
         else:
-            raise Unencodable(f"event time is a {type(value).__name__}, not a time")
+            raise Unencodable("no_time", f"event time is a {type(value).__name__}, not a time")
         if seconds != self.second:
             try:
                 self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
             except (OverflowError, OSError, ValueError) as exc:
-                raise Unencodable(f"event time {seconds} is out of range") from exc
+                raise Unencodable("no_time", f"event time {seconds} is out of range") from exc
             self.second = seconds
         return f"{self.prefix}Z" if nanos is None else f"{self.prefix}.{nanos:09d}Z"
 
@@ -255,35 +287,20 @@ class ForwardEncoder(Static):
         parents, leaf = self.parents, self.leaf
         values: list[bytes] = []
         size = 0
+        skipped = 0
         for index, entry in enumerate(entries):
-            if type(entry) is not list or len(entry) < 2:
-                raise Unencodable("an entry is not [time, record]")
-            record = entry[1]
-            if type(record) is not dict:
-                raise Unencodable(f"a record is a {type(record).__name__}, not a map")
-            body: dict[str, Any] = {"@timestamp": self.stamp(entry[0])}
-            text = record.get("message")
-            field = "message"
-            if not isinstance(text, str | bytes):
-                text, field = record.get("log"), "log"
-            if isinstance(text, str | bytes):
-                del record[field]
-                if isinstance(text, bytes):
-                    text = text.decode("utf-8", "replace")
-                body["message"] = text.removesuffix("\n")
-            body["event"] = {"id": f"{ids}-{index}"}
-            body["fluent"] = {"tag": tag}
-            if record:
-                node = body
-                for part in parents:
-                    node = node.setdefault(part, {})
-                node[leaf] = record
+            # As Fluentd's skip_invalid_event: the rest of the message ships and its chunk is
+            # answered; cut off instead, the client would send the same chunk for ever.
             try:
-                value = record_of(body, jsonable)
-            except orjson.JSONEncodeError:
-                value = record_of(clean(body))
-            if len(value) > self.max_record_bytes:
-                value = self.cut(body, tag)
+                value = self.event(tag, entry, f"{ids}-{index}", record_of, parents, leaf)
+            except Unencodable as exc:
+                METRICS.forward_skipped.labels(exc.reason).inc()
+                if not skipped:
+                    log.warning(
+                        "forward: an event of a message tagged %r skipped: %s", tag[:200], exc
+                    )
+                skipped += 1
+                continue
             values.append(value)
             size += len(value)
             if size >= BATCH_BYTES:
@@ -292,16 +309,63 @@ class ForwardEncoder(Static):
         if values:
             yield values
 
+    def event(
+        self,
+        tag: str,
+        entry: Any,
+        event_id: str,
+        record_of: Callable[..., bytes],
+        parents: list[str],
+        leaf: str,
+    ) -> bytes:
+        """One `[time, map]` entry's record; Unencodable for what is no event."""
+        if type(entry) is not list or len(entry) < 2 or type(entry[1]) is not dict:
+            raise Unencodable("not_an_event", "an entry is not [time, map]")
+        record = entry[1]
+        try:
+            body: dict[str, Any] = {"@timestamp": self.stamp(entry[0])}
+        except Unencodable:
+            # Fluentd stamps an event without a time with the time it came.
+            body = {"@timestamp": now(), "tags": ["timestamp_invalid"]}
+        cleaner = Cleaner()
+        text = record.get("message")
+        field = "message"
+        if not isinstance(text, str | bytes):
+            text, field = record.get("log"), "log"
+        if isinstance(text, str | bytes):
+            del record[field]
+            body["message"] = cleaner.text(text, "replace").removesuffix("\n")
+        body["event"] = {"id": event_id}
+        body["fluent"] = {"tag": tag}
+        if record:
+            node = body
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = record
+        try:
+            value = record_of(body, jsonable)
+        except orjson.JSONEncodeError:
+            body = cleaner.value(body)
+            if cleaner.replaced:
+                METRICS.invalid_utf8.inc()
+                body["tags"] = [*body.get("tags", ()), "invalid_utf8"]
+            try:
+                value = record_of(body)
+            except orjson.JSONEncodeError as exc:
+                raise Unencodable("unwritable", str(exc)) from exc
+        return value if len(value) <= self.max_record_bytes else self.cut(body, tag)
+
     def cut(self, body: dict[str, Any], tag: str) -> bytes:
         """A record past max_record_bytes: the map's other fields go, the message is cut."""
         METRICS.truncated.inc()
-        text = clean(body.get("message", "")).encode()
+        cleaner = Cleaner()
+        text = cleaner.text(body.get("message", ""), "replace").encode()
         short: dict[str, Any] = {
             "@timestamp": body["@timestamp"],
             "message": "",
             "event": body["event"],
-            "fluent": {"tag": clean(tag)[:CUT_TAG_CHARS]},
-            "tags": ["truncated"],
+            "fluent": {"tag": cleaner.text(tag, "replace")[:CUT_TAG_CHARS]},
+            "tags": [*body.get("tags", ()), "truncated"],
         }
         room = self.max_record_bytes - len(orjson.dumps(short)) + 1 - len(self.suffix)
         while True:

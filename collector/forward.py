@@ -41,6 +41,11 @@ CONNECTIONS = Gauge("logferry_collector_forward_connections", "Open forward prot
 BYTES = Counter("logferry_collector_forward_bytes", "Bytes received by the forward listener")
 READ_BYTES = 256 * 1024
 """The most one read of a socket brings (asyncio's): the budget's overshoot per connection."""
+ACK_PAUSES = Counter(
+    "logferry_collector_forward_unread_ack_pauses",
+    "Times a forward connection was not read because its client left acks unread past "
+    "the transport's high-water mark",
+)
 SWEEP_SECONDS = 1.0
 FEED_SECONDS = 0.02
 """How often connections paused for the budget look for room again."""
@@ -80,6 +85,9 @@ class Connection(asyncio.Protocol):
         self.delivery = Delivery(self)
         self.closed = False
         self.last = 0.0
+        self.unread_acks = False
+        """Not read while replies wait past the transport's high-water mark: a client that
+        reads no acks would otherwise have them held here without bound."""
 
     @property
     def peer(self) -> str:
@@ -184,7 +192,24 @@ class Connection(asyncio.Protocol):
 
     def reading(self) -> bool:
         delivery = self.delivery
-        return not (self.closed or delivery.paused or delivery.starved or self.server.draining)
+        return not (
+            self.closed
+            or delivery.paused
+            or delivery.starved
+            or self.unread_acks
+            or self.server.draining
+        )
+
+    def pause_writing(self) -> None:
+        ACK_PAUSES.inc()
+        self.unread_acks = True
+        self.update()
+
+    def resume_writing(self) -> None:
+        self.unread_acks = False
+        self.update()
+        if not self.closed:
+            self.pump()
 
     def update(self) -> None:
         """Reads the socket unless a bound or the drain says not to (idempotent)."""
@@ -299,8 +324,14 @@ class ForwardServer:
     def sweep(self) -> None:
         now = self.loop.time()
         for conn in list(self.connections):
+            if not conn.reading():
+                # Not read by the listener's choice: the client may be sending all along,
+                # and closing it would lose what its socket holds.
+                conn.last = now
+                continue
             idle = now - conn.last > self.idle_timeout
             if not conn.closed and conn.delivery.in_flight == 0 and idle:
+                ERRORS.labels("idle").inc()
                 log.info("forward client %s silent for %.0f s: closed", conn.peer, now - conn.last)
                 conn.close()
         self.loop.call_later(SWEEP_SECONDS, self.sweep)

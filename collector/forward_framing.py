@@ -37,7 +37,8 @@ log = logging.getLogger("collector.forward")
 
 ERRORS = Counter(
     "logferry_collector_forward_errors",
-    "Forward connections cut or refused, by reason (malformed, too_large, auth, refused, delivery)",
+    "Forward connections cut, refused or closed, by reason (malformed, too_large, auth, "
+    "refused, delivery, idle)",
     ["reason"],
 )
 

@@ -108,6 +108,13 @@ class Metrics:
             "Times a record waited for room in librdkafka's queue (--kafka "
             "queue.buffering.max.kbytes / .messages): reading paused meanwhile",
         )
+        self.forward_skipped = Counter(
+            "logferry_collector_forward_events_skipped",
+            "Forwarded events that could not become a record, skipped (their chunk still "
+            "answered), by reason: not_an_event (not [time, map]), unwritable (nested deeper "
+            "than JSON is written, or a value JSON cannot hold)",
+            ["reason"],
+        )
         self.records_acknowledged = Counter(
             "logferry_collector_records_acknowledged",
             "Records the sink confirmed (for Kafka: acknowledged by the brokers)",

@@ -11,6 +11,7 @@ writes them again from the current code, for a change of the record that is mean
 
 from __future__ import annotations
 
+import re
 import random
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -220,6 +221,13 @@ def file_cases(seed: int = 16) -> Iterator[FileCase]:
         )
 
 
+def untimed(record: str) -> str:
+    """An event without a time is stamped when it came: not a thing to compare."""
+    if '"timestamp_invalid"' not in record:
+        return record
+    return re.sub(r'^\{"@timestamp":"[^"]*"', '{"@timestamp":"(when it came)"', record)
+
+
 def forward_outputs(encoder: Callable[[str, int, dict[str, Any]], Any], protocol: type) -> Output:
     """What a forward encoder makes of each case: its records, and the error it stopped at
     as the connection would say it (`protocol`: the errors said by their text alone)."""
@@ -233,7 +241,7 @@ def forward_outputs(encoder: Callable[[str, int, dict[str, Any]], Any], protocol
                 if n and case.update is not None:
                     made.update(case.update)
                 for batch in made.encode(case.tag, entries, ids):
-                    out += [value.decode() for value in batch]
+                    out += [untimed(value.decode()) for value in batch]
         except protocol as exc:
             error = str(exc)
         except (ValueError, TypeError, OverflowError) as exc:

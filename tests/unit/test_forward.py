@@ -341,9 +341,6 @@ def test_garbage_cuts_off_that_client_only(listen):
     [
         {"not": "an array"},
         ["tag"],
-        ["tag", None, {"message": "x"}],
-        ["tag", 1764210000, "not a map"],
-        ["tag", [[1764210000]]],
         ["tag", b"\x92\xce", {}],
         ["tag", b"\x1f\x8b garbage", {"compressed": "gzip"}],
         ["tag", b"", {"compressed": "zstd"}],
@@ -374,7 +371,7 @@ def test_text_that_is_not_utf8_and_odd_keys_still_ship(listen):
     assert first["fluent"] == {"tag": "old", "record": {"n": 1}}
     assert second["fluent"]["record"] == {
         "7": "int key",
-        "\ufffd": "bin key",
+        "\\xfe": "bin key",
         "raw": "\ufffd",
         "t": "1970-01-01T00:00:01.000000002Z",
     }
@@ -802,3 +799,155 @@ def test_half_received_messages_holding_the_budget_still_finish(listen):
     assert sink.count() == 3 * 1500
     for c in clients:
         c.close()
+
+
+# --- events that are not events, clients that do not read ----------------------------------
+
+
+def skipped(reason: str) -> float:
+    name = "logferry_collector_forward_events_skipped_total"
+    return REGISTRY.get_sample_value(name, {"reason": reason}) or 0.0
+
+
+def nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_an_entry_that_is_no_event_is_skipped_and_the_rest_of_its_chunk_ships(listen):
+    """As Fluentd's skip_invalid_event: the chunk's good events ship and it is answered,
+    the bad ones are counted and logged; cut off instead, the client would send the same
+    chunk again for ever, and its good events would never ship."""
+    server, sink = listen()
+    client = Client(server.port)
+    before = skipped("not_an_event"), skipped("unwritable"), errors("malformed")
+    entries = [
+        [1764210000, {"message": "first"}],
+        "not an entry",
+        [1764210000],
+        [1764210000, "not a map"],
+        # msgpack nests 1024 deep, JSON as orjson writes it 255
+        [1764210000, {"message": "deep", "v": nested(600)}],
+        [1764210000, {"message": "last"}],
+    ]
+    client.send("mixed", entries, {"chunk": "bWl4ZWQ="})
+    assert client.receive() == {"ack": "bWl4ZWQ="}
+    records = sink.records(2)
+    assert [r["message"] for r in records] == ["first", "last"]
+    assert records[1]["event"]["id"].endswith("-5"), "ids keep the entries' places"
+    assert skipped("not_an_event") == before[0] + 3
+    assert skipped("unwritable") == before[1] + 1
+    assert errors("malformed") == before[2]
+    # Message mode: the one event skipped, the connection kept.
+    client.send("deep", 1764210000, {"v": nested(900)}, {"chunk": "ZGVlcA=="})
+    assert client.receive() == {"ack": "ZGVlcA=="}
+    client.send("after", 1764210000, {"message": "still served"})
+    assert sink.records(3)[2]["message"] == "still served"
+    assert skipped("unwritable") == before[1] + 2
+    client.close()
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [None, "yesterday", msgpack.ExtType(0, b"\0\0\0\1"), 2**62, float("nan")],
+    ids=["nil", "text", "short-event-time", "out-of-range", "nan"],
+)
+def test_an_event_without_a_time_ships_at_the_time_it_came(listen, stamp):
+    server, sink = listen()
+    client = Client(server.port)
+    client.send("untimed", [[stamp, {"message": "kept"}]], {"chunk": "dA=="})
+    assert client.receive() == {"ack": "dA=="}
+    (record,) = sink.records(1)
+    assert record["message"] == "kept"
+    assert record["tags"] == ["timestamp_invalid"]
+    assert record["@timestamp"][:4] == time.strftime("%Y", time.gmtime())
+    client.close()
+
+
+def test_a_client_that_reads_no_acks_is_not_read_until_it_does(listen):
+    """Acks a client leaves unread wait in the listener: past the transport's high-water
+    mark the client is not read (its TCP window fills), counted; it is read again once it
+    reads them, and nothing is lost."""
+    server, sink = listen()
+    client = Client(server.port)
+    before = REGISTRY.get_sample_value("logferry_collector_forward_unread_ack_pauses_total") or 0
+    (conn,) = until(lambda: list(server.connections))
+    big_ids = [f"{n:04d}" + "i" * 256 * 1024 for n in range(40)]
+
+    def send_all() -> None:
+        with client.sock.dup() as sock:
+            sock.settimeout(120)
+            for n, chunk in enumerate(big_ids):
+                sock.sendall(
+                    msgpack.packb(["acks", [[1764210000, {"message": str(n)}]], {"chunk": chunk}])
+                )
+
+    sender_thread = threading.Thread(target=send_all, daemon=True)
+    sender_thread.start()
+    until(lambda: not conn.reading())
+    assert (
+        REGISTRY.get_sample_value("logferry_collector_forward_unread_ack_pauses_total") or 0
+    ) > before
+    assert conn.transport is not None
+    # The high-water mark and the ack written when it was passed.
+    assert conn.transport.get_write_buffer_size() <= 2 * (256 * 1024 + 64 * 1024)
+    acks = [client.receive(30)["ack"] for _ in big_ids]
+    assert acks == big_ids
+    sender_thread.join(30)
+    assert sink.count() == len(big_ids)
+    client.close()
+
+
+def test_a_connection_the_listener_does_not_read_is_not_idle(listen):
+    """The idle timeout is a silent client's: one the listener stopped reading (budget,
+    backpressure, unread acks) is sending all along, and closing it would lose what its
+    socket holds."""
+    server, sink = listen("--forward-idle-timeout", "1", sink=FakeSink(hold=True))
+    client = Client(server.port)
+    client.send("a", 1764210000, {"message": "1"})
+    sink.records(1)
+    (conn,) = list(server.connections)
+    before = errors("idle")
+
+    def sweep_long_after(starved: bool) -> None:
+        conn.delivery.starved = starved
+        conn.last = server.loop.time() - 100
+        server.sweep()
+
+    # in flight: never idle; then starved and not read: not idle either
+    sink.release()
+    until(lambda: conn.delivery.in_flight == 0)
+    asyncio_call(server, lambda: sweep_long_after(True))
+    assert not conn.closed
+    asyncio_call(server, lambda: sweep_long_after(False))
+    assert conn.closed
+    assert errors("idle") == before + 1
+    assert client.cut_off()
+
+
+def asyncio_call(server: ForwardServer, call: Callable[[], None]) -> None:
+    """Runs `call` on the listener's loop and waits for it."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            call()
+        finally:
+            done.set()
+
+    server.loop.call_soon_threadsafe(run)
+    assert done.wait(5)
+
+
+def test_keys_and_text_that_are_not_utf8_stay_apart_and_are_tagged(listen):
+    server, sink = listen()
+    client = Client(server.port)
+    record = {"message": b"r\xe9sum\xe9", b"caf\xe9": "e-acute", b"caf\xe8": "e-grave"}
+    client.sock.sendall(msgpack.packb(["old", 1764210000, record], use_bin_type=False))
+    (got,) = sink.records(1)
+    assert got["message"] == "r\ufffdsum\ufffd"
+    assert "invalid_utf8" in got["tags"]
+    assert sorted(got["fluent"]["record"].values()) == ["e-acute", "e-grave"]
+    client.close()
