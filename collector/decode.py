@@ -49,6 +49,13 @@ CALENDAR: set[str] = set()
 """Dates (YYYY-MM-DD) already checked against the calendar: a day changes once a day."""
 
 
+ZONED_STAMP = re.compile(
+    r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d{1,9})?([+-])([01]\d|2[0-3]):([0-5]\d)", re.ASCII
+).fullmatch
+"""RFC 3339 with a numeric offset: fromisoformat alone also reads `,5`, week dates and an
+offset given twice, and timedelta takes hours past 23."""
+
+
 def real_date(date: str) -> bool:
     """`date` exists (no 30 February); remembered, so the check costs a set lookup."""
     if date in CALENDAR:
@@ -307,17 +314,19 @@ def utc(stamp: str) -> str:
     """
     if UTC_STAMP(stamp) is not None:
         return stamp if real_date(stamp[:10]) else ""
-    if len(stamp) < 25 or stamp[10] != "T" or stamp[-3] != ":" or stamp[-6] not in "+-":
+    zoned = ZONED_STAMP(stamp)
+    if zoned is None:
         return ""
-    zone = stamp[-6:]
-    head, _, fraction = stamp[:-6].partition(".")
+    head, fraction, sign, hours, minutes = zoned.groups()
     try:
         moment = datetime.fromisoformat(head)
-        offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
-    except ValueError:
+        offset = timedelta(hours=int(hours), minutes=int(minutes))
+        # Shifted past year 1 or 9999: OverflowError, not ValueError.
+        moment = moment - offset if sign == "+" else moment + offset
+    except (ValueError, OverflowError):
         return ""
-    if not fraction.isdigit() and fraction:
-        return ""
-    moment = moment - offset if zone[0] == "+" else moment + offset
-    suffix = f".{fraction}" if fraction else ""
-    return f"{moment.strftime('%Y-%m-%dT%H:%M:%S')}{suffix}Z"
+    # Not strftime: glibc's %Y writes year 500 as "500".
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+        f"{moment.minute:02d}:{moment.second:02d}{fraction or ''}Z"
+    )

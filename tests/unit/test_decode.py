@@ -63,6 +63,34 @@ def test_zone_offsets_become_utc_with_the_fraction_kept(stamp: str, expected: st
 
 
 @pytest.mark.parametrize(
+    "stamp",
+    [
+        # shifted past the first or last day a datetime holds: OverflowError, which stopped
+        # the collector at that line on every start
+        "0001-01-01T00:30:00+01:00",
+        "9999-12-31T23:30:00-01:00",
+        # not RFC 3339, though fromisoformat reads them
+        "2026-11-30T10:00:00+25:00",
+        "2026-11-30T10:00:00+02:99",
+        "2026-11-30T10:00:00,5+02:00",
+        "2026-11-30T10:00:00+01:00+02:00",
+        "2026-11-30 10:00:00.5+02:00",
+        "2026-W48-1T10:00:00+02:00",
+    ],
+)
+def test_a_stamp_that_is_no_time_makes_a_parse_error_not_a_crash(stamp: str) -> None:
+    assert utc(stamp) == ""
+    line = decode_cri(f"{stamp} stdout F x".encode())
+    assert line.error
+    docker = decode_docker(b'{"log":"x\\n","stream":"stdout","time":"%s"}' % stamp.encode())
+    assert docker.error
+
+
+def test_a_year_before_1000_keeps_four_digits() -> None:
+    assert utc("0500-01-01T05:00:00.5+01:00") == "0500-01-01T04:00:00.5Z"
+
+
+@pytest.mark.parametrize(
     "raw",
     [
         b'{"log": "cut',
