@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from collector.encode import spelled
+
 log = logging.getLogger("collector.checkpoint")
 
 FORGET_AFTER = 24 * 3600.0
@@ -90,7 +92,8 @@ class Checkpoints:
             {
                 "version": 1,
                 "files": {
-                    k: {"offset": p.offset, "path": p.path, "seen": p.seen}
+                    # The path only tells a reader of the file which it was: spelled.
+                    k: {"offset": p.offset, "path": spelled(p.path), "seen": p.seen}
                     for k, p in self.positions.items()
                 },
             }

@@ -56,6 +56,15 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def spelled(value: Any) -> Any:
+    """A name read off the file system as JSON can hold it: Linux names are bytes, and
+    Python keeps those that are not UTF-8 as lone surrogates, which JSON cannot; they are
+    written as `\\xff`, so names that differ stay apart."""
+    if type(value) is not str:
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class Static:
     """What every record of one source shares, encoded once: the suffix of its records."""
 
@@ -66,7 +75,10 @@ class Static:
 
     def share(self, meta: dict[str, Any]) -> None:
         """The metadata every record from now on carries (dotted contract names)."""
-        static = orjson.dumps(nest(meta))
+        try:
+            static = orjson.dumps(nest(meta))
+        except orjson.JSONEncodeError:
+            static = orjson.dumps(nest({k: spelled(v) for k, v in meta.items()}))
         self.suffix = b"," + static[1:] if len(static) > 2 else b"}"
 
     def record(self, body: dict[str, Any], default: Callable[[Any], Any] | None = None) -> bytes:
@@ -96,7 +108,7 @@ class Encoder(Static):
         mode: str = "auto",
     ) -> None:
         super().__init__()
-        self.path = path
+        self.path = spelled(path)
         self.fingerprint = fingerprint
         self.processor = processor
         self.mode = mode
@@ -114,6 +126,7 @@ class Encoder(Static):
         self.level_template = self.line_template(True)
 
     def rename(self, path: str) -> None:
+        path = spelled(path)
         if path != self.path:
             self.path = path
             self.template = self.line_template(False)

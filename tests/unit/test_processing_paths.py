@@ -429,3 +429,23 @@ def test_bytes_that_are_not_utf8_give_the_general_paths_records_on_the_chunk_pat
             fast = None if found is None else found.values
         if fast is not None:
             assert as_json(fast) == as_json(general_path(kind, raws, 5, enc)), (kind, texts)
+
+
+def test_a_path_that_is_not_utf8_is_shipped_spelled_not_a_crash(tmp_path: Path) -> None:
+    """Linux names are bytes: a pod folder or container name that is not UTF-8 stopped the
+    collector at every start (its records could not be written as JSON)."""
+    folder = os.fsencode(tmp_path / "log" / "pods" / "shop_c\xe4rt_0f1e") + b"/ap\xffp"
+    os.makedirs(folder)
+    with open(folder + b"/0.log", "wb") as f:
+        f.write(b"2026-11-30T10:00:00Z stdout F hello\n2026-11-30T10:00:01Z stdout F ERROR x\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "collector", "--once", "--sink", "stdout",
+         "--docker-root", str(tmp_path / "docker"), "--log-root", str(tmp_path / "log"),
+         "--state-dir", str(tmp_path / "state"), "--metrics-port", "0"],
+        capture_output=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert [r["message"] for r in records] == ["hello", "ERROR x"]
+    assert all(r["log"]["file"]["path"].endswith("/ap\\xffp/0.log") for r in records)
+    assert records[0]["kubernetes"]["container"]["name"] == "ap\\xffp"
