@@ -141,6 +141,7 @@ class Agent:
                 self.save()
                 next_save = now + config.checkpoint_interval
             if config.once and not worked and self.settled():
+                self.say_unfinished()
                 break
 
     def wait(self, worked: bool) -> None:
@@ -207,6 +208,17 @@ class Agent:
         self.sink.flush(self.config.shutdown_grace)
         self.sink.poll(0)
         return self.idle()
+
+    def say_unfinished(self) -> None:
+        """--once: bytes it did not read are said, not left to be found missing."""
+        files, size = self.reader.unfinished()
+        if files:
+            log.warning(
+                "%d files, %d bytes left unread: their last line has no newline yet; "
+                "they are read once it is finished",
+                files,
+                size,
+            )
 
     def shutdown(self) -> int:
         with contextlib.suppress(Interrupted):

@@ -143,16 +143,18 @@ class Reader:
     def next_chunk(self, group: Group, size: int = READ_QUANTUM) -> tuple[File, Chunk] | None:
         """The container's next read: from its oldest file with complete lines.
 
-        Newer files wait until the older ones are read to their end; a file not yet
-        identified stops the container's reading until its first line is complete. Files
-        found read to their end and delivered on the way are released, unreadable .gz files
-        let go.
+        Newer files wait until the older ones' complete lines are read. A file with none yet
+        holds nothing to keep in order, whether its last line or its first is unfinished (not
+        yet identified): it is passed over, else a first line that never ends (a torn write,
+        zeros a crash left) would stop the container for good; it is read once finished.
+        Files found read to their end and delivered on the way are released, unreadable .gz
+        files let go.
         """
         for file in list(group.files):
             if file.encoder is None and not self.files.identify(file):
-                return None
+                continue
             if file.tail.truncated() and not self.files.restart(file):
-                return None
+                continue
             chunk = self.reads.read(file.tail, size)
             if chunk is not None:
                 return file, chunk
@@ -360,3 +362,19 @@ class Reader:
             elif f.tail.unread() and not self.reads.waiting_at_end(f.tail):
                 return False
         return all(g.in_flight == 0 for g in self.files.groups.values())
+
+    def unfinished(self) -> tuple[int, int]:
+        """Files, and their bytes, left unread because their last line has no newline yet.
+
+        Asked once everything else is read (`idle`): then all a file holds past its last
+        line handed out is that started line (the whole file while its first is unfinished),
+        the runtime's to finish. Bytes of it already read and held count as unread: they
+        were not shipped.
+        """
+        files = size = 0
+        for f in self.files.files.values():
+            left = f.tail.size() - f.tail.offset
+            if left > 0:
+                files += 1
+                size += left
+        return files, size

@@ -11,8 +11,8 @@ writes them again from the current code, for a change of the record that is mean
 
 from __future__ import annotations
 
-import re
 import random
+import re
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
