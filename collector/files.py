@@ -53,6 +53,8 @@ class File:
     group: Group
     rotated: bool
     mtime: float
+    instance: str
+    """Which run of the container wrote it (`instance_of`)."""
     seen: bool = True
     encoder: Encoder | None = None
     decode: Decoder | None = None
@@ -213,11 +215,12 @@ class OpenFiles:
                 self.config.max_record_bytes,
                 self.config.multiline_timeout,
                 self.config.partial_timeout,
+                lambda file: file.instance,
             )
             group = self.groups[folder] = Group(folder, joiner, meta)
         else:
             group.meta.update(meta)
-        file = File(tail, best.path, group, best.rotated, best.mtime)
+        file = File(tail, best.path, group, best.rotated, best.mtime, instance_of(best.real))
         group.files.append(file)
         self.files[identity] = file
         self.opened.add(identity)
@@ -397,6 +400,17 @@ def merged_meta(paths: list[Found]) -> dict[str, Any]:
     for p in paths:
         meta.update(p.meta)
     return meta
+
+
+def instance_of(real: str) -> str:
+    """The run of its container a log file is from: its name up to `.log`.
+
+    kubelet gives each run of a CRI container a file of its own in the container's folder
+    (`0.log`, `1.log` after a restart) and rotates a run's file into `0.log.<time>`, later
+    `.gz`: all of run 0. Docker rotates `<id>-json.log` into `<id>-json.log.1`, and a restarted
+    Docker container writes on in the same file: one run as far as names can tell.
+    """
+    return os.path.basename(real).partition(".log")[0]
 
 
 def preferred(paths: list[Found]) -> Found:

@@ -1,7 +1,8 @@
 """Reassembling records: runtime splits (16 KiB pieces) first, then multi-line groups.
 
-Both happen per stream of one file (a file is one container), so stdout and stderr never
-mix. A record keeps the offset and time of its first line. While a record is held back
+Both happen per stream of one container, so stdout and stderr never mix; a record runs on
+from a file into its rotation successor, never into the file of the container's next run.
+A record keeps the offset and time of its first line. While a record is held back
 (waiting for its next piece or continuation line), `held_from()` tells the agent how far the
 file's checkpoint may safely advance.
 """
@@ -9,6 +10,7 @@ file's checkpoint may safely advance.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from collector.decode import EMPTY, INVALID_UTF8, REPLACED, Line, mend
@@ -30,6 +32,11 @@ PARSE_ERROR = ("parse_error",)
 NOTHING: dict[Any, int] = {}
 """No other files (never written to: `Held.later` copies what it takes)."""
 log = logging.getLogger("collector.join")
+
+
+def one_run(source: Any) -> str:
+    """For sources that tell no runs apart: every line is from one run of the container."""
+    return ""
 
 
 def tags_of(multiline: bool, truncated: bool, invalid: bool) -> tuple[str, ...]:
@@ -107,7 +114,9 @@ class Joiner:
     `--once` run ships them at its end. Multi-line groups end at a line that does not
     continue them or at `timeout`. Both timeouts count only while the agent is not behind
     on the container's files: a reader that fell behind does not cut what it has yet to
-    read.
+    read. A line from another run of the container (`instance` differs: it was restarted)
+    ends what the previous run held on that stream at once: a dead container writes nothing
+    more, and neither the rest of its line nor its next trace line can come after it.
     """
 
     def __init__(
@@ -116,11 +125,15 @@ class Joiner:
         max_record: int,
         timeout: float,
         partial_timeout: float = 60.0,
+        instance: Callable[[Any], str] = one_run,
     ) -> None:
         self.rule = rule
         self.max_record = max_record
         self.timeout = timeout
         self.partial_timeout = partial_timeout
+        self.instance = instance
+        """The run of the container a source is from (asked only of a line from another file
+        than the record held: the rare line after a rotation or a restart)."""
         self.now = 0.0
         """Set by the agent once per chunk: the clock for flush timeouts, read once not per line."""
         self.behind = 0.0
@@ -143,6 +156,10 @@ class Joiner:
             out.append(Record(source, offset, line.time, stream, text, tags))
             return
         held = self.pieces.get(stream)
+        if held is not None and source is not held.source and self.other_run(source, held):
+            del self.pieces[stream]
+            self.let_go(held, stream, out)
+            held = None
         if held is None:
             if line.partial:
                 held = self.pieces[stream] = Held(source, offset, line.time, "", self.now)
@@ -169,6 +186,16 @@ class Joiner:
             source, offset, time, later = held.source, held.offset, held.time, held.later
             text, truncated, invalid = self.complete(held)
         self.emit(source, offset, time, stream, text, truncated, invalid, out, later)
+
+    def other_run(self, source: Any, held: Held) -> bool:
+        return self.instance(source) != self.instance(held.source)
+
+    def let_go(self, held: Held, stream: str, out: list[Record]) -> None:
+        """A runtime-split line shipped without the pieces it still waited for."""
+        text, truncated, invalid = self.complete(held)
+        self.emit(
+            held.source, held.offset, held.time, stream, text, truncated, invalid, out, held.later
+        )
 
     def complete(self, held: Held) -> tuple[str, bool, bool]:
         """A runtime-split line's text, whether it was cut, and whether it was not UTF-8."""
@@ -208,7 +235,9 @@ class Joiner:
             return
         held = self.groups.get(stream)
         if held is not None:
-            if self.rule.continues(held.first, held.previous, text):
+            # Whatever the rule says: under a first-line rule any line would continue it.
+            other = source is not held.source and self.other_run(source, held)
+            if not other and self.rule.continues(held.first, held.previous, text):
                 # A call only for the rare record that runs across a rotation.
                 if source is not held.source or later:
                     held.took(source, offset, later)
@@ -280,19 +309,8 @@ class Joiner:
                         self.partial_timeout,
                         held.offset,
                     )
-                text, truncated, invalid = self.complete(held)
                 self.now = now
-                self.emit(
-                    held.source,
-                    held.offset,
-                    held.time,
-                    stream,
-                    text,
-                    truncated,
-                    invalid,
-                    out,
-                    held.later,
-                )
+                self.let_go(held, stream, out)
         for stream, held in list(self.groups.items()):
             if force or waited(held, self.timeout):
                 del self.groups[stream]
