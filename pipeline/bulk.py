@@ -2,8 +2,10 @@
 
 Items are sorted three ways: done (created, or refused as a duplicate of a document already
 there, which with `_id` = `event.id` means a replay), retry (the cluster was busy or
-failing), and refused for their content (mapping errors, too large), which belong in the
-dead-letter topic rather than in an endless retry.
+failing, or refused the write whatever the document: a write block, rights missing), and
+refused for their content (mapping errors, too large), which belong in the dead-letter
+topic rather than in an endless retry. A reply that does not account for every document
+sent is no answer at all: the whole request is retried.
 """
 
 from __future__ import annotations
@@ -89,30 +91,70 @@ def send(es: Elasticsearch, body: bytes, count: int) -> Outcome:
         ) from exc
     except TransportError as exc:
         raise Unavailable(str(exc), type(exc).__name__) from exc
-    METRICS.bulk_seconds.observe(time.perf_counter() - started)
-    if not reply.get("errors"):
+    elapsed = time.perf_counter() - started
+    outcome = read(reply.body, count)
+    METRICS.bulk_seconds.observe(elapsed)
+    return outcome
+
+
+def read(reply: Any, count: int) -> Outcome:
+    """What became of each of the `count` documents sent, from the reply's body.
+
+    Raises Unavailable for a 200 that does not account for each document (fewer or more
+    items, no boolean `errors`, an empty body, a proxy's HTML page): taken as indexed, its
+    documents would be committed past and never stored.
+    """
+    errors = reply.get("errors") if isinstance(reply, dict) else None
+    if errors is False:
+        # With FILTER the node's clean reply says no more than this (Replies skips its
+        # items), and `errors: false` is the node's word that every document went in.
         METRICS.indexed.inc(count)
         return Outcome([], [], 0)
-    return sort(reply.body["items"])
+    items = reply.get("items") if errors is True else None
+    if not isinstance(items, list) or len(items) != count:
+        raise unaccounted(reply, count)
+    return sort(items)
 
 
-def sort(items: list[dict[str, Any]]) -> Outcome:
+def unaccounted(reply: Any, count: int) -> Unavailable:
+    """The failure of a reply that is no account of the bulk, shown cut: a proxy's page
+    may be long, and /readyz and the log repeat it."""
+    shown = repr(reply)
+    shown = shown if len(shown) <= 200 else shown[:200] + "..."
+    return Unavailable(
+        f"Elasticsearch's reply does not account for each of the {count} documents of the "
+        f"bulk request: {shown}",
+        "reply unaccounted",
+    )
+
+
+def sort(items: list[Any]) -> Outcome:
     retry: list[int] = []
     refused: list[tuple[int, str]] = []
     duplicates = 0
     indexed = 0
     for position, item in enumerate(items):
-        result = next(iter(item.values()))
-        status = result.get("status", 500)
+        result = next(iter(item.values())) if isinstance(item, dict) and len(item) == 1 else None
+        status = result.get("status", 500) if isinstance(result, dict) else None
+        if type(status) is not int:
+            raise unaccounted(items, len(items))
         if status < 300:
             indexed += 1
         elif status == 409:
             duplicates += 1
-        elif status == 429 or status >= 500:
+        elif status in (401, 403, 429) or status >= 500:
+            # 401 and 403 say what the cluster lets us write, not what the document is:
+            # a write block (cluster_block_exception: disk full, index made read-only) or
+            # rights missing, which an operator mends. Dead-lettered, every document
+            # would be lost while it lasts.
             retry.append(position)
         else:
-            error = result.get("error") or {}
-            refused.append((position, f"{error.get('type', status)}: {error.get('reason', '')}"))
+            error = result.get("error")
+            if isinstance(error, dict):
+                reason = f"{error.get('type', status)}: {error.get('reason', '')}"
+            else:
+                reason = f"{status}: {error or ''}"
+            refused.append((position, reason))
     METRICS.indexed.inc(indexed)
     METRICS.duplicates.inc(duplicates)
     return Outcome(retry, refused, duplicates)

@@ -1,5 +1,8 @@
 """Kafka records -> bulk lines: the target index, `_id` = `event.id`, `event.ingested` added.
 
+An `event.id` longer than Elasticsearch takes as an `_id` gives a digest of it instead: one
+such id in a bulk would have the whole bulk refused, at every retry.
+
 A record whose `@timestamp` is missing or not a date Elasticsearch takes is indexed at the
 Kafka record's time instead, tagged `timestamp_invalid`, its own value kept in
 `event.original_timestamp`: rather than refused, or named into an index from a stray text.
@@ -8,6 +11,7 @@ Kafka record's time instead, tagged `timestamp_invalid`, its own value kept in
 from __future__ import annotations
 
 import functools
+import hashlib
 import operator
 import re
 from collections.abc import Callable, Sequence
@@ -288,6 +292,7 @@ class Document(msgspec.Struct, gc=False):
 
     index: str
     id: str | None
+    """The `_id`: the record's `event.id`, or its digest where that is too long."""
     lines: bytes
     """The `create` action and the document, each with its newline: the bulk body's part."""
 
@@ -299,6 +304,24 @@ CREATE = b'{"create":{"_index":'
 ID = b',"_id":'
 END = b"}}\n"
 UNSET = msgspec.UNSET
+
+
+ID_BYTES = 512
+"""Elasticsearch's longest `_id`, in UTF-8 bytes: one longer, and it refuses the whole bulk
+(action_request_validation_exception), again at every retry."""
+ID_CHARS = ID_BYTES // 4
+"""The longest id sure to be within ID_BYTES without encoding it: a character takes at most
+four bytes."""
+
+
+def fitting_id(doc_id: str) -> str:
+    """The `_id` of a record whose id is longer than Elasticsearch takes: a digest of it,
+    the same every time the record is read again, so that it is still stored once. The
+    document keeps its own `event.id`."""
+    raw = doc_id.encode()
+    if len(raw) <= ID_BYTES:
+        return doc_id
+    return hashlib.blake2b(raw, digest_size=32).hexdigest()
 
 
 class Undecodable(ValueError):
@@ -387,6 +410,8 @@ def documents(
                 doc_id = event.id
                 # One join of the parts, without formatting the action first.
                 if type(doc_id) is str and doc_id:
+                    if len(doc_id) > ID_CHARS:
+                        doc_id = fitting_id(doc_id)
                     parts = (CREATE, quoted, ID, orjson.dumps(doc_id), END, value[:at])
                     lines = b"".join((*parts, spliced, value[at:], b"\n"))
                 else:
@@ -430,6 +455,8 @@ def rebuilt(
     doc_id = event.get("id")
     if type(doc_id) is not str or not doc_id:
         return Document(index, None, b"".join((CREATE, quoted, END, source)))
+    if len(doc_id) > ID_CHARS:
+        doc_id = fitting_id(doc_id)
     action = (CREATE, quoted, ID, orjson.dumps(doc_id), END)
     return Document(index, doc_id, b"".join((*action, source)))
 

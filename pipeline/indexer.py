@@ -418,7 +418,7 @@ class Indexer:
                 if busy >= BUSY_REPORTED:
                     self.health.problem(
                         BUSY,
-                        "Elasticsearch keeps answering 429 or 5xx for some documents; "
+                        "Elasticsearch keeps answering 429, 5xx, 401 or 403 for some documents; "
                         "not committing past them, retrying",
                     )
                 if self.stopping:

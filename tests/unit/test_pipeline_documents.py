@@ -581,6 +581,38 @@ def test_the_stamp_check_is_rfc_3339_within_date_nanos(second: str, rest: str) -
     assert valid_stamp(stamp) == (in_range and real_day)
 
 
+def ids_sent(record: dict[str, Any]) -> set[str]:
+    """The `_id`s of a record's document on both roads: as the collector writes it (the
+    cheaper road) and spaced out (read in full and written again); each road's document
+    keeps the record's own `event.id`."""
+    sent = set()
+    for value in (orjson.dumps(record), json.dumps(record).encode()):
+        (doc,) = documents([value], NAME, "T")
+        action, source, _ = doc.lines.split(b"\n")
+        assert orjson.loads(source)["event"]["id"] == record["event"]["id"]
+        assert doc.id == orjson.loads(action)["create"]["_id"]
+        sent.add(doc.id)
+    return sent
+
+
+@pytest.mark.parametrize("long_id", ["x" * 513, "é" * 257, "€" * 171 + "x" * 600])
+def test_an_id_too_long_for_elasticsearch_is_replaced_by_one_stable_id(long_id: str) -> None:
+    """Elasticsearch refuses a whole bulk for one `_id` over 512 bytes, so nothing of it
+    would ever be indexed. The `_id` is then one made from the record's id: the same each
+    time the record is read again, so that it is stored once."""
+    record = {"@timestamp": "2026-11-27T02:00:00Z", "message": "m", "event": {"id": long_id}}
+    (sent,) = ids_sent(record)
+    assert len(sent.encode()) <= 512
+    other = {**record, "event": {"id": long_id[:-1] + "y"}}
+    assert ids_sent(other) != {sent}
+
+
+@pytest.mark.parametrize("most", ["x" * 512, "é" * 256, "€" * 170 + "xx"])
+def test_an_id_elasticsearch_takes_is_kept(most: str) -> None:
+    record = {"@timestamp": "2026-11-27T02:00:00Z", "message": "m", "event": {"id": most}}
+    assert ids_sent(record) == {most}
+
+
 def test_a_batch_is_not_walked_by_the_garbage_collector() -> None:
     """A batch holds thousands of documents and entries until its bulk is answered: the
     collector walked each of them at every collection, about 4% of the work per record."""
