@@ -51,6 +51,19 @@ def tags_of(multiline: bool, truncated: bool, invalid: bool) -> tuple[str, ...]:
     return tags
 
 
+def utf8_size(text: str) -> int:
+    """Bytes of `text` in a record: what --max-record-bytes counts. Counted only for text
+    that is not ASCII (a flag Python keeps), where a character takes up to four."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def utf8_head(text: str, size: int) -> str:
+    """The longest head of `text` of at most `size` bytes, whole characters only."""
+    if text.isascii():
+        return text[:size]
+    return text.encode("utf-8", "surrogatepass")[:size].decode("utf-8", "ignore")
+
+
 def cut_bytes(text: str) -> int:
     """The bytes a cut-off piece of text held (pieces being mended count their escapes)."""
     return len(text.encode("utf-8", "surrogateescape"))
@@ -81,7 +94,7 @@ class Held:
         self.lines = [text]
         self.first = text
         self.previous = text
-        self.size = len(text)
+        self.size = utf8_size(text)
         self.truncated = False
         self.since = since
         self.mend = False
@@ -151,7 +164,7 @@ class Joiner:
                 METRICS.empty_lines.inc()
                 return
             text, tags = line.text, PARSE_ERROR
-            if line.cut or len(text) > self.max_record:
+            if line.cut or utf8_size(text) > self.max_record:
                 text, tags = self.cut(text), (*PARSE_ERROR, *tags_of(False, True, False))
             out.append(Record(source, offset, line.time, stream, text, tags))
             return
@@ -207,10 +220,12 @@ class Joiner:
         return text, held.truncated, invalid
 
     def cut(self, text: str) -> str:
-        if len(text) <= self.max_record:
+        size = utf8_size(text)
+        if size <= self.max_record:
             return text
-        METRICS.truncated_bytes.inc(cut_bytes(text[self.max_record :]))
-        return text[: self.max_record]
+        head = utf8_head(text, self.max_record)
+        METRICS.truncated_bytes.inc(size - utf8_size(head))
+        return head
 
     def emit(
         self,
@@ -225,7 +240,9 @@ class Joiner:
         later: dict[Any, int] = NOTHING,
     ) -> None:
         """`later`: files other than `source` a runtime-split line took pieces from."""
-        if len(text) > self.max_record:
+        # len() first: a text of fewer characters than a quarter of the limit fits, whatever
+        # they are, and that is nearly every line.
+        if len(text) * 4 > self.max_record and utf8_size(text) > self.max_record:
             text = self.cut(text)
             truncated = True
         if self.rule is None:
@@ -258,21 +275,26 @@ class Joiner:
             METRICS.truncated_bytes.inc(cut_bytes(text))
             return
         # Pieces with a cut character hold it as one escape per byte until they are decoded
-        # whole: up to 4 bytes a character are allowed for, and the cut made after decoding.
-        limit = self.max_record * 4 if held.mend else self.max_record
+        # whole: counted in characters, up to 4 bytes a character are allowed for, and the
+        # cut made after decoding. Other text is counted in bytes, as the limit is.
+        mend = held.mend
+        limit = self.max_record * 4 if mend else self.max_record
         room = limit - held.size - len(separator)
         if room < 0 or (room == 0 and text):
             held.truncated = True
             METRICS.truncated_bytes.inc(cut_bytes(text))
             return
-        if len(text) > room:
-            METRICS.truncated_bytes.inc(cut_bytes(text[room:]))
-            text = text[:room]
+        size = len(text) if mend else utf8_size(text)
+        if size > room:
+            head = text[:room] if mend else utf8_head(text, room)
+            METRICS.truncated_bytes.inc(cut_bytes(text) - cut_bytes(head))
+            text = head
+            size = len(head) if mend else utf8_size(head)
             held.truncated = True
         if separator:
             held.lines.append(separator)
         held.lines.append(text)
-        held.size += len(separator) + len(text)
+        held.size += len(separator) + size
 
     def finish(self, held: Held, stream: str) -> Record:
         tags = tags_of(len(held.lines) > 1, held.truncated, held.invalid)

@@ -37,7 +37,7 @@ from collector.decode import (
     json_prefix,
 )
 from collector.encode import Encoder
-from collector.join import PARSE_ERROR, Joiner, Record
+from collector.join import PARSE_ERROR, Joiner, Record, utf8_head, utf8_size
 from collector.multiline import rule_for
 from harness.nodewriter import docker_json
 from tests.unit.logfiles import ListSink, agent, drain
@@ -267,8 +267,8 @@ class Logical:
     """Text that was not UTF-8 was replaced (Docker) or is still not UTF-8 once whole."""
 
     def short(self, max_record: int) -> str:
-        """What the multiline rule sees: the text cut at max_record."""
-        return self.text[:max_record]
+        """What the multiline rule sees: the text cut at max_record bytes."""
+        return utf8_head(self.text, max_record)
 
 
 @dataclass
@@ -319,7 +319,7 @@ def model(decoded: list[Line], rule_name: str | None, max_record: int) -> dict[i
             first.stream,
             "\n".join(g.text for g in group),
             [m for g in group for m in g.members],
-            cut=any(len(g.text) > max_record for g in group),
+            cut=any(utf8_size(g.text) > max_record for g in group),
             lines=len(group),
             invalid=any(g.invalid for g in group),
         )
@@ -390,11 +390,11 @@ def check_joined(decoded: list[Line], rule_name: str | None, max_record: int) ->
         if expected.parse_error:
             assert "parse_error" in record.tags
             assert expected.text.startswith(record.text)
-            assert ("truncated" in record.tags) == (len(expected.text) > max_record)
-            assert len(record.text) <= max_record
+            assert ("truncated" in record.tags) == (utf8_size(expected.text) > max_record)
+            assert utf8_size(record.text) <= max_record
             continue
         assert record.time == decoded[offset].time
-        if expected.cut or len(expected.text) > max_record:
+        if expected.cut or utf8_size(expected.text) > max_record:
             assert "truncated" in record.tags
             assert expected.text.startswith(record.text)
             # What was cut off is not judged: only what is kept can make the tag.
@@ -403,8 +403,8 @@ def check_joined(decoded: list[Line], rule_name: str | None, max_record: int) ->
             assert "truncated" not in record.tags
             assert record.text == expected.text
             assert ("invalid_utf8" in record.tags) == expected.invalid
-        assert len(record.text) <= max_record, (
-            f"a record of {len(record.text)} characters, max_record is {max_record}: "
+        assert utf8_size(record.text) <= max_record, (
+            f"a record of {utf8_size(record.text)} bytes, max_record is {max_record}: "
             f"{record.text[-20:]!r}"
         )
         assert ("multiline" in record.tags) <= (expected.lines > 1)
@@ -793,7 +793,7 @@ def test_five_megabyte_lines_are_cut_at_max_record_not_dropped(raw: bytes) -> No
         assert record.tags == (*PARSE_ERROR, "truncated")
     else:
         assert record.tags == ("truncated",)
-        assert len(record.text) == 2**20
+        assert 2**20 - 4 < utf8_size(record.text) <= 2**20
     assert orjson.loads(ENCODER.encode(record))["message"] == record.text
     fast = fastpath.FAST_PATHS[kind].line(raw, 0, ENCODER.template)
     if fast is not None:
@@ -859,7 +859,7 @@ def test_a_piece_let_go_by_the_timeout_is_cut_at_max_record() -> None:
 
 @pytest.mark.parametrize(
     ("message", "max_record"),
-    [("日" * 6000, 5462), ("00\U00010000", 5)],
+    [("日" * 6000, 5462), ("00\U00010000", 6)],
     ids=["cut-at-max-record", "fits"],
 )
 def test_a_character_split_by_the_runtime_is_not_counted_byte_by_byte(
@@ -878,7 +878,8 @@ def test_a_character_split_by_the_runtime_is_not_counted_byte_by_byte(
     (record,) = join_all(lines, None, max_record)
     assert "parse_error" not in record.tags
     assert message.startswith(record.text)
-    assert len(record.text) == min(len(message), max_record)
+    assert min(utf8_size(message), max_record) - 4 < utf8_size(record.text)
+    assert utf8_size(record.text) <= max_record
 
 
 def test_a_cut_multiline_record_stays_within_max_record() -> None:

@@ -103,9 +103,8 @@ def test_a_long_docker_line_cut_inside_an_escape_keeps_whole_characters(tmp_path
     first, after = sink.records
     assert first["tags"] == ["truncated"]
     assert first["@timestamp"] == T1
-    # The text is cut in bytes of the line, and never holds more than max-record characters.
-    assert len(first["message"].encode()) >= 100000
-    assert len(first["message"]) <= 100000
+    # Cut at max-record bytes, at a character's edge.
+    assert 100000 - 4 < len(first["message"].encode()) <= 100000
     assert text.startswith(first["message"])
     assert after["message"] == "after"
 
@@ -127,7 +126,7 @@ def test_a_long_cri_line_is_one_record_with_its_time(tmp_path: Path) -> None:
     ]
     message = sink.records[1]["message"]
     assert ("日本" * MiB).startswith(message)
-    assert len(message.encode()) >= CAP
+    assert CAP - 4 < len(message.encode()) <= CAP
 
 
 def test_a_cri_line_of_many_pieces_is_one_record(tmp_path: Path) -> None:
@@ -430,3 +429,33 @@ def test_a_record_held_across_a_rotation_is_whole_after_a_kill(tmp_path: Path, s
     drain(again)
     assert again.shutdown() == 0
     assert sink.messages() == ["before", whole, "after"]
+
+
+CJK = "日本語のログ" * 500
+"""3,000 characters, 9,000 bytes of UTF-8."""
+
+
+@pytest.mark.parametrize("way", ["whole", "pieces", "multiline"])
+@pytest.mark.parametrize("limit", [1000, 4000, 4001])
+def test_max_record_bytes_counts_bytes_not_characters(way: str, limit: int) -> None:
+    """--max-record-bytes is bytes (the help, the README and truncated_bytes say so): text
+    of three bytes a character was let through at three times the limit."""
+    rule = rule_for("java") if way == "multiline" else None
+    joiner = Joiner(rule, limit, timeout=3600.0)
+    out: list[Record] = []
+    stamp = "2026-11-30T10:00:00Z"
+    if way == "pieces":
+        for n in range(3):
+            joiner.push(None, n, Line(stamp, "stdout", n < 2, CJK[n * 1000 : (n + 1) * 1000]), out)
+    elif way == "multiline":
+        first = "Exception in thread main: " + CJK[:1000]
+        joiner.push(None, 0, Line(stamp, "stdout", False, first), out)
+        joiner.push(None, 1, Line(stamp, "stdout", False, "\tat " + CJK[1000:]), out)
+    else:
+        joiner.push(None, 0, Line(stamp, "stdout", False, CJK), out)
+    joiner.expire(0.0, out, force=True)
+    (record,) = out
+    size = len(record.text.encode())
+    assert size <= limit
+    assert size > limit - 4, "cut at a character's edge, not sooner"
+    assert "truncated" in record.tags
