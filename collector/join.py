@@ -128,7 +128,7 @@ class Joiner:
     continue them or at `timeout`. Both timeouts count only while the agent is not behind
     on the container's files: a reader that fell behind does not cut what it has yet to
     read. A line from another run of the container (`instance` differs: it was restarted)
-    ends what the previous run held on that stream at once: a dead container writes nothing
+    ends what the previous run held, on every stream, at once: a dead container writes nothing
     more, and neither the rest of its line nor its next trace line can come after it.
     """
 
@@ -145,8 +145,10 @@ class Joiner:
         self.timeout = timeout
         self.partial_timeout = partial_timeout
         self.instance = instance
-        """The run of the container a source is from (asked only of a line from another file
-        than the record held: the rare line after a rotation or a restart)."""
+        """The run of the container a source is from (asked only when a line comes from
+        another file than the last: the rare line after a rotation or a restart)."""
+        self.source: Any = None
+        """The source of the last line pushed."""
         self.now = 0.0
         """Set by the agent once per chunk: the clock for flush timeouts, read once not per line."""
         self.behind = 0.0
@@ -168,11 +170,10 @@ class Joiner:
                 text, tags = self.cut(text), (*PARSE_ERROR, *tags_of(False, True, False))
             out.append(Record(source, offset, line.time, stream, text, tags))
             return
+        if source is not self.source:
+            self.source = source
+            self.runs_end(source, out)
         held = self.pieces.get(stream)
-        if held is not None and source is not held.source and self.other_run(source, held):
-            del self.pieces[stream]
-            self.let_go(held, stream, out)
-            held = None
         if held is None:
             if line.partial:
                 held = self.pieces[stream] = Held(source, offset, line.time, "", self.now)
@@ -200,8 +201,18 @@ class Joiner:
             text, truncated, invalid = self.complete(held)
         self.emit(source, offset, time, stream, text, truncated, invalid, out, later)
 
-    def other_run(self, source: Any, held: Held) -> bool:
-        return self.instance(source) != self.instance(held.source)
+    def runs_end(self, source: Any, out: list[Record]) -> None:
+        """A line from `source`, another file than the last line's: what another run of the
+        container held, on any stream, is shipped as it is (that run writes no more)."""
+        run = self.instance(source)
+        for stream, held in list(self.pieces.items()):
+            if self.instance(held.source) != run:
+                del self.pieces[stream]
+                self.let_go(held, stream, out)
+        for stream, held in list(self.groups.items()):
+            if self.instance(held.source) != run:
+                del self.groups[stream]
+                out.append(self.finish(held, stream))
 
     def let_go(self, held: Held, stream: str, out: list[Record]) -> None:
         """A runtime-split line shipped without the pieces it still waited for."""
@@ -252,9 +263,7 @@ class Joiner:
             return
         held = self.groups.get(stream)
         if held is not None:
-            # Whatever the rule says: under a first-line rule any line would continue it.
-            other = source is not held.source and self.other_run(source, held)
-            if not other and self.rule.continues(held.first, held.previous, text):
+            if self.rule.continues(held.first, held.previous, text):
                 # A call only for the rare record that runs across a rotation.
                 if source is not held.source or later:
                     held.took(source, offset, later)

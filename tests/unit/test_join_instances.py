@@ -128,3 +128,24 @@ def test_a_trace_a_dead_run_left_does_not_take_the_next_runs_first_lines(
         ("Picked up JAVA_TOOL_OPTIONS: -Xmx512m", "1.log"),
         ("2026-11-27 02:00:06 INFO started", "1.log"),
     ]
+
+
+def test_what_a_dead_run_held_on_its_other_stream_goes_when_the_next_run_writes(
+    tmp_path: Path,
+) -> None:
+    """The dead run left a piece on stderr, the next run writes on stdout only: the piece
+    goes when the next run's first line comes, not --partial-timeout (60 s) later."""
+    folder = container_folder(tmp_path)
+    died_on_stderr = f"{T0} stderr P instance-0 died mid-error: \n".encode()
+    append(folder / "0.log", FIRST, died_on_stderr)
+    written_earlier(folder / "0.log")
+    append(folder / "1.log", STARTING)
+    sink = ListSink()
+    drain(agent(tmp_path, sink))
+    assert sorted(shipped(sink)) == sorted(
+        [
+            ("instance-0 line 1", T0, "0.log", 0),
+            ("instance-0 died mid-error: ", T0, "0.log", len(FIRST)),
+            ("instance-1 starting", T1, "1.log", 0),
+        ]
+    )
