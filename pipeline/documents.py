@@ -432,20 +432,21 @@ def rebuilt(
     """The document of a record read in full and written again."""
     doc = parsed(value)
     event = doc.get("event")
+    stray = None
     if type(event) is not dict:
-        event = None
+        stray, event = event, None
     stamp = doc.get("@timestamp", MISSING)
     if not valid_stamp(stamp):
         doc["@timestamp"] = stamp_of(kafka_time, ingested)
         tag(doc, TIMESTAMP_INVALID)
         if stamp is not MISSING:
-            event = doc["event"] = event or {}
-            event["original_timestamp"] = stamp if type(stamp) is str else orjson_text(stamp)
+            event = doc["event"] = event or kept_event(stray)
+            event["original_timestamp"] = as_text(stamp)
     # Named from the record as it came, but for a time that was none, as above:
     # `{event}` is in the name before `ingested` is in the event.
     index, quoted = index_name.named(doc)
     if event is None:
-        event = doc["event"] = {}
+        event = doc["event"] = kept_event(stray)
     event["ingested"] = ingested
     try:
         source = orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE)
@@ -480,6 +481,17 @@ def tag(doc: dict[str, Any], name: str) -> None:
         doc["tags"] = [tags, name]
     elif tags is None:
         doc["tags"] = [name]
+
+
+def kept_event(stray: Any) -> dict[str, Any]:
+    """The `event` object of a record whose own was none: another producer's `event` that
+    is no object is kept in it as text, as a stray `@timestamp` is."""
+    return {} if stray is None else {"original_event": as_text(stray)}
+
+
+def as_text(value: Any) -> str:
+    """A value kept where only text fits: a text as it is, anything else as JSON."""
+    return value if type(value) is str else orjson_text(value)
 
 
 def orjson_text(value: Any) -> str:

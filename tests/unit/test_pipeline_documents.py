@@ -265,6 +265,13 @@ PATTERNS = [
 ]
 
 
+def kept_event(stray: Any) -> dict[str, Any]:
+    """The `event` of a record whose own is no object: that kept as text."""
+    if stray is None:
+        return {}
+    return {"original_event": stray if type(stray) is str else orjson.dumps(stray).decode()}
+
+
 def with_time_mended(record: dict[str, Any], ingested: str) -> None:
     """What the pipeline makes of a record whose @timestamp is not a date (without a Kafka
     time: then the time of indexing)."""
@@ -274,7 +281,7 @@ def with_time_mended(record: dict[str, Any], ingested: str) -> None:
         stamp = record["@timestamp"]
         event = record.get("event")
         if type(event) is not dict:
-            event = record["event"] = {}
+            event = record["event"] = kept_event(event)
         event["original_timestamp"] = stamp if type(stamp) is str else orjson.dumps(stamp).decode()
     record["@timestamp"] = ingested
     tags = record.get("tags")
@@ -315,7 +322,7 @@ def assert_is_the_record(doc: Document, value: bytes, name: IndexName) -> None:
     index = name(expected)
     event = expected.get("event")
     if type(event) is not dict:
-        event = expected["event"] = {}
+        event = expected["event"] = kept_event(event)
     event["ingested"] = "T"
     assert orjson.loads(source) == expected
     assert end == b""
@@ -497,6 +504,20 @@ def test_a_time_that_is_not_a_date_becomes_the_kafka_records_and_is_kept(
         "original_timestamp": original,
         "ingested": "2026-11-30T00:00:00Z",
     }
+
+
+@pytest.mark.parametrize(
+    ("event", "kept"),
+    [("login", "login"), (5, "5"), (["a", 1], '["a",1]'), (True, "true")],
+)
+def test_an_event_that_is_no_object_is_kept_beside_the_ingested_time(event: Any, kept: str) -> None:
+    """Not from the collector, whose records hold an `event` object: from another producer
+    on the topic. Its value was dropped for `{"ingested": …}`."""
+    record = {"@timestamp": "2026-11-30T10:00:00Z", "event": event, "message": "m"}
+    doc = document(orjson.dumps(record), NAME, "2026-11-30T00:00:00Z", KAFKA_TIME)
+    source = orjson.loads(doc.lines.split(b"\n")[1])
+    assert source["event"] == {"original_event": kept, "ingested": "2026-11-30T00:00:00Z"}
+    assert source["message"] == "m"
 
 
 def test_a_record_without_time_gets_the_kafka_records_or_else_the_time_of_indexing() -> None:
