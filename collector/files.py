@@ -154,7 +154,11 @@ class OpenFiles:
                     continue
             file.seen = True
             file.rotated = all(p.rotated for p in paths)
-            file.mtime = max(p.mtime for p in paths)
+            mtime = max(p.mtime for p in paths)
+            # Written without growing: rewritten in place (copytruncate to the same size),
+            # which the read's own check tells from a touch.
+            rewritten = mtime != file.mtime
+            file.mtime = mtime
             file.path = preferred(paths).path
             if file.encoder is not None:
                 file.encoder.rename(file.path)
@@ -163,7 +167,7 @@ class OpenFiles:
             # A .gz's own size is not its content's.
             size = file.tail.size() if isinstance(file.tail, GzipTail) else paths[0].size
             behind += max(0, size - file.tail.offset)
-            if size != file.tail.offset:
+            if size != file.tail.offset or rewritten:
                 # The safety net under inotify: what no event reported is read now.
                 self.schedule.mark(file.group.folder)
         METRICS.behind.set(behind)
@@ -283,8 +287,14 @@ class OpenFiles:
         return True
 
     def restart(self, file: File) -> bool:
-        """copytruncate: the file holds new content, read from its start; True once identified."""
+        """copytruncate: the file holds new content, read from its start; True once identified.
+
+        What joining holds of the old content will never be completed, and its offsets are
+        not the new content's: it is handed to a stand-in for the old content (`replaced`),
+        so it is shipped alone, under the old content's ids, and no checkpoint waits for it.
+        """
         log.info("%s was truncated; reading it from the start", file.path)
+        replaced(file)
         file.tail.restart()
         file.encoder = None
         file.acked = 0
@@ -392,6 +402,29 @@ class OpenFiles:
         for file in self.files.values():
             file.tail.close()
         self.wakeup.close()
+
+
+def replaced(file: File) -> None:
+    """Records joining holds from a file's content that was truncated away go on as records
+    of a stand-in for that content: its encoder (the old ids), and another run of the
+    container, so the new content's first line ends them instead of running on into it. Not
+    among its group's files, it holds back no checkpoint: the old content is gone, its bytes
+    cannot be read again anyway."""
+    joiner = file.group.joiner
+    if joiner.held_from(file) is None:
+        return
+    old = File(
+        file.tail,
+        file.path,
+        file.group,
+        file.rotated,
+        file.mtime,
+        f"{file.instance} before truncation",
+        encoder=file.encoder,
+        decode=file.decode,
+        fast=file.fast,
+    )
+    joiner.hand_over(file, old)
 
 
 def merged_meta(paths: list[Found]) -> dict[str, Any]:

@@ -358,5 +358,17 @@ class Joiner:
         ]
         return min(starts) if starts else None
 
+    def hand_over(self, source: Any, other: Any) -> None:
+        """What is held from `source` is `other`'s from now on: `source`'s content was
+        truncated away, its held records keep the old content's ids, and the next line of
+        `source` is another run's to them, which ends them (`runs_end`)."""
+        for held in (*self.pieces.values(), *self.groups.values()):
+            if held.source is source:
+                held.source = other
+            if source in held.later:
+                held.later[other] = held.later.pop(source)
+        if self.source is source:
+            self.source = other
+
     def holding(self) -> bool:
         return bool(self.pieces or self.groups)

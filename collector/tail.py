@@ -41,6 +41,12 @@ def plain(data: bytes) -> bool:
     return data.isascii() and len(data.translate(None, CONTROL_BYTES)) == len(data)
 
 
+def first_line(head: bytes) -> int:
+    """How many of the first bytes identify the file: its first line with its newline."""
+    end = head.find(b"\n")
+    return end + 1 if end >= 0 else FINGERPRINT_BYTES
+
+
 def fingerprint(head: bytes, salt: str) -> str | None:
     """A stable id for the file's content: its first line plus the folder it was found in.
 
@@ -68,12 +74,14 @@ class Tail:
         "fingerprint",
         "folder",
         "head",
+        "identified_by",
         "ino",
         "max_line",
         "more",
         "offset",
         "pending",
         "scanned",
+        "verified",
     )
 
     def __init__(self, fd: int, folder: str, max_line: int) -> None:
@@ -84,6 +92,10 @@ class Tail:
         self.folder = folder
         self.max_line = max_line
         self.fingerprint: str | None = None
+        self.identified_by = 0
+        """How many of the file's first bytes the fingerprint was made of."""
+        self.verified: tuple[int, int] | None = None
+        """The size and mtime at which the first bytes were last found unchanged."""
         self.offset = 0
         """Where the next line to hand out starts; `pending` holds its bytes read so far."""
         self.pending = b""
@@ -102,7 +114,9 @@ class Tail:
     def identify(self) -> bool:
         """Compute the fingerprint once the first line is complete; True when known."""
         if self.fingerprint is None:
-            self.fingerprint = fingerprint(self.first_bytes(FINGERPRINT_BYTES), self.folder)
+            head = self.first_bytes(FINGERPRINT_BYTES)
+            self.fingerprint = fingerprint(head, self.folder)
+            self.identified_by = first_line(head)
         return self.fingerprint is not None
 
     def first_bytes(self, size: int) -> bytes:
@@ -126,13 +140,30 @@ class Tail:
         return self.scanned if self.head is not None else self.offset + len(self.pending)
 
     def truncated(self) -> bool:
-        """copytruncate: the file shrank below what was read, so it holds new content."""
-        return self.size() < self.position()
+        """copytruncate: the file holds new content, from its start.
+
+        It shrank below what was read, or it did not but its first line is another: the
+        new content grew past the old read position (or to the same size) before this look.
+        The first line is read again only when size or mtime changed since it was last
+        found unchanged, which an appended file does once per write, not once per read.
+        """
+        st = os.fstat(self.fd)
+        if st.st_size < self.position():
+            return True
+        seen = (st.st_size, st.st_mtime_ns)
+        if self.fingerprint is None or seen == self.verified:
+            return False
+        head = os.pread(self.fd, self.identified_by, 0)
+        if fingerprint(head, self.folder) != self.fingerprint:
+            return True
+        self.verified = seen
+        return False
 
     def restart(self) -> None:
         """Start over on content that replaced the old (after a truncation)."""
         self.seek(0)
         self.fingerprint = None
+        self.verified = None
 
     def unread(self) -> int:
         """Bytes written to the file that have not been read at all."""
