@@ -1,11 +1,14 @@
 """The forward protocol's framing of one connection: bytes in, messages out.
 
-The connection's bytes are fed to one msgpack unpacker; each whole object is one message
+The connection's bytes are kept as they came and fed to one msgpack unpacker, which only
+skips through them to find where each whole object ends: that object's bytes are one message
 (Message, Forward, PackedForward or CompressedPackedForward mode, with its option map) or,
 while the shared-key handshake is not done, the client's PING. A message is bounded by
 `forward_max_frame_bytes` on the wire and, gzipped, by INFLATE_RATIO times that once
-inflated; its entries are unpacked and encoded a step at a time as the delivery side asks
-(collector.forward_delivery), so what one message holds does not grow with its size.
+inflated; its entries are unpacked from its bytes and encoded a step at a time as the
+delivery side asks (collector.forward_delivery), so what one message holds is its bytes and
+one step of them, however many entries it carries (unpacked whole, small entries would take
+some 50 times their bytes, which are all the budget is charged).
 
 Spec: https://github.com/fluent/fluentd/wiki/Forward-Protocol-Specification-v1
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import logging
 import os
 import secrets
@@ -50,6 +54,9 @@ STEP_BYTES = 1024 * 1024
 holds does not grow with its size (its records are batched likewise, collector.encode)."""
 READ_MARGIN = 1024 * 1024
 """Above the frame limit in the unpacker's buffer: room for one read past a frame's end."""
+ARRAY_HEADERS = {0xDC: 3, 0xDD: 5}
+"""msgpack's array 16 and array 32 type bytes and their headers' lengths; a fixarray's type
+byte (0x90 to 0x9F) is its whole header."""
 
 
 class ProtocolError(ValueError):
@@ -74,8 +81,10 @@ def ext_hook(code: int, data: bytes) -> Any:
     return ExtType(code, data)
 
 
-def unpacker(max_bytes: int) -> msgpack.Unpacker:
+def unpacker(max_bytes: int, source: io.BytesIO | None = None) -> msgpack.Unpacker:
+    """Fed, or reading `source` a little at a time."""
     return msgpack.Unpacker(
+        source,
         raw=False,
         # Old clients send PackedForward entries as str holding binary: kept byte for byte.
         unicode_errors="surrogateescape",
@@ -83,6 +92,26 @@ def unpacker(max_bytes: int) -> msgpack.Unpacker:
         ext_hook=ext_hook,
         max_buffer_size=max(max_bytes, 1),
     )
+
+
+def reader(data: bytes) -> msgpack.Unpacker:
+    """An unpacker over one message's bytes, which it shares rather than copies."""
+    return unpacker(len(data), io.BytesIO(data))
+
+
+def array_header(data: bytes, at: int) -> int:
+    """The length of the header of the msgpack array at `at`; 0 when none starts there."""
+    byte = data[at]
+    if 0x90 <= byte <= 0x9F:
+        return 1
+    return ARRAY_HEADERS.get(byte, 0)
+
+
+def steps(data: bytes, start: int, end: int) -> Iterator[memoryview]:
+    """data[start:end], STEP_BYTES at a time, without copies."""
+    view = memoryview(data)
+    for at in range(start, end, STEP_BYTES):
+        yield view[at : min(at + STEP_BYTES, end)]
 
 
 def as_bytes(value: Any) -> bytes:
@@ -112,8 +141,9 @@ def inflated(data: bytes, limit: int) -> Iterator[bytes]:
         data = member.unused_data
 
 
-def entries_of(pieces: Iterable[bytes], max_entry: int) -> Iterator[Any]:
-    """The [time, record] entries of a PackedForward message, from its bytes in pieces."""
+def entries_of(pieces: Iterable[bytes | memoryview], max_entry: int) -> Iterator[Any]:
+    """The [time, record] entries of a PackedForward message, from its bytes in pieces (or of
+    a Forward mode one, from the bytes inside its array: they are laid out alike)."""
     stream = unpacker(max_entry)
     fed = end = 0
     for piece in pieces:
@@ -166,7 +196,9 @@ class Framing:
         self.address = ""
         self.peer = "?"
         self.stream = unpacker(server.max_frame_bytes + READ_MARGIN)
-        self.fed = 0
+        self.pending = bytearray()
+        """The bytes from where the message being received began: the stream only skips
+        through them, and a message's own are read once it is whole."""
         self.frame_start = 0
         """Stream offset where the message being received began."""
         self.key: str | None = None
@@ -189,20 +221,20 @@ class Framing:
 
     def feed(self, data: bytes) -> None:
         """The socket's bytes; msgpack.BufferFull past the frame limit and a read."""
-        self.fed += len(data)
         self.stream.feed(data)
+        self.pending += data
 
     def buffered(self) -> int:
         """Bytes of a message not yet received whole."""
-        return self.fed - self.frame_start
+        return len(self.pending)
 
     def receiving(self) -> bool:
         """In the middle of receiving a message."""
-        return self.fed > self.frame_start
+        return bool(self.pending)
 
     def drop(self) -> None:
         """The connection is gone: what it buffered goes with it."""
-        self.fed = self.frame_start
+        self.pending = bytearray()
 
     def next_message(self) -> Message | None:
         """The next message received whole, or None until more bytes come.
@@ -212,34 +244,49 @@ class Framing:
         limit = self.server.max_frame_bytes
         while True:
             try:
-                frame = self.stream.unpack()
+                # Skipped, nothing of it is built: a message's objects take many times its
+                # bytes, which are what the budget is charged.
+                self.stream.skip()
             except msgpack.OutOfData:
                 break
-            # The unpacker drops what it parsed of an unfinished message: the size of
-            # one is counted from where it began.
             start, self.frame_start = self.frame_start, self.stream.tell()
-            if self.frame_start - start > limit:
+            size = self.frame_start - start
+            if size > limit:
                 raise TooLarge(f"a message is over forward_max_frame_bytes={limit}")
-            message = self.handle(frame, self.frame_start - start)
+            # Through a view, copied once (a slice of the bytearray would be a second copy).
+            with memoryview(self.pending) as view:
+                data = bytes(view[:size])
+            del self.pending[:size]
+            message = self.handle(data)
             if message is not None:
                 return message
         if self.buffered() > limit:
             raise TooLarge(f"a message is over forward_max_frame_bytes={limit}")
         return None
 
-    def handle(self, frame: Any, size: int) -> Message | None:
+    def handle(self, data: bytes) -> Message | None:
+        """One whole message's bytes: read item by item, its entries left for later."""
         if self.nonce is not None:
-            self.handshake(frame, self.nonce)
+            self.handshake(reader(data).unpack(), self.nonce)
             return None
-        if type(frame) is not list or len(frame) < 2 or type(frame[0]) is not str:
+        head = reader(data)
+        count = head.read_array_header() if array_header(data, 0) else 0
+        tag = head.unpack() if count else None
+        if count < 2 or type(tag) is not str:
             raise ProtocolError("a message is not an array starting with a tag")
-        tag, body = frame[0], frame[1]
         entries: Iterable[Any]
-        if type(body) is list:
-            option = self.option(frame, 2)
-            entries = body
-        elif isinstance(body, bytes | str):
-            option = self.option(frame, 2)
+        max_entry = self.server.max_frame_bytes + STEP_BYTES
+        start = head.tell()
+        header = array_header(data, start)
+        if header:
+            # Forward mode: its entries are read from its bytes as PackedForward's are, one
+            # at a time; this pass only finds where they end and reads the option after them.
+            head.skip()
+            end = head.tell()
+            option = self.option(head, count, 2)
+            entries = entries_of(steps(data, start + header, end), max_entry)
+        elif isinstance(body := head.unpack(), bytes | str):
+            option = self.option(head, count, 2)
             packed = as_bytes(body)
             compressed = option.get("compressed", "text")
             pieces: Iterable[bytes] = (packed,)
@@ -255,10 +302,11 @@ class Framing:
                 pieces = inflated(packed, bound)
             elif compressed != "text":
                 raise ProtocolError(f"unknown compression {compressed!r}")
-            entries = entries_of(pieces, self.server.max_frame_bytes + STEP_BYTES)
+            entries = entries_of(pieces, max_entry)
         else:
-            option = self.option(frame, 3)
-            entries = [frame[1:3]]
+            record = head.unpack() if count > 2 else None
+            option = self.option(head, count, 3)
+            entries = [[body, record]]
         chunk = option.get("chunk")
         if chunk is not None and not isinstance(chunk, str | bytes):
             raise ProtocolError("the chunk option is not a string")
@@ -273,7 +321,7 @@ class Framing:
         self.frames += 1
         key = self.key or kafka_key(tag)
         batches = self.encoder.encode(tag, entries, ids)
-        return Message(key, chunk, batches, size, topic=self.topic, fallback=self.fallback)
+        return Message(key, chunk, batches, len(data), topic=self.topic, fallback=self.fallback)
 
     def skip(self, tag: str, option: dict[str, Any], detail: str) -> None:
         """A message read whole and refused for its size: counted, logged, and its chunk
@@ -286,11 +334,12 @@ class Framing:
         if isinstance(chunk, str | bytes):
             self.reply({"ack": chunk})
 
-    def option(self, frame: list[Any], at: int) -> dict[str, Any]:
-        """The option map, which is the item at `at` when there is one."""
-        if not at <= len(frame) <= at + 1:
-            raise ProtocolError(f"a message of {len(frame)} items")
-        option = frame[at] if len(frame) > at else None
+    def option(self, head: msgpack.Unpacker, count: int, at: int) -> dict[str, Any]:
+        """The option map, which is the item at `at`, the next `head` reads, when there is
+        one in the message's `count` items."""
+        if not at <= count <= at + 1:
+            raise ProtocolError(f"a message of {count} items")
+        option = head.unpack() if count > at else None
         if option is None:
             return {}
         if type(option) is not dict:
