@@ -21,9 +21,9 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes import client
 from prometheus_client import Counter, Gauge
@@ -32,6 +32,8 @@ from urllib3 import HTTPResponse
 from collector.kube import Reflector, api_client, describe
 
 log = logging.getLogger("collector.enrich")
+
+T = TypeVar("T")
 
 WATCH_RESTARTS = Counter(
     "logferry_collector_watch_restarts",
@@ -43,6 +45,14 @@ RELISTS = Counter(
     "Lists of the Kubernetes API after the first one (watch history expired), by resource",
     ["resource"],
 )
+UNREADABLE = Counter(
+    "logferry_collector_kubernetes_objects_unreadable",
+    "Objects from the Kubernetes API that could not be read (fields of the wrong type), "
+    "skipped, by resource",
+    ["resource"],
+)
+FINISHED = ("Succeeded", "Failed")
+"""Pod phases after which the pod's address may already be another pod's."""
 CACHE_PODS = Gauge(
     "logferry_collector_metadata_cache_pods",
     "Pods in the metadata cache, deleted ones still in their grace period included",
@@ -76,6 +86,20 @@ class PodInfo:
     """The container's `logferry.io/parser[.<container>]` annotation, as written."""
     rate_limit: str | None = None
     """The pod's `logferry.io/rate-limit` annotation, as written (collector.ratelimit)."""
+
+
+def readable(parse: Callable[..., T | None], resource: str, obj: Any, *args: Any) -> T | None:
+    """`parse(obj, *args)`, or None, counted and logged, for an object with fields of the
+    wrong type: an API server validates what it stores, but what a proxy or an aggregated
+    API sends is not; one such object must not stop the list or the watch for all others."""
+    try:
+        return parse(obj, *args)
+    except (AttributeError, TypeError, ValueError) as exc:
+        UNREADABLE.labels(resource).inc()
+        meta = obj.get("metadata") if isinstance(obj, dict) else None
+        name = meta.get("name") if isinstance(meta, dict) else None
+        log.warning("kubernetes API: %s object %r skipped, not readable: %r", resource, name, exc)
+        return None
 
 
 def split_container_id(value: str) -> tuple[str, str | None]:
@@ -159,6 +183,8 @@ class Pod:
     excluded: bool
     exclude_containers: frozenset[str]
     deleted_at: float | None
+    finished: bool
+    """Succeeded or Failed: Kubernetes keeps its status.podIP, which may be another pod's."""
     infos: dict[tuple[str | None, str | None], tuple[Namespace | None, PodInfo]] = field(
         default_factory=dict
     )
@@ -232,6 +258,7 @@ class Pod:
             excluded=flag(annotations.get(EXCLUDE)),
             exclude_containers=frozenset(n.strip() for n in excluded_names.split(",") if n.strip()),
             deleted_at=deleted_at,
+            finished=status.get("phase") in FINISHED,
         )
 
     def info(self, namespace: Namespace | None, cname: str | None, cid: str | None) -> PodInfo:
@@ -371,7 +398,7 @@ class Enricher:
         is left out, since its peer cannot be told apart. Built per call: callers keep it
         until `version` changes."""
         with self._lock:
-            pods = [p for p in self._pods.values() if p.deleted_at is None]
+            pods = [p for p in self._pods.values() if p.deleted_at is None and not p.finished]
         found: dict[str, dict[str, str] | None] = {}
         for pod in pods:
             address = pod.base.get("kubernetes.pod.ip")
@@ -493,7 +520,7 @@ class Enricher:
     def _replace_pods(self, items: list[dict[str, Any]]) -> None:
         fresh: dict[str, Pod] = {}
         for obj in items:
-            pod = Pod.parse(obj, self.annotations, None)
+            pod = readable(Pod.parse, "pods", obj, self.annotations, None)
             if pod is not None:
                 fresh[pod.uid] = pod
         with self._lock:
@@ -514,7 +541,7 @@ class Enricher:
 
     def _pod_event(self, kind: str, obj: dict[str, Any]) -> None:
         deleted_at = time.monotonic() if kind == "DELETED" else None
-        pod = Pod.parse(obj, self.annotations, deleted_at)
+        pod = readable(Pod.parse, "pods", obj, self.annotations, deleted_at)
         if pod is None:
             return
         with self._lock:
@@ -534,7 +561,7 @@ class Enricher:
     def _replace_namespaces(self, items: list[dict[str, Any]]) -> None:
         fresh: dict[str, Namespace] = {}
         for obj in items:
-            namespace = Namespace.parse(obj, None)
+            namespace = readable(Namespace.parse, "namespaces", obj, None)
             if namespace is not None:
                 fresh[namespace.name] = namespace
         with self._lock:
@@ -547,7 +574,8 @@ class Enricher:
             self._changed()
 
     def _namespace_event(self, kind: str, obj: dict[str, Any]) -> None:
-        namespace = Namespace.parse(obj, time.monotonic() if kind == "DELETED" else None)
+        deleted_at = time.monotonic() if kind == "DELETED" else None
+        namespace = readable(Namespace.parse, "namespaces", obj, deleted_at)
         if namespace is None:
             return
         with self._lock:

@@ -515,3 +515,50 @@ def test_the_first_answer_is_logged_once_with_what_was_listed(api, enricher, cap
     found(e, docker_meta(later))
     answers = [r.getMessage() for r in caplog.records if "API answered" in r.getMessage()]
     assert answers == ["kubernetes API answered: 2 pods, 2 namespaces"]
+
+
+def unreadable(resource: str) -> float:
+    name = "logferry_collector_kubernetes_objects_unreadable_total"
+    return REGISTRY.get_sample_value(name, {"resource": resource}) or 0.0
+
+
+def test_a_pod_object_that_cannot_be_read_is_skipped_counted_and_the_rest_kept() -> None:
+    """An API server validates pods, but a proxy or an aggregated API may not: one such
+    object stopped the list (or the watch, at that event, for good), and no pod of the node
+    had metadata."""
+    enricher = Enricher("node-a")
+    before = unreadable("pods")
+    bad_labels = pod("bad-labels")
+    bad_labels["metadata"]["labels"] = ["not", "a", "map"]
+    bad_containers = pod("bad-containers")
+    bad_containers["spec"]["containers"] = ["app"]
+    good = pod("good", labels={"app": "web"})
+    enricher._replace_pods([bad_labels, bad_containers, good])
+    enricher._replace_namespaces([])
+    assert unreadable("pods") == before + 2
+    info = enricher.lookup(
+        {"kubernetes.namespace": "default", "kubernetes.pod.name": "good",
+         "kubernetes.container.name": "app"}
+    )  # fmt: skip
+    assert info is not None
+    assert info.fields["kubernetes.labels"] == {"app": "web"}
+    # The same object in a watch event: skipped, and the watch goes on to the next.
+    enricher._pod_event("MODIFIED", bad_labels)
+    assert unreadable("pods") == before + 3
+
+
+def test_a_finished_pod_claims_no_address() -> None:
+    """Kubernetes keeps status.podIP on a Succeeded or Failed pod (a Job's) after the address
+    went to another pod: the forward listener's peer would get the finished pod's metadata,
+    or, once both show it, none."""
+    enricher = Enricher("node-a")
+    done = pod("report-28000000-abcde", ip="10.244.1.50", owner=("Job", "report-28000000"))
+    done["status"]["phase"] = "Succeeded"
+    failed = pod("migrate-1", ip="10.244.1.51")
+    failed["status"]["phase"] = "Failed"
+    web = pod("web-1", "shop", ip="10.244.1.50")
+    enricher._replace_pods([done, failed, web])
+    enricher._replace_namespaces([])
+    by_address = enricher.pods_by_address()
+    assert by_address["10.244.1.50"]["kubernetes.pod.name"] == "web-1"
+    assert "10.244.1.51" not in by_address
