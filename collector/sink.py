@@ -106,6 +106,36 @@ FLUSH_SLICE = 0.2
 """Seconds of one wait inside flush: the delivery timeout is looked at in between."""
 
 
+class Reports:
+    """The delivery reports of one batch's records, each record's own.
+
+    A batch is delivered when every record of it is: Kafka may refuse one record set of a
+    batch for good (over the topic's max.message.bytes) and take the next, the idempotent
+    producer going on, so one record's report does not speak for the others. `left` starts
+    at the batch's size and only reports take from it, on the thread that polls: the
+    forward listener's thread queues records without touching it.
+    """
+
+    __slots__ = ("error", "finish", "left")
+
+    def __init__(self, finish: Callable[[KafkaError | None], None], count: int) -> None:
+        self.finish = finish
+        self.error: KafkaError | None = None
+        self.left = count
+
+    def __call__(self, error: KafkaError | None, _message: object) -> None:
+        if error is not None and self.error is None:
+            self.error = error
+        self.left -= 1
+        if not self.left:
+            self.finish(self.error)
+
+
+def unheard(_error: KafkaError | None) -> None:
+    """The finish of a batch settled otherwise (a record of it refused at once): the reports
+    still due of its records queued before change nothing."""
+
+
 class KafkaSink:
     def __init__(
         self, topic: str, config: dict[str, Any], delivery_timeout: float | None = None
@@ -150,6 +180,8 @@ class KafkaSink:
         so with the brokers away it said 51 records undelivered for 50."""
         self.unsettled: dict[bytes, deque[Outcome]] = {}
         """Per key, its batches not reported yet, oldest first."""
+        self.offered: dict[Done, Reports] = {}
+        """Reports of batches `offer` has queued only in part yet, by their `done`."""
 
     def on_error(self, error: KafkaError) -> None:
         METRICS.delivery_errors.inc()
@@ -205,7 +237,7 @@ class KafkaSink:
         topic = topic or self.topic
         count = len(values)
 
-        def delivered(error: KafkaError | None, _message: object) -> None:
+        def delivered(error: KafkaError | None) -> None:
             self.queued -= count
             if error is None:
                 self.progress = time.monotonic()
@@ -223,27 +255,20 @@ class KafkaSink:
             partitions = self.partitions[topic] = 0
             self.partitions_due = 0.0
         partition = zlib.crc32(key_bytes) % partitions if partitions else -1
-        # Records of one file share a key, so one partition: with idempotence on, Kafka
-        # keeps their order, and the report for the last one speaks for the batch. No
-        # callback on the others keeps the per-record cost to one produce() call.
+        report = Reports(delivered, count)
         queued = 0
         try:
-            for value in values[:-1]:
+            for value in values:
                 try:
-                    produce(topic, value, key_bytes, partition)
+                    produce(topic, value, key_bytes, partition, on_delivery=report)
                 except BufferError:
-                    self.wait_for_room(topic, value, key_bytes, partition, None)
+                    self.wait_for_room(topic, value, key_bytes, partition, report)
                 queued += 1
                 self.queued += 1
-            try:
-                produce(topic, values[-1], key_bytes, partition, on_delivery=delivered)
-            except BufferError:
-                self.wait_for_room(topic, values[-1], key_bytes, partition, delivered)
-            # The batch's report now speaks for all of it: `delivered` takes `count` off.
-            self.queued += 1
         except KafkaException as exc:
-            # Records queued before the refusal have no report of their own: they are
-            # delivered or not without a word, so they count as refused below, not queued.
+            # Settled here: the reports still due of the records queued before the refusal
+            # change nothing, and they count as refused below, not queued.
+            report.finish = unheard
             self.queued -= queued
             if partition >= 0 and exc.args[0].code() == KafkaError._UNKNOWN_PARTITION:
                 # The topic has fewer partitions than we knew (it was made anew): let
@@ -307,36 +332,38 @@ class KafkaSink:
     def offer(
         self, key: bytes, values: list[bytes], sent: int, done: Done, topic: str | None = None
     ) -> int:
-        producer, topic, last = self.producer, topic or self.topic, len(values) - 1
+        producer, topic, count = self.producer, topic or self.topic, len(values)
 
-        def delivered(error: KafkaError | None, _message: object) -> None:
-            self.queued -= len(values)
+        def delivered(error: KafkaError | None) -> None:
+            self.queued -= count
             if error is not None:
                 METRICS.delivery_errors.inc()
                 log.error("kafka delivery failed: %s", error.str())
             else:
-                METRICS.records_acknowledged.inc(len(values))
+                METRICS.records_acknowledged.inc(count)
             done(error is None)
 
-        # One key, so one partition: with idempotence on, Kafka keeps the batch's order, and
-        # the report for its last record speaks for all of it (as in send).
+        # A batch may take several offers (the queue full between them): its reports are
+        # kept until the last of its records is queued.
+        report = self.offered.pop(done, None) or Reports(delivered, count)
         try:
-            while sent < last:
-                producer.produce(topic, values[sent], key)
+            while sent < count:
+                producer.produce(topic, values[sent], key, on_delivery=report)
                 sent += 1
                 self.queued += 1
-            producer.produce(topic, values[last], key, on_delivery=delivered)
-            self.queued += 1
         except BufferError:
             METRICS.producer_queue_full.inc()
+            self.offered[done] = report
             return sent
         except KafkaException as exc:
             METRICS.delivery_errors.inc()
             log.error("kafka refused records: %s", exc)
+            report.finish = unheard
+            self.queued -= sent
             done(False)
-            return len(values)
-        METRICS.records_produced.inc(len(values))
-        return len(values)
+            return count
+        METRICS.records_produced.inc(count)
+        return count
 
     def poll(self, timeout: float) -> None:
         self.producer.poll(timeout)
