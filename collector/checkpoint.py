@@ -12,8 +12,10 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
+from prometheus_client import Counter
 
 from collector.encode import spelled
 
@@ -30,6 +32,25 @@ class Position:
     seen: float
 
 
+def position(entry: Any) -> Position:
+    """An entry of the file; ValueError for one of the wrong shape (a file edited by hand,
+    or written by something else): a negative offset or a `seen` that is no time would
+    fail later, at the seek or the first save, and at every start again."""
+    offset, path, seen = entry["offset"], entry["path"], entry["seen"]
+    if type(offset) is not int or offset < 0:
+        raise ValueError(f"offset {offset!r} is not a position in a file")
+    if type(seen) not in (int, float) or type(path) is not str:
+        raise ValueError(f"entry {entry!r} is not a checkpoint")
+    return Position(offset, path, float(seen))
+
+
+SAVE_FAILURES = Counter(
+    "logferry_collector_checkpoint_save_failures",
+    "Times the checkpoint file could not be written (disk full, state folder read-only): "
+    "checkpoints stay where they were last saved",
+)
+
+
 class Checkpoints:
     def __init__(self, state_dir: str) -> None:
         os.makedirs(state_dir, exist_ok=True)
@@ -39,6 +60,8 @@ class Checkpoints:
         """The first save of a run writes even with nothing new: when it was written tells
         the next run that files begun since were known to a run (collector.files,
         UNSEEN_MARGIN), though this one may be stopped before it read any of them."""
+        self.failing = False
+        """The last save failed."""
         self.saved_at: float | None = None
         """When a previous run last saved (None on a node's first run): what it could not
         have known of was written after that."""
@@ -50,7 +73,7 @@ class Checkpoints:
                 saved = orjson.loads(f.read())
                 saved_at = os.fstat(f.fileno()).st_mtime
             for key, entry in saved["files"].items():
-                self.positions[key] = Position(int(entry["offset"]), entry["path"], entry["seen"])
+                self.positions[key] = position(entry)
             self.saved_at = saved_at
         except FileNotFoundError:
             return
@@ -83,6 +106,22 @@ class Checkpoints:
             position.seen = time.time()
 
     def save(self) -> None:
+        """Writes the file; a failure is said (once until a save works again) and counted,
+        and the collector goes on: what was shipped since is shipped again after a restart,
+        which a crash now would make certain."""
+        try:
+            self.write()
+        except OSError as exc:
+            SAVE_FAILURES.inc()
+            if not self.failing:
+                log.error("checkpoints not saved to %s, they stay behind: %s", self.file, exc)
+            self.failing = True
+            return
+        if self.failing:
+            log.info("checkpoints saved to %s again", self.file)
+        self.failing = False
+
+    def write(self) -> None:
         now = time.time()
         for key in [k for k, p in self.positions.items() if now - p.seen > FORGET_AFTER]:
             del self.positions[key]
