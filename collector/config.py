@@ -15,6 +15,7 @@ from collector.ratelimit import Rate, rate
 from collector.redact import Rule, user_rule
 from collector.route import topic_name, topic_template
 from collector.schedule import READ_QUANTUM
+from collector.sink import KAFKA_DEFAULTS, MESSAGE_MAX_BYTES
 from logferry.settings import (
     Option,
     SettingError,
@@ -370,20 +371,37 @@ def parse(argv: Sequence[str] | None = None) -> Config:
     if values["bootstrap_servers"]:
         values["kafka"] = {"bootstrap.servers": values["bootstrap_servers"], **values["kafka"]}
     checkpoint_safe(values["kafka"])
+    queue_fits_a_record(values["kafka"])
     return Config(**values)
 
 
-def checkpoint_safe(kafka: dict[str, Any]) -> None:
-    """Refuses producer settings under which a delivery report would not speak for its batch.
+def queue_fits_a_record(kafka: dict[str, Any]) -> None:
+    """librdkafka refuses a record larger than its whole queue as if the queue were full:
+    it would wait for room that never comes."""
+    try:
+        settings = {**KAFKA_DEFAULTS, **kafka}
+        queue = int(settings["queue.buffering.max.kbytes"]) * 1024
+        record = int(settings.get("message.max.bytes", MESSAGE_MAX_BYTES))
+    except ValueError as exc:
+        raise SettingError(f"setting kafka: {exc}") from exc
+    if queue <= record:
+        raise SettingError(
+            f"setting kafka: queue.buffering.max.kbytes={queue // 1024} holds no record of "
+            f"message.max.bytes={record}: a record that size would wait for room for ever"
+        )
 
-    Only a batch's last record gets a delivery report (one callback per record would cost
-    more than the rest of the path), and a file's checkpoint advances on it. That holds only
-    when the whole batch is acknowledged by all in-sync replicas, in order, without gaps, on
-    one partition, and no record of it given up alone: acks=all, idempotence, a key-based
-    partitioner, no message timeout.
+
+def checkpoint_safe(kafka: dict[str, Any]) -> None:
+    """Refuses producer settings under which an acknowledged batch could still lose records.
+
+    A file's checkpoint advances once every record of a batch is reported delivered. That
+    means the records are kept only when each report means every in-sync replica holds the
+    record, in order and once (acks=all, idempotence, a key-based partitioner keeping a
+    batch on one partition), and no record is given up on while the brokers are away (no
+    message timeout: --once gives up after --delivery-timeout instead).
     """
     given = {str(k).strip(): str(v).strip().lower() for k, v in kafka.items()}
-    why = "only a batch's last record gets a delivery report, and checkpoints advance on it"
+    why = "checkpoints advance on the records' delivery reports"
     if given.get("enable.idempotence", "true") in ("false", "f", "0"):
         raise SettingError(
             f"setting kafka: enable.idempotence=false is refused: {why}, which speaks for "

@@ -136,8 +136,8 @@ def test_help_documents_every_option() -> None:
 def test_kafka_settings_that_break_checkpoint_safety_are_refused(
     tmp_path: Path, setting: str, named: str
 ) -> None:
-    """Only a batch's last record gets a delivery report: it speaks for the batch only when
-    idempotence keeps the batch in order on one partition."""
+    """Checkpoints advance once every record of a batch is held by every in-sync replica,
+    in order, and none is given up on while the brokers are away."""
     append(docker_container(tmp_path / "docker", "e" * 64), docker_line("x"))
     done = collector(
         "--once", "--sink", "kafka", "--bootstrap-servers", "127.0.0.1:1",
@@ -150,6 +150,23 @@ def test_kafka_settings_that_break_checkpoint_safety_are_refused(
     assert len(lines) == 1, lines
     assert named in lines[0], lines[0]
     assert "checkpoint" in lines[0], lines[0]
+
+
+def test_a_producer_queue_smaller_than_a_record_is_refused(tmp_path: Path) -> None:
+    """librdkafka refuses a record larger than its whole queue as if the queue were full:
+    the collector waited for room that never came, --once for ever."""
+    append(docker_container(tmp_path / "docker", "e" * 64), docker_line("x"))
+    done = collector(
+        "--once", "--sink", "kafka", "--bootstrap-servers", "127.0.0.1:1",
+        "--kafka", "queue.buffering.max.kbytes=256", "--docker-root", str(tmp_path / "docker"),
+        "--log-root", str(tmp_path / "log"), "--state-dir", str(tmp_path / "state"),
+        "--metrics-port", "0",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "queue.buffering.max.kbytes" in lines[0], lines[0]
+    assert "message.max.bytes" in lines[0], lines[0]
 
 
 def test_a_second_collector_on_the_same_state_dir_exits_2_naming_it(tmp_path: Path) -> None:
