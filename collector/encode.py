@@ -65,6 +65,19 @@ def spelled(value: Any) -> Any:
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+MAX_SHARED_BYTES = 64 * 1024
+"""What a source's metadata may take in each of its records, against message.max.bytes."""
+TRIMMED = ("kubernetes.annotations", "kubernetes.labels", "kubernetes.namespace_labels")
+"""Left out, in this order, of metadata past MAX_SHARED_BYTES."""
+
+
+def shared(meta: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(nest(meta))
+    except orjson.JSONEncodeError:
+        return orjson.dumps(nest({k: spelled(v) for k, v in meta.items()}))
+
+
 class Static:
     """What every record of one source shares, encoded once: the suffix of its records."""
 
@@ -75,10 +88,21 @@ class Static:
 
     def share(self, meta: dict[str, Any]) -> None:
         """The metadata every record from now on carries (dotted contract names)."""
-        try:
-            static = orjson.dumps(nest(meta))
-        except orjson.JSONEncodeError:
-            static = orjson.dumps(nest({k: spelled(v) for k, v in meta.items()}))
+        static = shared(meta)
+        if len(static) > MAX_SHARED_BYTES:
+            # An annotation may hold 256 KiB, and every record of the pod would carry it.
+            METRICS.metadata_trimmed.inc()
+            for key in TRIMMED:
+                meta = {k: v for k, v in meta.items() if k != key}
+                static = shared(meta)
+                if len(static) <= MAX_SHARED_BYTES:
+                    break
+            log.warning(
+                "pod metadata of %s past %d bytes: %s left out of its records",
+                meta.get("kubernetes.pod.name", "a source"),
+                MAX_SHARED_BYTES,
+                ", ".join(TRIMMED[: TRIMMED.index(key) + 1]),
+            )
         self.suffix = b"," + static[1:] if len(static) > 2 else b"}"
 
     def record(self, body: dict[str, Any], default: Callable[[Any], Any] | None = None) -> bytes:

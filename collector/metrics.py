@@ -108,6 +108,11 @@ class Metrics:
             "Times a record waited for room in librdkafka's queue (--kafka "
             "queue.buffering.max.kbytes / .messages): reading paused meanwhile",
         )
+        self.metadata_trimmed = Counter(
+            "logferry_collector_metadata_trimmed",
+            "Sources whose pod metadata was past what a record may carry (64 KiB): its "
+            "annotations left out, then its labels",
+        )
         self.forward_skipped = Counter(
             "logferry_collector_forward_events_skipped",
             "Forwarded events that could not become a record, skipped (their chunk still "

@@ -89,3 +89,23 @@ if __name__ == "__main__":
     # A change of the record that is meant: the golden files from the current encoders.
     for name in sys.argv[1:] or ["file", "forward"]:
         write(name, outputs(name))
+
+
+def test_metadata_too_large_for_a_record_loses_its_annotations_then_its_labels() -> None:
+    """An annotation may hold 256 KiB, and every record of the pod carried it: with a
+    smaller message.max.bytes every record was refused, and with the default a record of
+    much text too. Annotations go first, labels next; counted."""
+    before = METRICS.metadata_trimmed._value.get()
+    meta = {
+        "kubernetes.pod.name": "cart",
+        "kubernetes.labels": {"app": "web"},
+        "kubernetes.annotations": {"big": "x" * 200_000, "small": "y"},
+    }
+    encoder = Encoder("/p", "f", meta)
+    record = orjson.loads(encoder.template.replace(b"%s", b"s").replace(b"%d", b"1"))
+    assert record["kubernetes"] == {"pod": {"name": "cart"}, "labels": {"app": "web"}}
+    assert len(encoder.suffix) < 64 * 1024
+    huge = {**meta, "kubernetes.labels": {f"l{n}": "v" * 1000 for n in range(100)}}
+    forward = ForwardEncoder("fluent.record", 1 << 20, huge)
+    assert orjson.loads(b"{" + forward.suffix[1:]) == {"kubernetes": {"pod": {"name": "cart"}}}
+    assert METRICS.metadata_trimmed._value.get() == before + 2
