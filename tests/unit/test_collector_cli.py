@@ -138,35 +138,32 @@ def test_kafka_settings_that_break_checkpoint_safety_are_refused(
 ) -> None:
     """Checkpoints advance once every record of a batch is held by every in-sync replica,
     in order, and none is given up on while the brokers are away."""
-    append(docker_container(tmp_path / "docker", "e" * 64), docker_line("x"))
+    line = refused(tmp_path, setting)
+    assert named in line, line
+    assert "checkpoint" in line, line
+
+
+def refused(tmp: Path, setting: str) -> str:
+    """The one line a collector given `--kafka setting` exits 2 with."""
+    append(docker_container(tmp / "docker", "e" * 64), docker_line("x"))
     done = collector(
         "--once", "--sink", "kafka", "--bootstrap-servers", "127.0.0.1:1",
-        "--kafka", setting, "--docker-root", str(tmp_path / "docker"),
-        "--log-root", str(tmp_path / "log"), "--state-dir", str(tmp_path / "state"),
+        "--kafka", setting, "--docker-root", str(tmp / "docker"),
+        "--log-root", str(tmp / "log"), "--state-dir", str(tmp / "state"),
         "--metrics-port", "0",
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     lines = done.stderr.decode().strip().splitlines()
     assert len(lines) == 1, lines
-    assert named in lines[0], lines[0]
-    assert "checkpoint" in lines[0], lines[0]
+    return lines[0]
 
 
 def test_a_producer_queue_smaller_than_a_record_is_refused(tmp_path: Path) -> None:
     """librdkafka refuses a record larger than its whole queue as if the queue were full:
     the collector waited for room that never came, --once for ever."""
-    append(docker_container(tmp_path / "docker", "e" * 64), docker_line("x"))
-    done = collector(
-        "--once", "--sink", "kafka", "--bootstrap-servers", "127.0.0.1:1",
-        "--kafka", "queue.buffering.max.kbytes=256", "--docker-root", str(tmp_path / "docker"),
-        "--log-root", str(tmp_path / "log"), "--state-dir", str(tmp_path / "state"),
-        "--metrics-port", "0",
-    )  # fmt: skip
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.decode().strip().splitlines()
-    assert len(lines) == 1, lines
-    assert "queue.buffering.max.kbytes" in lines[0], lines[0]
-    assert "message.max.bytes" in lines[0], lines[0]
+    line = refused(tmp_path, "queue.buffering.max.kbytes=256")
+    assert "queue.buffering.max.kbytes" in line, line
+    assert "message.max.bytes" in line, line
 
 
 def test_a_second_collector_on_the_same_state_dir_exits_2_naming_it(tmp_path: Path) -> None:
