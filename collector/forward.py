@@ -166,6 +166,12 @@ class Connection(asyncio.Protocol):
                         return
                     if delivery.step():
                         continue
+                    if server.finisher is self:
+                        # Its message is handed on: the budget bounds it as the others again,
+                        # else it read on past the budget up to IN_FLIGHT_BYTES.
+                        server.finisher = None
+                        if delivery.blocked():
+                            return
                 message = self.framing.next_message()
                 if message is None:
                     break
