@@ -254,7 +254,7 @@ class Cleaner:
         if depth > MAX_DEPTH:
             raise Unencodable("unwritable", f"a record nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, dict):
-            return {self.key(k, depth): self.value(v, depth + 1) for k, v in value.items()}
+            return self.mapping(value, depth)
         if isinstance(value, list):
             return [self.value(v, depth + 1) for v in value]
         if isinstance(value, str | bytes):
@@ -262,6 +262,19 @@ class Cleaner:
         if isinstance(value, Timestamp | ExtType):
             return jsonable(value)
         return value
+
+    def mapping(self, value: dict[Any, Any], depth: int) -> dict[str, Any]:
+        # Keys 7 and "7" (or bytes \xfe and the text "\xfe") spell alike once made text:
+        # the later one is numbered ("7#2") so that no value replaces another.
+        result: dict[str, Any] = {}
+        for key, item in value.items():
+            name = spelled = self.key(key, depth)
+            number = 1
+            while name in result:
+                number += 1
+                name = f"{spelled}#{number}"
+            result[name] = self.value(item, depth + 1)
+        return result
 
     def text(self, value: str | bytes, errors: str) -> str:
         data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value

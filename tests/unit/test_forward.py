@@ -953,6 +953,23 @@ def test_keys_and_text_that_are_not_utf8_stay_apart_and_are_tagged(listen):
     client.close()
 
 
+def test_keys_that_spell_alike_once_made_text_keep_every_value(listen):
+    """msgpack keys 7 and "7" (or bytes \\xfe and the text "\\xfe") are one JSON key once
+    spelled: the later one takes a numbered name rather than replace the first."""
+    server, sink = listen()
+    client = Client(server.port)
+    record = {"message": "m", "7": "text key", 7: "int key", b"\xfe": "bin", "\\xfe": "text"}
+    client.send("odd", 1764210000, record)
+    (got,) = sink.records(1)
+    assert got["fluent"]["record"] == {
+        "7": "text key",
+        "7#2": "int key",
+        "\\xfe": "bin",
+        "\\xfe#2": "text",
+    }
+    client.close()
+
+
 def test_the_connection_let_finish_past_the_budget_stops_after_that_message(listen):
     """The one connection read on while the budget is exhausted, to finish the message it
     is in the middle of, read on after it as well, up to IN_FLIGHT_BYTES (8 MiB) past the
