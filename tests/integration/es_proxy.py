@@ -1,10 +1,13 @@
-"""A small HTTP proxy in front of the real Elasticsearch that answers 429 for chosen items
-of a bulk request.
+"""A small HTTP proxy in front of the real Elasticsearch that answers 429 (or another
+refusal) for chosen items of a bulk request, or puts another reply in place of the node's.
 
 A real node answers an item with 429 only under load that a test cannot produce on cue.
 The proxy takes the chosen items out of the request before passing it on, so they are
 really not indexed, and puts a 429 item in their place in the node's real reply. Every
-other request, and every other item, is the node's own answer.
+other request, and every other item, is the node's own answer. What stands between a
+client and the node (a load balancer, a proxy) may also answer a bulk request with a body
+that is no reply to it: `replies` are given in place of the node's, which still indexed
+the request.
 """
 
 from __future__ import annotations
@@ -50,11 +53,32 @@ class Proxy:
         """Index templates answered as missing, as Elasticsearch answers for one that is:
         deleting them on the shared server would disturb the tests running beside."""
         self.hidden_asked = 0
+        self.refusal: dict[str, Any] = BUSY
+        """The item put in place of each refused document."""
+        self.replies: list[tuple[int, bytes, str]] = []
+        """(status, body, content type) given for the next bulk requests, in order, in
+        place of the node's own replies."""
+        self.bulk_ids: list[list[str]] = []
+        """The `_id`s of every bulk request, in the order they came."""
+        self.replaced: list[list[str]] = []
+        """The `_id`s of the bulk requests answered from `replies`."""
 
     def bulk(
         self, method: str, path: str, body: bytes, headers: dict[str, str]
     ) -> tuple[int, bytes, str]:
         lines = body.splitlines()
+        status, reply, kind = self.pass_on(method, path, body, headers, lines)
+        with self.lock:
+            ids = [next(iter(orjson.loads(line).values())).get("_id", "") for line in lines[::2]]
+            self.bulk_ids.append(ids)
+            if self.replies:
+                self.replaced.append(ids)
+                return self.replies.pop(0)
+        return status, reply, kind
+
+    def pass_on(
+        self, method: str, path: str, body: bytes, headers: dict[str, str], lines: list[bytes]
+    ) -> tuple[int, bytes, str]:
         passed: list[bytes] = []
         busy: set[int] = set()
         for n in range(0, len(lines), 2):
@@ -79,7 +103,9 @@ class Proxy:
             if status != 200:
                 return status, reply, kind
             items = iter(orjson.loads(reply).get("items", []))
-        merged = [{"create": BUSY} if n in busy else next(items) for n in range(len(lines) // 2)]
+        merged = [
+            {"create": self.refusal} if n in busy else next(items) for n in range(len(lines) // 2)
+        ]
         return 200, orjson.dumps({"errors": True, "items": merged}), kind
 
     def forward(

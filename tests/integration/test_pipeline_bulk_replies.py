@@ -1,0 +1,152 @@
+"""What the pipeline makes of bulk replies a node does not give on cue, against the real
+Kafka and the real Elasticsearch behind the test proxy (tests/integration/es_proxy.py).
+
+A 200 whose body accounts for fewer documents than were sent, or is no bulk reply at all
+(an empty body, a proxy's HTML page), comes from what stands between us and the node: the
+proxy gives it in place of the node's reply, the node having indexed the request. A
+per-item 401 or 403 (missing rights, a write-blocked index) and a per-item 404 are put by
+the proxy in place of chosen documents, which it keeps from the node.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from elasticsearch import Elasticsearch
+
+from harness.collector_run import new_topic
+from harness.pipeline_run import ids, produce, record, start_pipeline, wait_for_commits
+from tests.integration.es_proxy import proxy
+from tests.integration.test_pipeline import dead_letters, stop
+
+JSON = "application/json"
+
+
+def items(*results: dict[str, Any]) -> tuple[int, bytes, str]:
+    return 200, orjson.dumps({"errors": True, "items": [{"create": r} for r in results]}), JSON
+
+
+UNACCOUNTED = [
+    items({"status": 429}),
+    items({"status": 201}, {"status": 201}, {"status": 201}, {"status": 201}),
+    (200, b'{"errors":true}', JSON),
+    (200, b"{}", JSON),
+    (200, b'{"errors":"false"}', JSON),
+    (200, b"", JSON),
+    (200, b"<html>down for maintenance</html>", "text/html"),
+    (200, b"[]", JSON),
+    (200, b'{"errors":true,"items":[1,2,3]}', JSON),
+    (200, b'{"errors":true,"items":[{},{},{}]}', JSON),
+    (200, b'{"errors":true,"items":[{"create":{"status":"201"}},{},{}]}', JSON),
+]
+"""One item for three documents, four for three, errors without items, an empty object,
+errors not a boolean, an empty body, an HTML page, a JSON array, items that are not
+objects, items without a result, a status that is not a number."""
+
+
+def letters_written(bootstrap: str, topic: str) -> int:
+    """Letters in the topic's dead-letter topic (0 when it was never made)."""
+    name = f"{topic}.dlq"
+    found = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30).topics
+    if name not in found:
+        return 0
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "letters-written"})
+    try:
+        partitions = found[name].partitions
+        return sum(
+            probe.get_watermark_offsets(TopicPartition(name, p), timeout=30)[1] for p in partitions
+        )
+    finally:
+        probe.close()
+
+
+def test_replies_that_do_not_account_for_every_document_send_the_bulk_again(
+    tmp_path: Path, kafka_bootstrap: str, elasticsearch_url: str, es: Elasticsearch, prefix: str
+) -> None:
+    """Nothing of such a bulk is taken as indexed or refused: it is sent again whole, each
+    document is in the index once, nothing is dead-lettered, and the offsets are committed
+    once a reply accounts for every document."""
+    topic = new_topic(kafka_bootstrap, partitions=1)
+    total = 600
+    with proxy(elasticsearch_url, lambda _id, _before: False) as (url, state):
+        state.replies = list(UNACCOUNTED)
+        pipeline = start_pipeline(tmp_path, kafka_bootstrap, url, topic, prefix)
+        try:
+            produce(kafka_bootstrap, topic, [record(n, prefix) for n in range(total)])
+            assert wait_for_commits(kafka_bootstrap, topic, timeout=120)
+        finally:
+            stop(pipeline)
+    assert state.replies == []
+    for replaced in state.replaced:
+        later = {i for bulk in state.bulk_ids[state.bulk_ids.index(replaced) + 1 :] for i in bulk}
+        assert set(replaced) <= later, "a bulk answered unaccounted was sent again"
+    assert sorted(ids(es, prefix)) == sorted(f"{prefix}-{n}" for n in range(total))
+    assert letters_written(kafka_bootstrap, topic) == 0
+
+
+def test_documents_refused_for_want_of_rights_are_sent_again_not_dead_lettered(
+    tmp_path: Path, kafka_bootstrap: str, elasticsearch_url: str, es: Elasticsearch, prefix: str
+) -> None:
+    """A write block or missing rights is the cluster's state, which an operator mends, not
+    the documents' fault: what was refused so is indexed once the cluster takes it."""
+    topic = new_topic(kafka_bootstrap, partitions=1)
+    total = 300
+    blocked = {f"{prefix}-{n}" for n in range(0, total, 10)}
+    forbidden = {f"{prefix}-{n}" for n in range(5, total, 10)}
+    block = {
+        "status": 403,
+        "error": {
+            "type": "cluster_block_exception",
+            "reason": "index [logs] blocked by: [FORBIDDEN/8/index write (api)];",
+        },
+    }
+    unauthorized = {
+        "status": 401,
+        "error": {"type": "security_exception", "reason": "unable to authenticate"},
+    }
+
+    def refuse(doc_id: str, before: int) -> bool:
+        return doc_id in blocked | forbidden and before < 2
+
+    with proxy(elasticsearch_url, refuse) as (url, state):
+        state.refusal = block
+        pipeline = start_pipeline(tmp_path, kafka_bootstrap, url, topic, prefix)
+        try:
+            produce(kafka_bootstrap, topic, [record(n, prefix) for n in range(total // 2)])
+            assert wait_for_commits(kafka_bootstrap, topic, timeout=120)
+            state.refusal = unauthorized
+            produce(kafka_bootstrap, topic, [record(n, prefix) for n in range(total // 2, total)])
+            assert wait_for_commits(kafka_bootstrap, topic, timeout=120)
+        finally:
+            stop(pipeline)
+    assert set(state.refused) == blocked | forbidden
+    assert sorted(ids(es, prefix)) == sorted(f"{prefix}-{n}" for n in range(total))
+    assert letters_written(kafka_bootstrap, topic) == 0
+
+
+def test_a_document_whose_index_is_missing_is_dead_lettered_with_the_reason(
+    tmp_path: Path, kafka_bootstrap: str, elasticsearch_url: str, es: Elasticsearch, prefix: str
+) -> None:
+    """As Logstash's dead-letter queue takes a 404: the index was deleted or may not be
+    created, and a document sent again for ever would hold its partition's commits."""
+    topic = new_topic(kafka_bootstrap, partitions=1)
+    missing = f"{prefix}-7"
+    with proxy(elasticsearch_url, lambda doc_id, _before: doc_id == missing) as (url, state):
+        state.refusal = {
+            "status": 404,
+            "error": {"type": "index_not_found_exception", "reason": "no such index [x]"},
+        }
+        pipeline = start_pipeline(tmp_path, kafka_bootstrap, url, topic, prefix)
+        try:
+            produce(kafka_bootstrap, topic, [record(n, prefix) for n in range(20)])
+            assert wait_for_commits(kafka_bootstrap, topic, timeout=120)
+        finally:
+            stop(pipeline)
+    (letter,) = dead_letters(kafka_bootstrap, topic, 1)
+    assert letter["offset"] == 7
+    assert letter["error"] == "index_not_found_exception: no such index [x]"
+    assert sorted(ids(es, prefix)) == sorted(f"{prefix}-{n}" for n in range(20) if n != 7)
