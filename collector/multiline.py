@@ -157,10 +157,13 @@ class PythonRule:
 
 _GO_START: Final = re.compile(r"\bpanic: |^fatal error: |http: panic serving")
 # `goroutine 7 [chan receive, 2 minutes]:`, and since Go 1.21 with GOTRACEBACK=system
-# `goroutine 1 gp=0xc000002380 m=0 mp=0x4e2a00 [running]:`.
-_GO_GOROUTINE: Final = re.compile(r"goroutine \d+ (?:.* )?\[[^\]]*\]:")
-# `main.main()`, `main.(*Server).handle(0xc000010000, {0x4b2f1a, 0x3})`, `panic({0x4a1b20?, 0x0?})`
-_GO_CALL: Final = re.compile(r"\S+\(.*\)")
+# `goroutine 1 gp=0xc000002380 m=0 mp=0x4e2a00 [running]:`. No `[` before the state's: with
+# `.*` there, each `[` of a long line had the rest of the line read again (quadratic).
+_GO_GOROUTINE: Final = re.compile(r"goroutine \d+ (?:[^\[]* )?\[[^\]]*\]:")
+# `main.main()`, `main.(*Server).handle(0xc000010000, {0x4b2f1a, 0x3})`, `panic({0x4a1b20?, 0x0?})`:
+# no space before some `(` past the first character, and `)` last. Written up to the first `(`
+# so that it is read once: `\S+\(` tried each `(` of a long line against the rest of it.
+_GO_CALL: Final = re.compile(r"\S[^\s(]*\(.*\)")
 _GO_ELIDED: Final = "...additional frames elided..."
 _GO_RUNTIME_STACK: Final = "runtime stack:"
 
