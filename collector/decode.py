@@ -79,6 +79,19 @@ def malformed(raw: bytes, why: str) -> Line:
 
 
 EMPTY_LINE = Line("", "stdout", False, "", EMPTY)
+
+BOM = b"\xef\xbb\xbf"
+CRASH_LEFT = (b"\x00", BOM[:1])
+"""A line's first byte when a crash left NULs before it (a file grown whose data never
+reached the disk), or an editor a byte-order mark: neither format begins so."""
+
+
+def past_crash(raw: bytes) -> bytes:
+    """The line without the NULs and byte-order mark before it: read so when it then is a
+    line, else kept whole as the parse error it is."""
+    return raw.lstrip(b"\x00").removeprefix(BOM).lstrip(b"\x00")
+
+
 ESCAPES = re.compile(
     rb"(\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2})"
     rb"|(\\u[dD][89a-fA-F][0-9a-fA-F]{2})|\\.",
@@ -132,6 +145,11 @@ def decode_docker(raw: bytes, rest: bytes | None = None) -> Line:
     line cut by the tail and its last bytes."""
     if rest is not None:
         return decode_docker_cut(raw, rest)
+    past = past_crash(raw) if raw[:1] in CRASH_LEFT else raw
+    if len(past) < len(raw):
+        line = decode_docker(past)
+        if line.error is None or line.error is REPLACED:
+            return line
     if not raw:
         return EMPTY_LINE
     loaded = load_json(raw)
@@ -237,6 +255,11 @@ def decode_cri(raw: bytes, rest: bytes | None = None) -> Line:
     head of a line cut by the tail (its frame is all at the start)."""
     if rest is not None:
         return decode_cri(raw)._replace(cut=True)
+    past = past_crash(raw) if raw[:1] in CRASH_LEFT else raw
+    if len(past) < len(raw):
+        line = decode_cri(past)
+        if line.error is None or line.error is INVALID_UTF8:
+            return line
     if not raw:
         return EMPTY_LINE
     parts = raw.split(b" ", 3)
@@ -262,7 +285,8 @@ def decode_cri(raw: bytes, rest: bytes | None = None) -> Line:
         text = body.decode("utf-8", "surrogateescape")
         error = INVALID_UTF8
     if "\x00" in text:
-        return malformed(raw, "NUL byte in CRI line")
+        # As in Docker's text: the line keeps its time, stream and tag.
+        text = text.replace("\x00", "\ufffd")
     return Line(stamp, stream_b.decode(), first_tag == b"P", text, error)
 
 
@@ -293,9 +317,20 @@ def whole_characters(data: bytes) -> bytes:
     return data[:start] if len(data) - start < size else data
 
 
-def detect(first_line: bytes) -> str:
-    """The format of a file from its first line: "docker" or "cri"."""
-    return "docker" if first_line.lstrip()[:1] == b"{" else "cri"
+LEADING = b" \t\r\n\x00"
+"""Before a first line's format shows: blanks, and the NULs a crash leaves (a file grown
+whose data never reached the disk)."""
+
+
+def detect(first_line: bytes, docker_named: bool = False) -> str:
+    """The format of a file, "docker" or "cri": Docker's where Docker named the file
+    (discover.docker_named), else by its first line (kubelet's /var/log/pods links to
+    Docker's files under dockershim), read past NULs and a byte-order mark. One bad first
+    line would otherwise make every later line of a Docker file a parse error."""
+    if docker_named:
+        return "docker"
+    head = first_line.lstrip(LEADING).removeprefix(BOM).lstrip(LEADING)
+    return "docker" if head[:1] == b"{" else "cri"
 
 
 class Decoder(Protocol):

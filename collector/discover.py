@@ -18,6 +18,13 @@ import orjson
 ROTATED_DOCKER = re.compile(r"-json\.log\.\d+$")
 ROTATED_KUBELET = re.compile(r"\.log\.\d{8}-\d{6}$")
 GZIPPED_KUBELET = re.compile(r"\.log\.\d{8}-\d{6}\.gz$")
+
+
+def docker_named(name: str) -> bool:
+    """Whether a file's name is one Docker's json-file gives (`<id>-json.log`, `.1`)."""
+    return name.endswith("-json.log") or ROTATED_DOCKER.search(name) is not None
+
+
 CONTAINER_LINK = re.compile(
     r"^(?P<pod>[^_]+)_(?P<namespace>[^_]+)_(?P<container>.+)-(?P<id>[0-9a-f]{64})\.log$"
 )
@@ -127,7 +134,7 @@ class Discovery:
             folders.add(folder)
             for entry in files(folder):
                 name = entry.name
-                if name.endswith("-json.log") or ROTATED_DOCKER.search(name):
+                if docker_named(name):
                     meta = self.docker_meta.get(folder)
                     if meta is None:
                         meta = self.docker_meta[folder] = docker_config(folder)

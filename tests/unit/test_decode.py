@@ -3,7 +3,16 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from collector.decode import EMPTY, REPLACED, Line, decode_cri, decode_docker, detect, utc
+from collector.decode import (
+    BOM,
+    EMPTY,
+    REPLACED,
+    Line,
+    decode_cri,
+    decode_docker,
+    detect,
+    utc,
+)
 
 
 def docker(log: str, stream: str = "stdout", time: str = "2026-11-27T02:20:49.123456789Z") -> bytes:
@@ -116,24 +125,44 @@ def test_malformed_docker_lines_keep_their_raw_text(raw: bytes) -> None:
         b"2026-11-27T02:20:49Z stdout X text",
         b"2026-11-27T02:20:49Z stdin F text",
         b"not-a-time stdout F text",
-        b"2026-11-27T02:20:49Z stdout F nul\x00byte",
         b"just some text",
     ],
 )
 def test_malformed_cri_lines_are_reported_not_raised(raw: bytes) -> None:
     line = decode_cri(raw)
     assert line.error
-    assert "\x00" not in line.text
-    assert line.text == raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
+    assert line.text == raw.decode("utf-8", "replace")
 
 
 def test_nul_in_docker_log_is_replaced_so_the_record_stays_valid() -> None:
     assert decode_docker(docker("a\x00b\n")).text == "a\ufffdb"
 
 
+def test_nul_in_cri_text_is_replaced_and_the_line_keeps_its_frame() -> None:
+    """Not a parse error: the line kept its time and stream, and a `P` piece its tag."""
+    line = decode_cri(b"2026-11-27T02:20:49.5Z stderr P worker\x00 crashed")
+    assert line == Line("2026-11-27T02:20:49.5Z", "stderr", True, "worker\ufffd crashed", None)
+
+
+@pytest.mark.parametrize("head", [b"\x00" * 300, BOM, b"\x00" + BOM + b"\x00"])
+def test_a_line_after_the_nuls_a_crash_left_or_a_byte_order_mark_is_read(head: bytes) -> None:
+    assert decode_docker(head + docker("after\n")).text == "after"
+    assert decode_cri(head + b"2026-11-27T02:20:49Z stderr F after") == Line(
+        "2026-11-27T02:20:49Z", "stderr", False, "after", None
+    )
+
+
+@pytest.mark.parametrize("raw", [b"\xef", b"\xef\xbb", b"\x00", b"\xef\x00x"])
+def test_what_only_begins_as_a_crash_left_it_is_a_parse_error(raw: bytes) -> None:
+    assert decode_docker(raw).error
+    assert decode_cri(raw).error
+
+
 def test_format_detection() -> None:
     assert detect(docker("x\n")) == "docker"
     assert detect(b"2026-11-27T02:20:49Z stdout F x") == "cri"
+    assert detect(b"\x00" * 100 + BOM + docker("x\n")) == "docker"
+    assert detect(b"garbage", docker_named=True) == "docker"
 
 
 def test_invalid_utf8_in_cri_text_is_kept_for_the_joiner_to_mend() -> None:

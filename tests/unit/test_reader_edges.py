@@ -109,3 +109,41 @@ def test_once_says_nothing_of_unfinished_lines_when_every_line_is_finished(
     assert code == 0
     assert messages == ["docker first", "docker last"]
     assert [line for line in logged if line["level"] == "warning"] == []
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"\x00" * 100, b"\xef\xbb\xbf", b"not json at all\n", b"\x00" * 100 + b"\n"],
+    ids=["zeros", "byte-order mark", "a bad line", "a line of zeros"],
+)
+def test_a_docker_file_whose_first_bytes_are_bad_keeps_its_later_lines(
+    tmp_path: Path, head: bytes
+) -> None:
+    """Only the bad bytes are a parse error: read as CRI for them, every later line of the
+    file lost its time and stream."""
+    docker_log = docker_container(tmp_path / "docker", "d" * 64)
+    append(docker_log, head, docker_line("first"), docker_line("second", stream="stderr"))
+    sink = ListSink()
+    drain(agent(tmp_path, sink))
+    good = [r for r in sink.records if "parse_error" not in r.get("tags", [])]
+    assert [(r["message"], r["stream"]) for r in good][-2:] == [
+        ("first", "stdout"),
+        ("second", "stderr"),
+    ]
+    assert all(r["@timestamp"].startswith("2026-11-27T02:") for r in good[-2:])
+
+
+@pytest.mark.parametrize("head", [b"\x00" * 100 + b"\n", b"\xef\xbb\xbf"], ids=["zeros", "bom"])
+def test_a_cri_file_whose_first_bytes_are_bad_keeps_its_later_lines(
+    tmp_path: Path, head: bytes
+) -> None:
+    pod = tmp_path / "log" / "pods" / "ns_pod_uid" / "app"
+    pod.mkdir(parents=True)
+    append(pod / "0.log", head, cri_line("first"), cri_line("second", stream="stderr"))
+    sink = ListSink()
+    drain(agent(tmp_path, sink))
+    good = [r for r in sink.records if "parse_error" not in r.get("tags", [])]
+    assert [(r["message"], r["stream"]) for r in good][-2:] == [
+        ("first", "stdout"),
+        ("second", "stderr"),
+    ]
