@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 MARK = "[REDACTED:{}]"
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -73,7 +75,9 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         # "password": "x" (JSON), "password": 1234, \"password\":\"x\" (JSON inside JSON),
         # 'password': 'x' (a Python dict printed)
         rf"|\"{_PW}\"\s*:\s*(?:\"{_NOT_MARKED}(?P<secret4>{_QUOTED})\""
-        r"|(?P<secret5>-?\d[\d.eE+\-]*))"
+        r"|(?P<secret5>-?\d[\d.eE+\-]*)"
+        # "password": {"new": "x"}: the object, up to its first nested one.
+        r"|(?P<secret8>\{[^{}]*\}?))"
         rf"|\\\"{_PW}\\\"\s*:\s*\\\"{_NOT_MARKED}(?P<secret6>{_ESCAPED_QUOTED})\\\""
         rf"|'{_PW}'\s*:\s*'{_NOT_MARKED}(?P<secret7>(?:[^'\\]|\\.)+)'",
         ("passw",),
@@ -155,6 +159,39 @@ def _replacer(rule: Rule) -> str | Callable[[re.Match[str]], str]:
         return mark
 
     return replace
+
+
+_LEFT = r"(?<![^\s\"'=:\[,])"
+_RIGHT = r"(?![^\s\"',\]}&;])"
+"""Around a value in a text (JSON, logfmt, `key: value`): the value whole, not a part of a
+longer word. A value of one character is hidden as a word on its own, so `x` leaves `xyz`."""
+
+
+def hide_values(text: str, values: dict[str, str]) -> str:
+    """`text` with each of `values` (value -> rule name) hidden wherever it stands whole,
+    as written or JSON-escaped: a copy of a secret under another key shows it as well."""
+    for value, name in values.items():
+        if not value or value.startswith("[REDACTED:"):
+            continue
+        escaped = orjson.dumps(value).decode()[1:-1]
+        spellings = {re.escape(value), re.escape(escaped)}
+        pattern = _LEFT + "(?:" + "|".join(sorted(spellings, key=len, reverse=True)) + ")" + _RIGHT
+        mark = MARK.format(name)
+        text = re.sub(pattern, lambda _m, mark=mark: mark, text)
+    return text
+
+
+def hide_copies(fields: dict[str, Any], values: dict[str, str]) -> None:
+    """`hide_values` in every string value of `fields`, in place."""
+    stack: list[Any] = [fields]
+    while stack:
+        node = stack.pop()
+        entries = node.items() if type(node) is dict else enumerate(node)
+        for slot, value in list(entries):
+            if type(value) is dict or type(value) is list:
+                stack.append(value)
+            elif type(value) is str:
+                node[slot] = hide_values(value, values)
 
 
 class Redactor:
@@ -247,31 +284,47 @@ class Redactor:
                 at = lowered.find(keyword, at + 1)
         return found
 
-    def fields(self, fields: dict[str, Any]) -> tuple[str, ...]:
-        """Hides secrets in parsed fields in place; the names of the rules that hit."""
+    def fields(self, fields: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, str]]:
+        """Hides secrets in parsed fields in place: the names of the rules that hit, and
+        the values hidden by their key (as text, with the rule's name), which the text they
+        came from still holds. Everything in an object under a key a key rule ends is
+        hidden too (`{"password": {"new": "x"}}`)."""
         hits: dict[str, None] = {}
-        stack: list[tuple[Any, str | None]] = [(fields, None)]
+        by_key: dict[str, str] = {}
+        stack: list[tuple[Any, str | None, str | None]] = [(fields, None, None)]
         while stack:
-            node, owner = stack.pop()
+            node, owner, hidden = stack.pop()
             entries = node.items() if type(node) is dict else enumerate(node)
             for slot, value in list(entries):
                 kind = type(value)
                 key = slot if type(slot) is str else owner
                 if kind is dict or kind is list:
-                    stack.append((value, key))
+                    below = hidden or (self._owner_rule(slot) if type(slot) is str else None)
+                    stack.append((value, key, below))
                     continue
+                name = hidden or (self._key_rule(key) if key is not None else None)
                 if kind not in (str, int, float):
                     continue
-                name = self._key_rule(key) if key is not None else None
                 if name is not None:
                     node[slot] = MARK.format(name)
                     hits[name] = None
+                    by_key[value if kind is str else str(value)] = name
                 elif kind is str:
                     new, names = self.text(value)
                     if names:
                         node[slot] = new
                         hits.update(dict.fromkeys(names))
-        return tuple(hits)
+        return tuple(hits), by_key
+
+    def _owner_rule(self, key: str) -> str | None:
+        """The key rule whose match ends `key` (`password`, `db_passwords`): everything
+        in the object or list under it is hidden; under `password_policy` it is not."""
+        for rule in self.key_rules:
+            assert rule.key is not None
+            found = rule.key.search(key)
+            if found is not None and found.end() >= len(key) - (key[-1:] in "sS"):
+                return rule.name
+        return None
 
     def _key_rule(self, key: str) -> str | None:
         if key in self.keys:
@@ -297,5 +350,13 @@ class Redactor:
             original, more = self.text(original)
             hits += more
         if fields is not None:
-            hits += self.fields(fields)
+            more, by_key = self.fields(fields)
+            hits += more
+            if by_key:
+                # What a key rule hid (a list under `password`, an AWS secret under
+                # `secret_access_key` of any length) the text rules may not have found.
+                message = hide_values(message, by_key)
+                if original is not None:
+                    original = hide_values(original, by_key)
+                hide_copies(fields, by_key)
         return message, original, tuple(dict.fromkeys(hits))

@@ -356,3 +356,52 @@ def test_a_megabyte_of_keywords_is_searched_in_linear_time(text: str) -> None:
     160 CPU-seconds, and the collector ships nothing meanwhile)."""
     code = f"from collector.redact import Redactor, rules; Redactor(rules()).text({text})"
     assert ends(code)
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ('{"msg":"x","password":["hunter2"]}', "hunter2"),
+        ('{"msg":"c","SecretAccessKey":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}', "wJalr"),
+        ('{"msg":"c","secret_access_key":"short\\"one"}', "short"),
+        ('{"level":"info","secret_access_key":"shortsecret"}', "shortsecret"),
+        ('{"msg":"password changed","password":{"old":"hunter1","new":"hunter2"}}', "hunter"),
+        ('{"msg":"login","db_password":{"value":"hunter2"}}', "hunter2"),
+        ('{"msg":"copy","secret_access_key":"s3cr3tvalue","note":"was s3cr3tvalue"}', "s3cr3t"),
+    ],
+    ids=[
+        "a list under password",
+        "an AWS secret key by its key alone",
+        "a short one with a quote",
+        "the whole text as message",
+        "an object under password",
+        "an object under db_password",
+        "a copy under another key",
+    ],
+)
+def test_what_a_key_hides_in_the_fields_the_text_does_not_keep(text: str, secret: str) -> None:
+    """The record's text (event.original, or message when it is the whole text) is kept
+    in Elasticsearch beside the fields: what the fields hide by their key must not stay in
+    it, nor in a copy of it under another key."""
+    p = parse(text)
+    message = text if p.message is None else p.message
+    message, original, hits = BUILTIN.apply(message, p.original, p.fields)
+    assert secret not in f"{message} {original} {p.fields}"
+    assert hits
+
+
+def test_a_value_hidden_by_its_key_is_hidden_in_the_text_only_where_it_stands_whole() -> None:
+    p = parse('{"msg":"x","password":["ab"],"note":"abc ab tab"}')
+    _, original, _ = BUILTIN.apply(p.message or "", p.original, p.fields)
+    assert original == (
+        '{"msg":"x","password":["[REDACTED:password]"],"note":"abc [REDACTED:password] tab"}'
+    )
+    assert p.fields == {"password": ["[REDACTED:password]"], "note": "abc [REDACTED:password] tab"}
+
+
+def test_an_object_under_a_password_key_in_plain_text_is_hidden() -> None:
+    text = 'user update {"password": {"new": "hunter2"}} done'
+    assert BUILTIN.text(text) == (
+        'user update {"password": [REDACTED:password]} done',
+        ("password",),
+    )
