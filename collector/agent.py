@@ -132,7 +132,8 @@ class Agent:
                 self.scan()
                 self.health.ready = True
                 self.last_scan = now
-                polling = wakeup.polling or wakeup.folders_polled
+                # Files waiting for a slot under max_open_files are opened at a scan.
+                polling = wakeup.polling or wakeup.folders_polled or self.open_files.waiting
                 self.next_scan = now + (config.scan_interval if polling else config.rescan_interval)
             self.maybe_reload()
             worked = self.turn()

@@ -62,9 +62,9 @@ class Checkpoints:
         UNSEEN_MARGIN), though this one may be stopped before it read any of them."""
         self.failing = False
         """The last save failed."""
-        self.saved_at: float | None = None
-        """When a previous run last saved (None on a node's first run): what it could not
-        have known of was written after that."""
+        self.saved_at: float = time.time()
+        """When a previous run last saved, else (a node's first run) when this one began:
+        what no run could have known of was written after that."""
         self.load()
 
     def load(self) -> None:

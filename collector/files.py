@@ -12,8 +12,10 @@ of what the sink acknowledged.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +24,7 @@ from collector.budget import FileReads
 from collector.checkpoint import Checkpoints
 from collector.config import Config
 from collector.decode import DECODERS, Decoder, detect
-from collector.discover import Discovery, Found
+from collector.discover import Discovery, Found, docker_named
 from collector.encode import Encoder
 from collector.fastpath import FAST_PATHS, FastPaths
 from collector.gztail import GzipTail, started
@@ -106,10 +108,15 @@ class OpenFiles:
         )
         self.files: dict[Identity, File] = {}
         self.groups: dict[str, Group] = {}
-        self.finished: dict[Identity, tuple[int, float]] = {}
+        self.finished: dict[Identity, tuple[int, float, str | None]] = {}
         """Files read to their end and let go, with their size and mtime then: not opened
-        again. The mtime tells a new file on a reused inode that happens to be as long."""
+        again. The mtime tells a new file on a reused inode that happens to be as long. With
+        the fingerprint of its checkpoint, kept while the file is on disk: forgotten after
+        a day, a restart read a rotated file Docker or kubelet still kept again whole."""
         self.waiting = 0
+        """Files found that max_open_files kept from being opened at the last scan."""
+        self.queued: dict[Identity, float] = {}
+        """Since when each of those has waited (monotonic seconds)."""
         self.opened: set[Identity] = set()
         """Every file opened in this run, for the --once summary."""
         self.scanned = False
@@ -137,21 +144,35 @@ class OpenFiles:
             file.seen = False
         # Identities not on disk any more can come back only as new files (inode reuse).
         self.finished = {k: v for k, v in self.finished.items() if k in merged}
+        self.queued = {k: v for k, v in self.queued.items() if k in merged}
+        items: Iterable[tuple[Identity, list[Found]]] = merged.items()
+        if self.waiting:
+            self.make_room(self.waiting)
+            # Those that waited longest for a slot first: every file has its turn.
+            items = sorted(items, key=lambda item: self.queued.get(item[0], math.inf))
         waiting = behind = 0
-        for identity, paths in merged.items():
+        now = time.monotonic()
+        for identity, paths in items:
             file = self.files.get(identity)
             if file is None:
                 size = paths[0].size
-                if size == 0 or self.finished.get(identity) == (size, paths[0].mtime):
+                done = self.finished.get(identity)
+                if done is not None and done[:2] == (size, paths[0].mtime):
+                    if done[2]:
+                        self.checkpoints.touch(done[2])
+                    continue
+                if size == 0:
                     continue
                 if len(self.files) >= self.config.max_open_files:
                     waiting += 1
+                    self.queued.setdefault(identity, now)
                     continue
                 if self.annotator.excluded(merged_meta(paths)):
                     continue
                 file = self.open(identity, paths)
                 if file is None:
                     continue
+                self.queued.pop(identity, None)
             file.seen = True
             file.rotated = all(p.rotated for p in paths)
             mtime = max(p.mtime for p in paths)
@@ -257,13 +278,13 @@ class OpenFiles:
             return False
         resume = self.checkpoints.get(tail.fingerprint) if tail.fingerprint else None
         stopped = self.checkpoints.saved_at
-        if resume is None and identified and stopped is not None:
+        if resume is None and identified:
             begun = started(tail.first_bytes(FINGERPRINT_BYTES))
             if begun is not None and begun >= stopped - UNSEEN_MARGIN:
                 resume = 0
         # The gzip trailer holds the content's length modulo 2**32.
         if resume is None or resume % 2**32 == tail.isize:
-            self.finished[(found.dev, found.ino)] = (found.size, found.mtime)
+            self.finished[(found.dev, found.ino)] = (found.size, found.mtime, tail.fingerprint)
             return False
         METRICS.gzip_files_read.inc()
         log.info("reading the rest of %s from %d", found.path, resume)
@@ -275,7 +296,7 @@ class OpenFiles:
         if not tail.identify():
             return False
         assert tail.fingerprint is not None
-        kind = detect(tail.first_bytes(512))
+        kind = detect(tail.first_bytes(512), docker_named(os.path.basename(file.path)))
         file.decode = DECODERS[kind]
         file.fast = FAST_PATHS[kind]
         resume = self.checkpoints.get(tail.fingerprint)
@@ -311,11 +332,26 @@ class OpenFiles:
             tail.size() == tail.offset == file.acked and file.group.joiner.held_from(file) is None
         )
 
+    def make_room(self, wanted: int) -> None:
+        """Up to `wanted` files read to their end and delivered are let go, least recently
+        written first, for files waiting for a slot: kept open until they are rotated, the
+        files past max_open_files were never read. One written to again waits its turn."""
+        idle = [
+            f
+            for f in self.files.values()
+            if f.encoder is not None
+            and f.tail.size() == f.tail.offset == f.acked
+            and f.group.joiner.held_from(f) is None
+        ]
+        for file in sorted(idle, key=lambda f: f.mtime)[:wanted]:
+            METRICS.files_made_room.inc()
+            self.release(file)
+
     def release(self, file: File) -> None:
         self.save_file(file)
         identity = (file.tail.dev, file.tail.ino)
         st = os.fstat(file.tail.fd)
-        self.finished[identity] = (st.st_size, st.st_mtime)
+        self.finished[identity] = (st.st_size, st.st_mtime, file.tail.fingerprint)
         del self.files[identity]
         file.group.files.remove(file)
         self.reads.forget(file.tail)

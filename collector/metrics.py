@@ -61,6 +61,10 @@ class Metrics:
             "logferry_collector_files_waiting",
             "Log files found but not opened because max_open_files is reached",
         )
+        self.files_made_room = Counter(
+            "logferry_collector_files_made_room_total",
+            "Log files read to their end let go so that files waiting for max_open_files are read",
+        )
         self.behind = Gauge(
             "logferry_collector_behind_bytes",
             "Bytes written to the open log files but not read yet, all files together",

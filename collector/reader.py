@@ -354,7 +354,10 @@ class Reader:
                 self.send(group, self.encode(out))
 
     def idle(self) -> bool:
-        """Everything found has been read to its current end and delivered."""
+        """Everything found has been read to its current end and delivered (and no file
+        waits for a slot under max_open_files)."""
+        if self.files.waiting:
+            return False
         for f in self.files.files.values():
             if f.encoder is None:
                 if f.tail.identify():

@@ -7,12 +7,14 @@ import os
 import random
 import shutil
 import string
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from collector import checkpoint
 from collector.enrich import Enricher
 from collector.gztail import BLOCK, GzipTail
 from collector.metrics import METRICS
@@ -168,6 +170,28 @@ def test_a_file_born_and_gzipped_while_stopped_is_read_whole_from_its_gz(
     sink = ListSink()
     drain(agent(tmp_path, sink))
     assert numbers(sink) == [4] * (first == "long") + list(range(5, 1010))
+
+
+def test_on_a_nodes_first_run_a_file_rotated_and_gzipped_between_scans_is_read(
+    tmp_path: Path,
+) -> None:
+    """No checkpoint yet: a .gz written since this run began is no history. With the
+    cut-off taken from a previous save only, kubelet rotating faster than the scans lost
+    whole files on the first run (80 of 141 lines)."""
+    log = cri_file(tmp_path)
+    append(log, *now_lines(0, 10))
+    sink = ListSink()
+    a = agent(tmp_path, sink)
+    drain(a)
+    append(log, *now_lines(10, 20))
+    os.rename(log, Path(f"{log}.20261127-022049"))
+    append(log, *now_lines(20, 100))
+    second = Path(f"{log}.20261127-022050")
+    os.rename(log, second)
+    gzip_like_kubelet(second)
+    append(log, *now_lines(100, 110))
+    drain(a)
+    assert sorted(numbers(sink)) == list(range(110))
 
 
 def test_a_gz_of_a_file_a_run_held_but_never_read_is_read_by_the_next(tmp_path: Path) -> None:
@@ -437,3 +461,47 @@ def test_a_gz_is_read_as_its_original_in_bounded_steps(tmp_path: Path) -> None:
         assert len(again.data) > READ_SIZE // 2
     finally:
         tail.close()
+
+
+def test_a_rotated_file_let_go_keeps_its_checkpoint_while_it_is_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker keeps `-json.log.1` and kubelet its newest rotated file for days: their
+    checkpoints were forgotten a day after they were let go, and a restart then shipped
+    them again whole."""
+    log = cri_file(tmp_path)
+    append(log, *lines(0, 50))
+    sink = ListSink()
+    a = agent(tmp_path, sink)
+    drain(a)
+    os.rename(log, Path(f"{log}.20261127-022049"))
+    append(log, *lines(50, 60))
+    drain(a)
+    later = time.time() + 25 * 3600
+    monkeypatch.setattr(checkpoint.time, "time", lambda: later)
+    append(log, *lines(60, 65))
+    drain(a)
+    a.shutdown()
+    again = ListSink()
+    drain(agent(tmp_path, again))
+    assert numbers(sink) == list(range(65))
+    assert again.records == []
+
+
+def test_files_past_max_open_files_are_each_read_in_turn(tmp_path: Path) -> None:
+    """Files read to their end make room for those waiting: kept open until rotated, the
+    files past the bound were never read (6 pods, --max-open-files 2: 20 of 30 lines)."""
+    logs = [cri_file(tmp_path, pod=f"ns_pod-{p}_uid-{p}") for p in range(6)]
+    for p, log in enumerate(logs):
+        append(log, *[cri_line(f"pod {p} line {n}") for n in range(5)])
+    sink = ListSink()
+    a = agent(tmp_path, sink, "--max-open-files", "2")
+    drain(a)
+    assert sorted(sink.messages()) == sorted(
+        f"pod {p} line {n}" for p in range(6) for n in range(5)
+    )
+    assert len(a.open_files.files) <= 2
+    # Written again, a file let go waits its turn and is read from where it was left.
+    append(logs[0], cri_line("pod 0 line 5"))
+    drain(a)
+    assert sink.messages()[30:] == ["pod 0 line 5"]
