@@ -189,7 +189,7 @@ class Encoder(Static):
             "log": log,
         }
         if self.processor is not None:
-            done = self.processor.apply(record.text, self.mode, scanned)
+            done = self.processor.apply(record.text, self.mode, scanned, "truncated" in tags)
             body["message"] = done.message
             if done.original is not None:
                 event["original"] = done.original

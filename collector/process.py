@@ -60,10 +60,11 @@ class Processor:
         chosen = rules(user_rules, builtin)
         self.redactor = Redactor(chosen) if chosen else None
 
-    def apply(self, text: str, mode: str, scanned: bool = False) -> Processed:
+    def apply(self, text: str, mode: str, scanned: bool = False, cut: bool = False) -> Processed:
         """`scanned`: the line's bytes were found to hold no redaction keyword nor any `\\u`
         escape (the chunk path's `secrets`), so neither the text nor a field parsed from it
-        can hold one (see Redactor.clean): redaction has nothing to do."""
+        can hold one (see Redactor.clean): redaction has nothing to do. `cut`: the text
+        was cut at --max-record-bytes, perhaps inside a secret (Redactor.apply)."""
         parsed = parse(text, mode, self.limits)
         if parsed.reason is not None:
             METRICS.parse_refused.labels(parsed.reason).inc()
@@ -71,7 +72,7 @@ class Processor:
         original, fields = parsed.original, parsed.fields
         redacted = False
         if self.redactor is not None and not scanned:
-            message, original, hits = self.redactor.apply(message, original, fields)
+            message, original, hits = self.redactor.apply(message, original, fields, cut)
             for name in hits:
                 METRICS.redactions.labels(name).inc()
             redacted = bool(hits)

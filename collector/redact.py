@@ -56,13 +56,25 @@ _PW = rf"{_NAME_PART}passw(?:or)?d{_NAME_PART}"
 _QUOTED = r"(?:[^\"\\]|\\.)+"
 _ESCAPED_QUOTED = r"(?:[^\"\\]|\\[^\"])+"
 
+# Each rule runs on what the ones before it left: a private key's block first (a password
+# rule took `-----BEGIN` for a password and left the key), and secrets before the bearer
+# rule, whose token may swallow the name of a key that follows it.
 BUILTIN_RULES: tuple[Rule, ...] = (
     _rule(
-        "bearer",
-        # 16 characters at least: "bearer of bad news", "Bearer authentication" stay.
-        rf"(?i)\bbearer[ \t]+{_NOT_MARKED}(?P<secret>[A-Za-z0-9\-._~+/]{{16,}}=*)",
-        ("bearer",),
+        "private_key",
+        # A block cut short (a truncated record) is hidden to the end of the text.
+        r"(?s)-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
+        r"(?:.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|.*)",
+        ("private key",),
     ),
+    _rule(
+        "aws_secret_key",
+        r"(?i)aws_?secret_?access_?key[\"'\\]*\s*[:=]\s*[\"'\\]*"
+        r"(?P<secret>[A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])",
+        ("secret",),
+        key=r"(?i)secret_?access_?key",
+    ),
+    _rule("aws_access_key", r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", ("akia", "asia")),
     _rule(
         "password",
         "(?i)"
@@ -83,20 +95,11 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         ("passw",),
         key=r"(?i)passw(?:or)?d",
     ),
-    _rule("aws_access_key", r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", ("akia", "asia")),
     _rule(
-        "aws_secret_key",
-        r"(?i)aws_?secret_?access_?key[\"'\\]*\s*[:=]\s*[\"'\\]*"
-        r"(?P<secret>[A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])",
-        ("secret",),
-        key=r"(?i)secret_?access_?key",
-    ),
-    _rule(
-        "private_key",
-        # A block cut short (a truncated record) is hidden to the end of the text.
-        r"(?s)-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
-        r"(?:.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|.*)",
-        ("private key",),
+        "bearer",
+        # 16 characters at least: "bearer of bad news", "Bearer authentication" stay.
+        rf"(?i)\bbearer[ \t]+{_NOT_MARKED}(?P<secret>[A-Za-z0-9\-._~+/]{{16,}}=*)",
+        ("bearer",),
     ),
 )
 
@@ -179,6 +182,40 @@ def hide_values(text: str, values: dict[str, str]) -> str:
         mark = MARK.format(name)
         text = re.sub(pattern, lambda _m, mark=mark: mark, text)
     return text
+
+
+_CUT_SECRETS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (name, re.compile(pattern))
+    for name, pattern in (
+        ("bearer", r"(?i)\bbearer[ \t]+(?P<secret>[A-Za-z0-9\-._~+/]+=*)$"),
+        (
+            "password",
+            r"(?i)passw(?:or)?d[\w.\-]{0,64}(?:\\?[\"'])?\s*[:=]\s*(?:\\?[\"'])?"
+            rf"{_NOT_MARKED}(?P<secret>[^\s\"'\\&,;]+)$",
+        ),
+        (
+            "aws_secret_key",
+            r"(?i)secret_?access_?key[\"'\\]*\s*[:=]\s*[\"'\\]*(?P<secret>[A-Za-z0-9/+=]+)$",
+        ),
+        ("aws_access_key", r"\b(?P<secret>(?:AKIA|ASIA)[A-Z0-9]{0,16})$"),
+    )
+)
+"""A secret's key and the start of its value at the very end of a text."""
+
+CUT_WINDOW = 512
+"""Characters at a cut text's end searched for a secret begun there."""
+
+
+def cut_tail(text: str) -> tuple[str, tuple[str, ...]]:
+    """A text cut short, with a secret begun at its end hidden: `Bearer eyJhbGciOiJI` or
+    `key=AKIAIOSFOD`, too short for the rules, is the head of a secret all the same."""
+    start = max(0, len(text) - CUT_WINDOW)
+    window = text[start:]
+    for name, pattern in _CUT_SECRETS:
+        found = pattern.search(window)
+        if found is not None:
+            return text[: start + found.start("secret")] + MARK.format(name), (name,)
+    return text, ()
 
 
 def hide_copies(fields: dict[str, Any], values: dict[str, str]) -> None:
@@ -336,12 +373,18 @@ class Redactor:
         return name
 
     def apply(
-        self, message: str, original: str | None = None, fields: dict[str, Any] | None = None
+        self,
+        message: str,
+        original: str | None = None,
+        fields: dict[str, Any] | None = None,
+        cut: bool = False,
     ) -> tuple[str, str | None, tuple[str, ...]]:
         """A record's (message, event.original, hits), its `fields` redacted in place.
 
         The arguments are what collector.structured.parse gave (message: the new one, or
-        the text); the record's text is `original` when set, else `message`.
+        the text); the record's text is `original` when set, else `message`. A `cut` text
+        (a record past --max-record-bytes) may end inside a secret too short for its rule
+        to see: what follows a secret's key at its very end is hidden (`cut_tail`).
         """
         if self.clean(original if original is not None else message, fields is not None):
             return message, original, ()
@@ -349,6 +392,12 @@ class Redactor:
         if original is not None:
             original, more = self.text(original)
             hits += more
+        if cut:
+            message, more = cut_tail(message)
+            hits += more
+            if original is not None:
+                original, more = cut_tail(original)
+                hits += more
         if fields is not None:
             more, by_key = self.fields(fields)
             hits += more

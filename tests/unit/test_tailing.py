@@ -237,6 +237,24 @@ def test_a_whole_line_longer_than_max_record_is_cut(tmp_path: Path, kind: str) -
     ]
 
 
+@pytest.mark.parametrize("kind", ["docker", "cri"])
+def test_a_line_cut_inside_a_secret_keeps_none_of_it(tmp_path: Path, kind: str) -> None:
+    """Cut at --max-record-bytes before redaction saw it, `Bearer eyJhbGciOiJI` was too
+    short for the bearer rule and shipped as it was."""
+    if kind == "docker":
+        log, line = docker_container(tmp_path / "docker", CID), docker_line
+    else:
+        log, line = cri_file(tmp_path), cri_line
+    head = "x" * 965 + " Authorization: Bearer "
+    append(log, line(head + "eyJhbGciOiJIUzI1NiJ9.abcdefghijklmnop end"), line("after"))
+    sink = ListSink()
+    drain(agent(tmp_path, sink, "--max-record-bytes", "1000"))
+    assert [(r["message"], r.get("tags")) for r in sink.records] == [
+        (head + "[REDACTED:bearer]", ["truncated", "redacted"]),
+        ("after", None),
+    ]
+
+
 def test_malformed_lines_are_shipped_tagged_and_counted(tmp_path: Path) -> None:
     log = docker_container(tmp_path / "docker", CID)
     append(log, docker_line("good"), b'{"log": "cut\n', b"\xff\x00\n", docker_line("good again"))
