@@ -166,6 +166,14 @@ class FileReads:
         self.charge(tail)
         return chunk
 
+    def finish(self, tail: Tail) -> Chunk | None:
+        """What `tail.finish` gives: the last line of a file that has ended without its
+        newline."""
+        self.parked.pop(tail, None)
+        chunk = tail.finish()
+        self.charge(tail)
+        return chunk
+
     def waiting_at_end(self, tail: Tail) -> bool:
         """The file's unread bytes are a started line let go at its end: nothing to read."""
         return self.parked.get(tail) == tail.size()

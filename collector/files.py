@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 # The agent's parts log under its name, as before they were parts: one name to filter on.
 log = logging.getLogger("collector.agent")
 
+ROTATE_WAIT = 5.0
+"""Seconds a rotated or deleted file goes unwritten before a last line without its newline
+is taken as ended: the runtime writes to a file kubelet renamed until it reopens its log (a
+moment), as Fluent Bit's Rotate_Wait (5 s) allows for."""
+
 UNSEEN_MARGIN = 60.0
 """Seconds before the previous run's last save from which a .gz without a checkpoint is
 taken as never seen: a file that old would have been seen and checkpointed by that run."""
@@ -346,6 +351,18 @@ class OpenFiles:
         for file in sorted(idle, key=lambda f: f.mtime)[:wanted]:
             METRICS.files_made_room.inc()
             self.release(file)
+
+    def ended_unfinished(self, file: File) -> bool:
+        """A rotated file, or one no path reaches, read to its end but for a last line
+        without its newline and not written to for ROTATE_WAIT: that line is never
+        finished (the runtime writes to the new file), and the file would be held for
+        ever, its line unsent."""
+        if file.seen and not file.rotated:
+            return False
+        tail = file.tail
+        if tail.unread() or tail.size() == tail.offset or file.encoder is None:
+            return False
+        return time.time() - os.fstat(tail.fd).st_mtime >= ROTATE_WAIT
 
     def release(self, file: File) -> None:
         self.save_file(file)

@@ -61,6 +61,11 @@ class Metrics:
             "logferry_collector_files_waiting",
             "Log files found but not opened because max_open_files is reached",
         )
+        self.unfinished_lines_ended = Counter(
+            "logferry_collector_unfinished_lines_ended_total",
+            "Last lines without a newline sent once their rotated or deleted file went "
+            "unwritten for 5 s",
+        )
         self.files_made_room = Counter(
             "logferry_collector_files_made_room_total",
             "Log files read to their end let go so that files waiting for max_open_files are read",

@@ -219,6 +219,21 @@ class Tail:
         self.head = None
         return chunk
 
+    def finish(self) -> Chunk | None:
+        """The last line of a file no one will write to again, handed out though it has no
+        newline (cut at `max_line` as any line); None when there is none."""
+        end = self.size()
+        if end <= self.offset:
+            return None
+        if end - self.offset <= self.max_line:
+            chunk = Chunk(self.offset, self.pread(end - self.offset, self.offset), end)
+        else:
+            METRICS.truncated_bytes.inc(end - self.offset - self.max_line)
+            rest = self.pread(END_BYTES, max(self.offset + self.max_line, end - END_BYTES))
+            chunk = Chunk(self.offset, self.pread(self.max_line, self.offset), end, rest)
+        self.seek(end)
+        return chunk
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)

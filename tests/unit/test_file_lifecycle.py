@@ -505,3 +505,32 @@ def test_files_past_max_open_files_are_each_read_in_turn(tmp_path: Path) -> None
     append(logs[0], cri_line("pod 0 line 5"))
     drain(a)
     assert sink.messages()[30:] == ["pod 0 line 5"]
+
+
+def test_a_rotated_file_whose_last_line_never_got_its_newline_sends_it_and_is_let_go(
+    tmp_path: Path,
+) -> None:
+    """The runtime writes to the new file: the rotated one's last line stays as it was.
+    Held back for its newline, it was never sent and its file held open for ever (as
+    `(deleted)` once kubelet gzipped it)."""
+    log = cri_file(tmp_path)
+    append(log, *lines(0, 10), cri_line("torn last line")[:-1])
+    sink = ListSink()
+    a = agent(tmp_path, sink)
+    drain(a)
+    rotated = Path(f"{log}.20261127-022049")
+    os.rename(log, rotated)
+    append(log, *lines(10, 12))
+    drain(a)
+    # Not yet: the runtime may still write to the renamed file for a moment.
+    assert numbers(sink) == list(range(12))
+    before = METRICS.unfinished_lines_ended._value.get()
+    hour_ago = time.time() - 3600
+    os.utime(rotated, (hour_ago, hour_ago))
+    drain(a)
+    assert sink.messages()[12:] == ["torn last line"]
+    assert METRICS.unfinished_lines_ended._value.get() == before + 1
+    assert [f.path for f in a.open_files.files.values()] == [str(log)]
+    again = ListSink()
+    drain(agent(tmp_path, again))
+    assert again.records == []
