@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 
 ROTATED_DOCKER = re.compile(r"-json\.log\.\d+$")
+GZIPPED_DOCKER = re.compile(r"-json\.log\.(\d+)\.gz$")
+"""Docker's json-file with `compress`: each rotated file is gzipped, `.1.gz` the newest."""
 ROTATED_KUBELET = re.compile(r"\.log\.\d{8}-\d{6}$")
 GZIPPED_KUBELET = re.compile(r"\.log\.\d{8}-\d{6}\.gz$")
 
@@ -134,11 +136,13 @@ class Discovery:
             folders.add(folder)
             for entry in files(folder):
                 name = entry.name
-                if docker_named(name):
+                gzipped = GZIPPED_DOCKER.search(name) is not None
+                if docker_named(name) or gzipped:
                     meta = self.docker_meta.get(folder)
                     if meta is None:
                         meta = self.docker_meta[folder] = docker_config(folder)
-                    self.add(found, entry.path, ROTATED_DOCKER.search(name) is not None, meta)
+                    rotated = gzipped or ROTATED_DOCKER.search(name) is not None
+                    self.add(found, entry.path, rotated, meta, gzipped=gzipped)
         for gone in set(self.docker_meta) - seen_docker:
             del self.docker_meta[gone]
         for pod in subfolders(pods):

@@ -24,7 +24,7 @@ from collector.budget import FileReads
 from collector.checkpoint import Checkpoints
 from collector.config import Config
 from collector.decode import DECODERS, Decoder, detect
-from collector.discover import Discovery, Found, docker_named
+from collector.discover import GZIPPED_DOCKER, Discovery, Found, docker_named
 from collector.encode import Encoder
 from collector.fastpath import FAST_PATHS, FastPaths
 from collector.gztail import GzipTail, started
@@ -509,10 +509,12 @@ def age(file: File) -> tuple[int, float, str]:
 
     kubelet compresses every rotated file but the newest, so a .gz is older than any
     rotated file left plain; a .gz's mtime is when it was compressed, its name tells when
-    it was rotated. A file no path reaches any more keeps the kind and mtime it was last
-    seen with: a current file renamed and unlinked between two scans is still older than
-    the new current one, yet newer than a rotated file left unread.
+    it was rotated (Docker's `.2.gz` is older than its `.1.gz`). A file no path reaches
+    any more keeps the kind and mtime it was last seen with: a current file renamed and
+    unlinked between two scans is still older than the new current one, yet newer than a
+    rotated file left unread.
     """
     if isinstance(file.tail, GzipTail):
-        return (1, 0.0, file.path)
+        docker = GZIPPED_DOCKER.search(file.path)
+        return (1, -int(docker.group(1)) if docker else 0.0, file.path)
     return (2 if file.rotated else 3, file.mtime, file.path)

@@ -19,7 +19,15 @@ from collector.enrich import Enricher
 from collector.gztail import BLOCK, GzipTail
 from collector.metrics import METRICS
 from collector.schedule import READ_QUANTUM as READ_SIZE
-from tests.unit.logfiles import ListSink, agent, append, cri_line, drain
+from tests.unit.logfiles import (
+    ListSink,
+    agent,
+    append,
+    cri_line,
+    docker_container,
+    docker_line,
+    drain,
+)
 
 
 def cri_file(tmp: Path, container: str = "app", pod: str = "shop_cart-7d9f_0f1e2d3c") -> Path:
@@ -531,6 +539,29 @@ def test_a_rotated_file_whose_last_line_never_got_its_newline_sends_it_and_is_le
     assert sink.messages()[12:] == ["torn last line"]
     assert METRICS.unfinished_lines_ended._value.get() == before + 1
     assert [f.path for f in a.open_files.files.values()] == [str(log)]
+    again = ListSink()
+    drain(agent(tmp_path, again))
+    assert again.records == []
+
+
+def test_the_rest_of_a_docker_file_compressed_while_stopped_comes_from_its_gz(
+    tmp_path: Path,
+) -> None:
+    """Docker's json-file with `compress`: the rotated `-json.log.1` becomes `.1.gz`. Not
+    looked for, what the collector had not read of it when it stopped was lost."""
+    log = docker_container(tmp_path / "docker", "c" * 64)
+    append(log, *[docker_line(f"line {n}") for n in range(10)])
+    drain(agent(tmp_path, ListSink()))
+    append(log, *[docker_line(f"line {n}") for n in range(10, 30)])
+    first = Path(f"{log}.1")
+    os.rename(log, first)
+    with open(first, "rb") as src, gzip.open(f"{first}.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.unlink(first)
+    append(log, *[docker_line(f"line {n}") for n in range(30, 40)])
+    sink = ListSink()
+    drain(agent(tmp_path, sink))
+    assert numbers(sink) == list(range(10, 40))
     again = ListSink()
     drain(agent(tmp_path, again))
     assert again.records == []
