@@ -128,6 +128,23 @@ def unaccounted(reply: Any, count: int) -> Unavailable:
     )
 
 
+CLUSTER_STATE = frozenset({"index_closed_exception", "cluster_block_exception"})
+"""Refusals (400 or 404 too) that tell the state of the cluster, not of the document."""
+
+
+def cluster_state(result: dict[str, Any]) -> bool:
+    """An item refused for the cluster's state: an index closed, a block, the cluster's
+    shard limit reached (a `validation_exception` naming it) when the index is made."""
+    error = result.get("error")
+    if not isinstance(error, dict):
+        return False
+    kind = error.get("type")
+    if kind in CLUSTER_STATE:
+        return True
+    reason = error.get("reason")
+    return kind == "validation_exception" and isinstance(reason, str) and "shards" in reason
+
+
 def sort(items: list[Any]) -> Outcome:
     retry: list[int] = []
     refused: list[tuple[int, str]] = []
@@ -142,11 +159,12 @@ def sort(items: list[Any]) -> Outcome:
             indexed += 1
         elif status == 409:
             duplicates += 1
-        elif status in (401, 403, 429) or status >= 500:
+        elif status in (401, 403, 429) or status >= 500 or cluster_state(result):
             # 401 and 403 say what the cluster lets us write, not what the document is:
             # a write block (cluster_block_exception: disk full, index made read-only) or
-            # rights missing, which an operator mends. Dead-lettered, every document
-            # would be lost while it lasts.
+            # rights missing, which an operator mends; so do a closed index and the
+            # cluster's shard limit. Dead-lettered, every document would be lost while
+            # it lasts.
             retry.append(position)
         else:
             error = result.get("error")

@@ -26,14 +26,22 @@ PLACEHOLDER = re.compile(r"\{([^{}:]+)(?::([^{}]*))?\}")
 UNSAFE = re.compile(r"[^a-z0-9_.+-]+")
 NOT_IN_INDEX_NAMES = re.compile(r'[\\/*?"<>| ,#:A-Z]')
 SECOND = re.compile(r"(\d{4}-\d\d-\d\d)T([01]\d|2[0-3]):[0-5]\d:[0-5]\d", re.ASCII)
-FRACTION_AND_ZONE = re.compile(r"(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)", re.ASCII)
+FRACTION_AND_ZONE = re.compile(
+    r"(?:\.\d{1,9})?(?:Z|[+-](?:(?:0\d|1[0-7]):[0-5]\d|18:00))", re.ASCII
+)
 """RFC 3339 as Elasticsearch's date_nanos reads it: the second, then what follows it
-(ASCII digits only: `\\d` alone takes any script's)."""
+(ASCII digits only: `\\d` alone takes any script's), a zone offset of at most 18 hours
+(Java's bound: `+19:00` is refused, the document dead-lettered)."""
 DAY = re.compile(r"\d{4}-\d\d-\d\d", re.ASCII)
 FIRST_DAY = date(1970, 1, 2)
 LAST_DAY = date(2262, 4, 10)
 """date_nanos holds 1970 to 2262; a day inside, whatever the zone offset."""
 TIMESTAMP_INVALID = "timestamp_invalid"
+
+REMEMBERED_CHARS = 255
+"""The longest value remembered with its index name: an index name is at most 255 bytes, so
+a longer value only ever gives the fallback, and 10,000 of 60 KB (poison records) held
+572 MB."""
 
 
 def valid_day(text: str) -> bool:
@@ -183,7 +191,9 @@ class IndexName:
         # Only text and absent values are remembered: 1, 1.0 and True are one dict key, and
         # not one name; objects and lists are not keys at all.
         texts = (values,) if self.fields == 1 else values or ()
-        if len(self.known) < 10_000 and all(type(v) is str or v is None for v in (*texts, day)):
+        if len(self.known) < 10_000 and all(
+            v is None or (type(v) is str and len(v) <= REMEMBERED_CHARS) for v in (*texts, day)
+        ):
             self.known[key] = named
         return named
 
@@ -274,7 +284,7 @@ def field_text(value: Any) -> str:
     name = NAMES.get(text)
     if name is None:
         name = UNSAFE.sub("_", text.lower())
-        if len(NAMES) < 10_000:
+        if len(NAMES) < 10_000 and len(text) <= REMEMBERED_CHARS:
             NAMES[text] = name
     return name
 

@@ -454,7 +454,10 @@ class Indexer:
         while True:
             self.health.beat = time.monotonic()
             left = max(0.0, min(0.2, deadline - time.monotonic()))
-            self.carried += self.consumer.consume(CONSUME_BATCH, left)
+            # Not `+=`: that reads the list before consume(), whose rebalance may replace it
+            # by one without a revoked partition's records, and stores the old one back.
+            came = self.consumer.consume(CONSUME_BATCH, left)
+            self.carried.extend(came)
             if time.monotonic() >= deadline or self.stopping:
                 return
 

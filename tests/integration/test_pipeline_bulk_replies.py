@@ -20,8 +20,10 @@ from elasticsearch import Elasticsearch
 
 from harness.collector_run import new_topic
 from harness.pipeline_run import ids, produce, record, start_pipeline, wait_for_commits
+from harness.wait import until
 from tests.integration.es_proxy import proxy
 from tests.integration.test_pipeline import dead_letters, stop
+from tests.integration.test_pipeline_busy_items import committed
 
 JSON = "application/json"
 
@@ -150,3 +152,28 @@ def test_a_document_whose_index_is_missing_is_dead_lettered_with_the_reason(
     assert letter["offset"] == 7
     assert letter["error"] == "index_not_found_exception: no such index [x]"
     assert sorted(ids(es, prefix)) == sorted(f"{prefix}-{n}" for n in range(20) if n != 7)
+
+
+def test_documents_for_a_closed_index_wait_until_it_is_opened(
+    tmp_path: Path, kafka_bootstrap: str, elasticsearch_url: str, es: Elasticsearch, prefix: str
+) -> None:
+    """A closed index is the cluster's state, as a write block is: the node refuses its
+    documents with index_closed_exception (400), which dead-lettered them, leaving the index
+    without them once an operator opened it again."""
+    topic = new_topic(kafka_bootstrap, partitions=1)
+    index = f"{prefix}-shop-2026.11.27"
+    es.indices.create(index=index)
+    es.indices.close(index=index)
+    pipeline = start_pipeline(tmp_path, kafka_bootstrap, elasticsearch_url, topic, prefix)
+    try:
+        produce(kafka_bootstrap, topic, [record(n, prefix) for n in range(10)])
+        others = {f"{prefix}-{n}" for n in range(10) if n % 3}
+        until(lambda: set(ids(es, prefix)) == others, 120, "the other indices' documents")
+        # Record 0 is for the closed index: nothing is committed past it.
+        assert committed(kafka_bootstrap, topic) < 1
+        es.indices.open(index=index)
+        assert wait_for_commits(kafka_bootstrap, topic, timeout=120)
+    finally:
+        stop(pipeline)
+    assert sorted(ids(es, prefix)) == sorted(f"{prefix}-{n}" for n in range(10))
+    assert letters_written(kafka_bootstrap, topic) == 0
