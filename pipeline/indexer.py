@@ -19,7 +19,7 @@ import random
 import time
 from bisect import bisect_left
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from itertools import accumulate, starmap
 from typing import Any, NamedTuple
 
@@ -70,6 +70,9 @@ ours."""
 BUSY_REPORTED = 3
 """Rounds of item retries in one bulk before it is reported: a round or two under load is
 ordinary."""
+
+ANSWER_SLICE = 0.5
+"""Seconds between the liveness beats while a bulk request is answered."""
 
 
 def named_all(partitions: set[Partition] | dict[Partition, int]) -> str:
@@ -375,6 +378,14 @@ class Indexer:
             return
         self.commit(self.ledger.finish(sent.ticket))
 
+    def answer(self, reply: Future[bulk.Outcome]) -> bulk.Outcome:
+        """A bulk request's outcome, the loop alive while it waits: a node slow to answer
+        (the request's timeout is 60 s, queued behind others perhaps) is no stalled loop,
+        and the liveness probe (30 s) had the pod restarted again and again."""
+        while not wait([reply], timeout=ANSWER_SLICE).done:
+            self.health.beat = time.monotonic()
+        return reply.result()
+
     def index(self, sent: Sent) -> list[tuple[Entry, str]] | None:
         """Index the bulk's documents, retrying what Elasticsearch could not take yet.
         Returns the entries to dead-letter, with the reason; None when stopping first."""
@@ -388,11 +399,11 @@ class Indexer:
             try:
                 if future is not None:
                     first, future = future, None
-                    outcome = first.result()
+                    outcome = self.answer(first)
                 else:
                     body = b"".join([e.doc.lines for e in part if e.doc])
                     # Through the senders: no more than `bulks_in_flight` at the node.
-                    outcome = self.sender.submit(bulk.send, self.es, body, len(part)).result()
+                    outcome = self.answer(self.sender.submit(bulk.send, self.es, body, len(part)))
             except bulk.TooLarge as exc:
                 if len(part) == 1:
                     refused.append((part[0], f"too large for Elasticsearch: {exc}"))

@@ -58,6 +58,10 @@ class Proxy:
         self.replies: list[tuple[int, bytes, str]] = []
         """(status, body, content type) given for the next bulk requests, in order, in
         place of the node's own replies."""
+        self.held = threading.Event()
+        """While cleared, every bulk request waits before it is passed on (a node slow to
+        answer); set by default."""
+        self.held.set()
         self.bulk_ids: list[list[str]] = []
         """The `_id`s of every bulk request, in the order they came."""
         self.replaced: list[list[str]] = []
@@ -67,6 +71,7 @@ class Proxy:
         self, method: str, path: str, body: bytes, headers: dict[str, str]
     ) -> tuple[int, bytes, str]:
         lines = body.splitlines()
+        self.held.wait(120)
         status, reply, kind = self.pass_on(method, path, body, headers, lines)
         with self.lock:
             ids = [next(iter(orjson.loads(line).values())).get("_id", "") for line in lines[::2]]

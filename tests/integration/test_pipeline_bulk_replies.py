@@ -10,6 +10,8 @@ the proxy in place of chosen documents, which it keeps from the node.
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,9 @@ from elasticsearch import Elasticsearch
 from harness.collector_run import new_topic
 from harness.pipeline_run import ids, produce, record, start_pipeline, wait_for_commits
 from harness.wait import until
+from pipeline.config import parse
+from pipeline.indexer import Indexer, client
+from pipeline.readiness import Readiness
 from tests.integration.es_proxy import proxy
 from tests.integration.test_pipeline import dead_letters, stop
 from tests.integration.test_pipeline_busy_items import committed
@@ -177,3 +182,41 @@ def test_documents_for_a_closed_index_wait_until_it_is_opened(
         stop(pipeline)
     assert sorted(ids(es, prefix)) == sorted(f"{prefix}-{n}" for n in range(10))
     assert letters_written(kafka_bootstrap, topic) == 0
+
+
+def test_the_loop_is_alive_while_a_slow_node_answers(
+    kafka_bootstrap: str, elasticsearch_url: str, es: Elasticsearch, prefix: str
+) -> None:
+    """Waiting for a bulk's answer is no stalled loop: the request's timeout (60 s) is past
+    the liveness bound (30 s), and the liveness probe failed while a slow node answered,
+    which had the pod restarted again and again. Here the bound is 1 s and the node takes
+    several."""
+    topic = new_topic(kafka_bootstrap, partitions=1)
+    # Small bulks, many of them: the loop waits for answers once 2 x bulks_in_flight are out.
+    produce(kafka_bootstrap, topic, [record(n, prefix) for n in range(2000)])
+    with proxy(elasticsearch_url, lambda _id, _before: False) as (url, state):
+        state.held.clear()
+        config = parse(
+            ["run", "--bootstrap-servers", kafka_bootstrap, "--elasticsearch-url", url,
+             "--topic", topic, "--group", f"group-{topic}", "--dead-letter-topic",
+             f"{topic}.dlq", "--index", prefix + "-{kubernetes.namespace}-{@timestamp:%Y.%m.%d}",
+             "--bulk-bytes", "20KB"]
+        )  # fmt: skip
+        health = Readiness(stall_after=1.0)
+        indexer = Indexer(config, client(config), health)
+        running = threading.Thread(target=indexer.run, daemon=True)
+        running.start()
+        try:
+            until(lambda: state.at_once >= 2, 60, "bulks at the node")
+            stalls = 0
+            for _ in range(20):
+                stalls += not health.alive()
+                time.sleep(0.2)
+            state.held.set()
+            assert wait_for_commits(kafka_bootstrap, topic, timeout=120)
+        finally:
+            state.held.set()
+            indexer.stopping = True
+            running.join(60)
+    assert stalls == 0
+    assert sorted(ids(es, prefix)) == sorted(f"{prefix}-{n}" for n in range(2000))
