@@ -1,7 +1,8 @@
 """Kafka records -> bulk lines: the target index, `_id` = `event.id`, `event.ingested` added.
 
 An `event.id` longer than Elasticsearch takes as an `_id` gives a digest of it instead: one
-such id in a bulk would have the whole bulk refused, at every retry.
+such id in a bulk would have the whole bulk refused, at every retry. A record without one
+(another producer's) takes its place in Kafka (`kafka:<topic>:<partition>:<offset>`).
 
 A record whose `@timestamp` is missing or not a date Elasticsearch takes is indexed at the
 Kafka record's time instead, tagged `timestamp_invalid`, its own value kept in
@@ -342,18 +343,31 @@ def no_time(_: int) -> None:
     return None
 
 
+def no_id(_: int) -> None:
+    return None
+
+
+def kafka_id(topic: str, partition: int, offset: int) -> str:
+    """The `_id` of a record without an `event.id` (not from the collector): its place in
+    Kafka, the same each time it is read again. Without one, Elasticsearch made a new id at
+    every send, and a bulk retried after the node had indexed it doubled its documents."""
+    return fitting_id(f"kafka:{topic}:{partition}:{offset}")
+
+
 def document(
     value: bytes | None,
     index_name: IndexName,
     ingested: str,
     kafka_time: tuple[int, int] | None = None,
+    place: str | None = None,
 ) -> Document:
     """A Kafka record's value (None for a record without one) -> its bulk lines.
 
     `kafka_time` is the record's (timestamp type, milliseconds), as Message.timestamp()
-    gives it: the document's time when its own `@timestamp` is not one.
+    gives it: the document's time when its own `@timestamp` is not one. `place` (kafka_id)
+    is its `_id` when it has no `event.id`.
     """
-    return documents((value,), index_name, ingested, lambda _: kafka_time)[0]
+    return documents((value,), index_name, ingested, lambda _: kafka_time, lambda _: place)[0]
 
 
 def documents(
@@ -361,10 +375,11 @@ def documents(
     index_name: IndexName,
     ingested: str,
     kafka_time: Callable[[int], tuple[int, int] | None] = no_time,
+    place: Callable[[int], str | None] = no_id,
 ) -> list[Document]:
-    """Kafka records' values -> their bulk lines, in order; `kafka_time(n)` is the n-th
-    record's time, as for document(). Raises Undecodable at the first record that is no
-    JSON object.
+    """Kafka records' values -> their bulk lines, in order; `kafka_time(n)` and `place(n)`
+    are the n-th record's time and kafka_id, as for document(). Raises Undecodable at the
+    first record that is no JSON object.
 
     The collector writes compact JSON with one `"event":{…`: there `ingested` is spliced
     in, which is much cheaper than encoding the whole record again, once the record is
@@ -419,17 +434,18 @@ def documents(
                 index, quoted = known.get(key) or index_name.make(key)
                 doc_id = event.id
                 # One join of the parts, without formatting the action first.
-                if type(doc_id) is str and doc_id:
-                    if len(doc_id) > ID_CHARS:
-                        doc_id = fitting_id(doc_id)
+                if type(doc_id) is not str or not doc_id:
+                    doc_id = place(position)
+                elif len(doc_id) > ID_CHARS:
+                    doc_id = fitting_id(doc_id)
+                if doc_id is not None:
                     parts = (CREATE, quoted, ID, orjson.dumps(doc_id), END, value[:at])
                     lines = b"".join((*parts, spliced, value[at:], b"\n"))
                 else:
-                    doc_id = None
                     lines = b"".join((CREATE, quoted, END, value[:at], spliced, value[at:], b"\n"))
                 append(Document(index, doc_id, lines))
                 continue
-        append(rebuilt(value, index_name, ingested, kafka_time(position)))
+        append(rebuilt(value, index_name, ingested, kafka_time(position), place(position)))
     return out
 
 
@@ -438,6 +454,7 @@ def rebuilt(
     index_name: IndexName,
     ingested: str,
     kafka_time: tuple[int, int] | None,
+    place: str | None = None,
 ) -> Document:
     """The document of a record read in full and written again."""
     doc = parsed(value)
@@ -465,8 +482,10 @@ def rebuilt(
         raise Undecodable(f"cannot be written again: {exc}") from exc
     doc_id = event.get("id")
     if type(doc_id) is not str or not doc_id:
-        return Document(index, None, b"".join((CREATE, quoted, END, source)))
-    if len(doc_id) > ID_CHARS:
+        doc_id = place
+        if doc_id is None:
+            return Document(index, None, b"".join((CREATE, quoted, END, source)))
+    elif len(doc_id) > ID_CHARS:
         doc_id = fitting_id(doc_id)
     action = (CREATE, quoted, ID, orjson.dumps(doc_id), END)
     return Document(index, doc_id, b"".join((*action, source)))

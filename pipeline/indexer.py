@@ -32,7 +32,15 @@ from pipeline import bulk, preflight
 from pipeline.backend import connect
 from pipeline.config import Config
 from pipeline.deadletter import DeadLetters, Letter
-from pipeline.documents import Document, IndexName, Undecodable, document, documents, now
+from pipeline.documents import (
+    Document,
+    IndexName,
+    Undecodable,
+    document,
+    documents,
+    kafka_id,
+    now,
+)
 from pipeline.metrics import METRICS
 from pipeline.offsets import Ledger, Partition, Ticket
 from pipeline.readiness import Readiness
@@ -289,7 +297,15 @@ class Indexer:
             return False
         values = list(map(Message.value, messages))
         try:
-            docs = documents(values, self.index_name, ingested, lambda n: messages[n].timestamp())
+            docs = documents(
+                values,
+                self.index_name,
+                ingested,
+                lambda n: messages[n].timestamp(),
+                lambda n: kafka_id(
+                    messages[n].topic(), messages[n].partition(), messages[n].offset()
+                ),
+            )
         except Undecodable:
             return False
         # Keyed by topic and partition: a ^pattern subscription reads partition 0 of many.
@@ -314,7 +330,8 @@ class Indexer:
                 continue
             partition = (message.topic(), message.partition())
             try:
-                doc = document(message.value() or b"", name, ingested, message.timestamp())
+                place = kafka_id(*partition, message.offset())
+                doc = document(message.value() or b"", name, ingested, message.timestamp(), place)
             except Undecodable as exc:
                 self.unreadable.append((Entry(message, partition, None), str(exc)))
                 continue

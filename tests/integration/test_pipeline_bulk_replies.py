@@ -220,3 +220,25 @@ def test_the_loop_is_alive_while_a_slow_node_answers(
             running.join(60)
     assert stalls == 0
     assert sorted(ids(es, prefix)) == sorted(f"{prefix}-{n}" for n in range(2000))
+
+
+def test_records_without_an_event_id_are_stored_once_when_their_bulk_is_sent_again(
+    tmp_path: Path, kafka_bootstrap: str, elasticsearch_url: str, es: Elasticsearch, prefix: str
+) -> None:
+    """Another producer's records, without `event.id`: the node indexed the bulk, the
+    reply was lost, the bulk went again. Elasticsearch made a new id at each send (20
+    documents for 10 records); the record's place in Kafka is its id now."""
+    topic = new_topic(kafka_bootstrap, partitions=1)
+    records = [record(n, prefix) for n in range(10)]
+    for r in records:
+        del r["event"]
+    with proxy(elasticsearch_url, lambda _id, _before: False) as (url, state):
+        state.replies = [(200, b"", JSON)]
+        pipeline = start_pipeline(tmp_path, kafka_bootstrap, url, topic, prefix)
+        try:
+            produce(kafka_bootstrap, topic, records)
+            assert wait_for_commits(kafka_bootstrap, topic, timeout=120)
+        finally:
+            stop(pipeline)
+    assert state.replies == []
+    assert sorted(ids(es, prefix)) == sorted(f"kafka:{topic}:0:{n}" for n in range(10))

@@ -22,6 +22,7 @@ from pipeline.documents import (
     Undecodable,
     document,
     documents,
+    kafka_id,
     valid_stamp,
 )
 from pipeline.indexer import Entry, client
@@ -691,3 +692,25 @@ def test_a_batch_is_not_walked_by_the_garbage_collector() -> None:
     message = Message(topic="logs", partition=0, offset=0, value=values[0])
     entries = [Entry(message, ("logs", 0), doc) for doc in docs]
     assert not any(map(gc.is_tracked, [*docs, *entries]))
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"@timestamp": "2026-11-27T02:00:00Z", "event": {"kind": "x"}, "message": "m"},
+        {"@timestamp": "2026-11-27T02:00:00Z", "event": {"id": ""}, "message": "m"},
+        {"@timestamp": "2026-11-27T02:00:00Z", "message": "m"},
+        {"@timestamp": "not a time", "event": {"id": 7}},
+    ],
+)
+def test_a_record_without_an_event_id_takes_its_place_in_kafka_as_id(
+    record: dict[str, Any],
+) -> None:
+    """Else Elasticsearch made an id at every send: a bulk sent again after the node had
+    indexed it doubled such documents."""
+    place = kafka_id("logs", 3, 1234)
+    assert place == "kafka:logs:3:1234"
+    for value in (orjson.dumps(record), json.dumps(record, indent=1).encode()):
+        doc = document(value, NAME, "T", KAFKA_TIME, place)
+        action = orjson.loads(doc.lines.split(b"\n")[0])
+        assert doc.id == action["create"]["_id"] == place
