@@ -1,7 +1,9 @@
 """The dead-letter topic: one letter per record that cannot be indexed, acknowledged before
 the record's offset may be committed.
 
-A letter the topic refuses as too large is cut to fit: the record's text is shortened and
+A letter holds the record's text (base64, `record_encoding`, when it is not UTF-8, so that
+it can be sent again as it was), its Kafka time, and carries its headers. A letter the
+topic refuses as too large is cut to fit: the record's text is shortened and
 marked as cut, while the reason, the target index and the record's topic, partition,
 offset and key stay whole. Any other refusal (the topic missing, no rights, the broker
 away) is retried with backoff, without end: the caller commits nothing meanwhile and
@@ -10,13 +12,14 @@ reports itself not ready with the reason.
 
 from __future__ import annotations
 
+import base64
 import functools
 import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, Message, Producer
 
 from pipeline.metrics import METRICS
 from pipeline.readiness import Readiness
@@ -28,11 +31,13 @@ SOURCE = "dead-letter topic"
 class Letter:
     """A refused record's letter; `limit` bounds its size once the topic refused it whole."""
 
-    __slots__ = ("head", "key", "limit", "record", "size")
+    __slots__ = ("head", "headers", "key", "limit", "record", "size")
 
     def __init__(self, message: Message, index: str | None, reason: str) -> None:
         value = message.value() or b""
         self.key: bytes | None = message.key()
+        self.headers: list[tuple[str, bytes | None]] = message.headers() or []
+        """The record's own headers, as Kafka Connect's dead-letter queue keeps them."""
         self.head: dict[str, Any] = {
             "error": reason,
             "index": index,
@@ -40,7 +45,17 @@ class Letter:
             "partition": message.partition(),
             "offset": message.offset(),
         }
-        self.record = value.decode("utf-8", "replace")
+        kind, stamp = message.timestamp()
+        if kind != TIMESTAMP_NOT_AVAILABLE:
+            # In the letter, not as the letter's Kafka time: a record read a week late
+            # would fall to the dead-letter topic's retention at once.
+            self.head["timestamp"] = stamp
+        try:
+            self.record = value.decode()
+        except UnicodeDecodeError:
+            # Kept byte for byte, to be sent again: replaced, the text would not be it.
+            self.record = base64.b64encode(value).decode()
+            self.head["record_encoding"] = "base64"
         self.size = len(value)
         self.limit: int | None = None
 
@@ -163,6 +178,7 @@ class DeadLetters:
                         self.topic,
                         letter.body(),
                         letter.key,
+                        headers=letter.headers,
                         on_delivery=functools.partial(answered, failed, letter),
                     )
                     break

@@ -3,6 +3,7 @@ every letter is acknowledged, and letters too large for the topic cut to fit."""
 
 from __future__ import annotations
 
+import base64
 import socket
 import time
 import urllib.error
@@ -10,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -184,3 +185,34 @@ def test_letters_that_fit_one_by_one_are_not_cut_for_sharing_a_request(
         stop(pipeline)
     assert sorted(letter["offset"] for letter in letters) == list(range(10, 20))
     assert [letter for letter in letters if "record_cut" in letter] == []
+
+
+def test_a_letter_keeps_the_records_bytes_headers_and_time(
+    tmp_path: Path, kafka_bootstrap: str, elasticsearch_url: str, es: Elasticsearch, prefix: str
+) -> None:
+    """Enough to send the record again as it was: text that is not UTF-8 was replaced in
+    the letter, and its headers and time were dropped."""
+    topic = new_topic(kafka_bootstrap, partitions=1)
+    raw = b'{"message":"caf\xe9"'
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, raw, b"k", headers=[("trace", b"t-1")], timestamp=1_795_000_000_123)
+    assert producer.flush(30) == 0
+    produce(kafka_bootstrap, topic, [record(1, prefix)])
+    pipeline = start_pipeline(tmp_path, kafka_bootstrap, elasticsearch_url, topic, prefix)
+    try:
+        assert wait_for_count(es, prefix, 1, timeout=120) == 1
+    finally:
+        stop(pipeline)
+    reader = Consumer(
+        {"bootstrap.servers": kafka_bootstrap, "group.id": f"read-{topic}",
+         "auto.offset.reset": "earliest"}
+    )  # fmt: skip
+    reader.subscribe([f"{topic}.dlq"])
+    (message,) = reader.consume(1, timeout=30)
+    reader.close()
+    letter = orjson.loads(message.value())
+    assert letter["record_encoding"] == "base64"
+    assert base64.b64decode(letter["record"]) == raw
+    assert letter["timestamp"] == 1_795_000_000_123
+    assert message.headers() == [("trace", b"t-1")]
+    assert message.key() == b"k"
