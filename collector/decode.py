@@ -74,8 +74,9 @@ def raw_text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
-def malformed(raw: bytes, why: str) -> Line:
-    return Line("", "stdout", False, raw_text(raw), why)
+def malformed(raw: bytes, why: str, stream: str = "stdout") -> Line:
+    """A line kept whole as its text; `stream` when the line told it, else stdout."""
+    return Line("", stream, False, raw_text(raw), why)
 
 
 EMPTY_LINE = Line("", "stdout", False, "", EMPTY)
@@ -271,11 +272,12 @@ def decode_cri(raw: bytes, rest: bytes | None = None) -> Line:
         return malformed(raw, "CRI line with an unknown stream")
     # Tags are `:`-separated (e.g. `P` or `F:x`); only P/F are defined today.
     first_tag = tags.split(b":", 1)[0]
+    stream = stream_b.decode()
     if first_tag != b"F" and first_tag != b"P":
-        return malformed(raw, "CRI line without a P or F tag")
+        return malformed(raw, "CRI line without a P or F tag", stream)
     stamp = utc(time_b.decode("ascii", "replace"))
     if not stamp:
-        return malformed(raw, "CRI line with an invalid timestamp")
+        return malformed(raw, "CRI line with an invalid timestamp", stream)
     error = None
     try:
         text = body.decode("utf-8")
@@ -287,7 +289,7 @@ def decode_cri(raw: bytes, rest: bytes | None = None) -> Line:
     if "\x00" in text:
         # As in Docker's text: the line keeps its time, stream and tag.
         text = text.replace("\x00", "\ufffd")
-    return Line(stamp, stream_b.decode(), first_tag == b"P", text, error)
+    return Line(stamp, stream, first_tag == b"P", text, error)
 
 
 def mend(text: str, cut: bool = False) -> tuple[str, bool]:

@@ -134,6 +134,15 @@ def test_malformed_cri_lines_are_reported_not_raised(raw: bytes) -> None:
     assert line.text == raw.decode("utf-8", "replace")
 
 
+@pytest.mark.parametrize(
+    "raw", [b"2026-11-27T02:20:49Z stderr X text", b"not-a-time stderr F text"]
+)
+def test_a_malformed_cri_line_that_tells_its_stream_keeps_it(raw: bytes) -> None:
+    line = decode_cri(raw)
+    assert line.error
+    assert line.stream == "stderr"
+
+
 def test_nul_in_docker_log_is_replaced_so_the_record_stays_valid() -> None:
     assert decode_docker(docker("a\x00b\n")).text == "a\ufffdb"
 
