@@ -13,7 +13,7 @@ from collector.budget import default_limit
 from collector.multiline import MultilineRule, rule_for
 from collector.ratelimit import Rate, rate
 from collector.redact import Rule, user_rule
-from collector.route import topic_name, topic_template
+from collector.route import topic_template
 from collector.schedule import READ_QUANTUM
 from collector.sink import KAFKA_DEFAULTS, MESSAGE_MAX_BYTES
 from logferry.settings import (
@@ -27,6 +27,7 @@ from logferry.settings import (
     seconds,
     size,
 )
+from logferry.topics import topic_name
 
 
 def positive_seconds(text: str) -> float:
@@ -36,11 +37,37 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+SHORTEST_MEMORY_LIMIT = 64 * 1024
+"""With `--memory-limit 1` the readers' threshold was 0 bytes: reading never began, and
+--once hung without a word."""
+
+LONGEST_WAIT = 10.0
+"""Seconds the loop may sleep between turns: the liveness probe calls it stalled at 30."""
+
+
 def size_or_auto(text: str) -> int:
-    """A size, or 0 for the default: `auto` or 0."""
+    """A size, at least SHORTEST_MEMORY_LIMIT, or 0 for the default: `auto` or 0."""
     if text.strip().lower() in ("auto", "0"):
         return 0
-    return size(text)
+    value = size(text)
+    if value < SHORTEST_MEMORY_LIMIT:
+        raise ValueError(f"must be at least 64KiB, got {text!r}")
+    return value
+
+
+def wait_seconds(text: str) -> float:
+    """A pause of the loop: at most LONGEST_WAIT (it neither beats nor sees a stop then)."""
+    value = seconds(text)
+    if value > LONGEST_WAIT:
+        raise ValueError(f"must be at most {LONGEST_WAIT:.0f}s (liveness), got {text!r}")
+    return value
+
+
+def positive_wait_seconds(text: str) -> float:
+    value = wait_seconds(text)
+    if value == 0:
+        raise ValueError("must be more than zero seconds")
+    return value
 
 
 def sink_spec(text: str) -> str:
@@ -168,7 +195,7 @@ OPTIONS = (
         0.05,
         "seconds between looks at files followed by polling (no inotify, or past "
         "fs.inotify.max_user_watches), and at containers waiting on a timer",
-        positive_seconds,
+        positive_wait_seconds,
     ),
     Option(
         "rescan_interval",
@@ -183,7 +210,7 @@ OPTIONS = (
         "seconds a wake-up on a write, or a turn that read its files to their ends, waits "
         "before reading again, so lines written meanwhile are read together: a turn costs "
         "about the same whatever its lines (0: at once)",
-        seconds,
+        wait_seconds,
     ),
     Option(
         "read_quantum",
@@ -369,7 +396,9 @@ def parse(argv: Sequence[str] | None = None) -> Config:
     if not values["node_name"]:
         values["node_name"] = socket.gethostname()
     if values["bootstrap_servers"]:
-        values["kafka"] = {"bootstrap.servers": values["bootstrap_servers"], **values["kafka"]}
+        # The setting named for it wins over the same key in the kafka map: the file's map
+        # must not beat KAFKA_BOOTSTRAP_SERVERS or the flag (file, environment, flags).
+        values["kafka"] = {**values["kafka"], "bootstrap.servers": values["bootstrap_servers"]}
     checkpoint_safe(values["kafka"])
     queue_fits_a_record(values["kafka"])
     return Config(**values)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from logferry.settings import size
+from logferry.settings import LARGEST, size
 
 RATE = re.compile(r"\s*(?P<amount>[^/]+?)\s*/\s*s(ec(ond)?)?\s*", re.IGNORECASE)
 NUMBER = re.compile(r"\d+(\.\d+)?")
@@ -55,6 +55,8 @@ def rate(text: str) -> Rate | None:
             ) from None
     if value <= 0:
         raise ValueError(f"must be a rate above zero such as 500/s or 1MiB/s, got {text!r}")
+    if value > LARGEST:
+        raise ValueError(f"must be at most {LARGEST} a second, got {text.strip()[:40]!r}")
     return Rate(value, lines)
 
 

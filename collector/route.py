@@ -23,27 +23,13 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from collector.metrics import METRICS
+from logferry.topics import legal
 
 log = logging.getLogger("collector.route")
 
-LEGAL = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 FIELD = re.compile(r"\{([^{}]*)\}")
 MISSING = "missing"
 ILLEGAL = "illegal"
-
-
-def legal(name: str) -> bool:
-    """A name Kafka accepts for a topic."""
-    return name not in (".", "..") and LEGAL.fullmatch(name) is not None
-
-
-def topic_name(text: str) -> str:
-    """The settings' check of a plain topic name."""
-    if not legal(text):
-        raise ValueError(
-            f"must be a Kafka topic name ([a-zA-Z0-9._-], 1 to 249 characters), got {text!r}"
-        )
-    return text
 
 
 def topic_template(text: str) -> str:

@@ -64,11 +64,26 @@ def boolean(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
+LARGEST = 2**53
+"""The largest number a setting takes: past it a float loses whole numbers, and a size or a
+duration given with 400 digits overflowed deep inside the program."""
+
+LONGEST = 365 * 86400.0
+"""The longest duration a setting takes, in seconds: time.sleep refuses some longer ones."""
+
+
+def bounded(value: int, text: str) -> int:
+    if value > LARGEST:
+        raise ValueError(f"must be at most {LARGEST}, got {text.strip()[:40]!r}")
+    return value
+
+
 def whole_number(text: str) -> int:
     try:
-        return int(text.strip())
+        value = int(text.strip())
     except ValueError:
         raise ValueError(f"must be a whole number, got {text!r}") from None
+    return bounded(value, text)
 
 
 def positive_int(text: str) -> int:
@@ -78,7 +93,7 @@ def positive_int(text: str) -> int:
         value = 0
     if value <= 0:
         raise ValueError(f"must be a positive whole number, got {text!r}")
-    return value
+    return bounded(value, text)
 
 
 def port(text: str) -> int:
@@ -101,7 +116,10 @@ def size(text: str) -> int:
     """A positive number of bytes: 5000000, 5MB, 5 MB, 64KiB, 1.5MiB."""
     found = SIZE.fullmatch(text)
     unit = SIZE_UNITS.get(found.group(2).lower()) if found else None
-    value = int(float(found.group(1)) * unit) if found and unit else 0
+    amount = float(found.group(1)) * unit if found and unit else 0.0
+    if amount > LARGEST:
+        raise ValueError(f"must be at most {LARGEST} bytes, got {text.strip()[:40]!r}")
+    value = int(amount)
     if value <= 0:
         raise ValueError(f"must be a size such as 5000000, 5MB or 64KiB, got {text!r}")
     return value
@@ -116,7 +134,10 @@ def seconds(text: str) -> float:
     found = DURATION.fullmatch(text)
     if found is None:
         raise ValueError(f"must be a duration such as 30s, 500ms or 2m, got {text!r}")
-    return float(found.group(1)) * DURATION_UNITS[found.group(2)]
+    value = float(found.group(1)) * DURATION_UNITS[found.group(2)]
+    if value > LONGEST:
+        raise ValueError(f"must be at most a year, got {text.strip()[:40]!r}")
+    return value
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -151,7 +172,7 @@ def convert(option: Option, value: Any, source: str) -> Any:
             items = value if isinstance(value, list) else str(value).split(",")
             return [convert_one(option, item) for item in items if str(item).strip() != ""]
         return convert_one(option, value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise SettingError(f"setting {option.name} ({source}): {exc}") from exc
 
 
@@ -161,6 +182,26 @@ def convert_one(option: Option, value: Any) -> Any:
     if isinstance(value, dict | list):
         raise ValueError(f"expected a single value, got {type(value).__name__}")
     return option.kind(str(value))
+
+
+class TextLoader(yaml.BaseLoader):
+    """YAML whose scalars are all text, each option reading its own, and whose keys are
+    each given once. YAML 1.1's guesses changed what was written: a password 012345 was
+    read as the octal 5349, `node_name: 1:20` as 80 seconds; a key given twice silently
+    took the last value."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        assert isinstance(node, yaml.MappingNode)
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            key = str(self.construct_object(key_node, deep=deep))
+            name = key.replace("-", "_")
+            if name in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice", key_node.start_mark
+                )
+            seen.add(name)
+        return super().construct_mapping(node, deep)
 
 
 def load(
@@ -182,8 +223,8 @@ def load(
     if args.config:
         try:
             with open(args.config, encoding="utf-8") as f:
-                loaded = yaml.safe_load(f) or {}
-        except (OSError, yaml.YAMLError) as exc:
+                loaded = yaml.load(f, Loader=TextLoader) or {}
+        except (OSError, ValueError, yaml.YAMLError) as exc:
             raise SettingError(f"setting config: cannot read {args.config}: {exc}") from exc
         if not isinstance(loaded, dict):
             raise SettingError(f"setting config: {args.config} must hold a mapping")

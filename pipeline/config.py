@@ -19,6 +19,7 @@ from logferry.settings import (
     size,
     whole_number,
 )
+from logferry.topics import topic_name
 from pipeline.backend import AUTO, backend_name
 from pipeline.documents import IndexName
 
@@ -30,14 +31,36 @@ def some_seconds(text: str) -> float:
     return value
 
 
+def refresh_seconds(text: str) -> float:
+    """librdkafka's topic.metadata.refresh.interval.ms: up to an hour."""
+    value = some_seconds(text)
+    if value > 3600:
+        raise ValueError(f"must be at most 1h, got {text!r}")
+    return value
+
+
 def url(text: str) -> str:
     """One URL, or a cluster's nodes as comma-separated URLs (requests go round them, and
     past one that does not answer)."""
     nodes = [node.strip().rstrip("/") for node in text.split(",")]
     for node in nodes:
         if not node.startswith(("http://", "https://")):
-            raise ValueError(f"must be http:// or https:// URLs, got {shown(node)!r}")
+            raise ValueError(f"must be http:// or https:// URLs, got {masked(node)!r}")
+        try:
+            parts = urlsplit(node)
+            parts.port  # noqa: B018 -- read to have a port outside 1-65535 refused here
+        except ValueError:
+            parts = None
+        if parts is None or not parts.hostname:
+            # A comma in a password splits the URL in two: a piece of it may be all secret.
+            seen = masked(node) if "@" in node or "@" not in text else "(not shown)"
+            raise ValueError(f"must be URLs with a host and a port 1-65535, got {seen!r}")
     return ",".join(nodes)
+
+
+def masked(address: str) -> str:
+    """An address, perhaps not even a URL, with what stands before an @ hidden."""
+    return re.sub(r"//[^/]*@", "//***@", address)
 
 
 def shown(address: str) -> str:
@@ -88,9 +111,36 @@ def subscription(text: str) -> str:
             re.compile(text)
         except re.error as exc:
             raise ValueError(f"is not a regular expression ({exc}), got {text!r}") from None
-    elif not text:
-        raise ValueError("must name a topic")
+        return text
+    return topic_name(text)
+
+
+def group_name(text: str) -> str:
+    """A consumer group: librdkafka aborts the process on an empty one."""
+    if not text.strip() or text != text.strip():
+        raise ValueError(f"must be a name without spaces around it, got {text!r}")
     return text
+
+
+OWNED_KAFKA = {
+    "bootstrap.servers": "bootstrap_servers",
+    "group.id": "group",
+    "enable.auto.commit": "offsets are committed once indexed",
+    "enable.auto.offset.store": "offsets are committed once indexed",
+    "enable.idempotence": "dead letters are written once, in order",
+    "acks": "dead letters are acknowledged by every in-sync replica",
+}
+"""Kafka settings the pipeline sets itself, and the setting or reason for it."""
+
+
+def kafka_settings(kafka: dict[str, Any]) -> dict[str, Any]:
+    """The kafka map, without a key the pipeline owns: given there, it was silently
+    replaced (a group.id, a bootstrap.servers beside the settings named for them)."""
+    for key in kafka:
+        owner = OWNED_KAFKA.get(key.strip())
+        if owner is not None:
+            raise SettingError(f"setting kafka: {key} is the pipeline's own ({owner})")
+    return kafka
 
 
 def subscribes(topic: str, name: str) -> bool:
@@ -124,11 +174,15 @@ OPTIONS = (
         "metadata_refresh", 5.0,
         "how often the topics are listed again: a new topic a ^pattern takes is read within "
         "this (5s, 1m...)",
-        some_seconds, commands=RUN,
+        refresh_seconds, commands=RUN,
     ),
-    Option("group", "logferry-pipeline", "Kafka consumer group", commands=RUN),
+    Option("group", "logferry-pipeline", "Kafka consumer group", group_name, commands=RUN),
     Option(
-        "dead_letter_topic", "logs.dlq", "topic for documents Elasticsearch refuses", commands=RUN
+        "dead_letter_topic",
+        "logs.dlq",
+        "topic for documents Elasticsearch refuses",
+        topic_name,
+        commands=RUN,
     ),
     Option(
         "kafka", {}, "librdkafka setting KEY=VALUE for consumer and producer, repeatable",
@@ -267,5 +321,11 @@ def parse(argv: Sequence[str]) -> Config:
             f"setting dead_letter_topic: {values['dead_letter_topic']} is read by --topic "
             f"{values['topic']}, so every dead letter would be read back and refused again; "
             "name one outside it (--dead-letter-topic logs-dlq beside --topic '^logs\\..*')"
+        )
+    values["kafka"] = kafka_settings(values["kafka"])
+    if values["elasticsearch_ca_certs"] and "http://" in values["elasticsearch_url"]:
+        raise SettingError(
+            "setting elasticsearch_ca_certs: given for an http:// Elasticsearch; TLS needs "
+            f"https:// URLs, got {shown(values['elasticsearch_url'])}"
         )
     return Config(command=command, **values)

@@ -11,8 +11,9 @@ import pytest
 from collector.config import parse
 from collector.enrich import PodInfo
 from collector.metrics import METRICS
-from collector.route import Topics, legal
+from collector.route import Topics
 from logferry.settings import SettingError
+from logferry.topics import legal
 from tests.unit.logfiles import (
     ListSink,
     agent,

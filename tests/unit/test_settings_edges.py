@@ -1,0 +1,123 @@
+"""Settings nobody chose: huge numbers, files that are not text, YAML's guesses, keys given
+twice, names Kafka refuses. Each is one line naming the setting, never a traceback, and a
+value is used as it was written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from collector.config import parse as collector_settings
+from logferry.settings import SettingError
+from pipeline.config import parse as pipeline_settings
+
+HUGE = "9" * 400
+RUN = ["run", "--bootstrap-servers", "k:9092", "--elasticsearch-url", "http://e:9200"]
+
+
+def collector(*flags: str, config: Path | None = None) -> object:
+    extra = ["--config", str(config)] if config else []
+    return collector_settings(["--sink", "stdout", "--node-name", "n", *extra, *flags])
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "name"),
+    [
+        ("--max-record-bytes", HUGE, "max_record_bytes"),
+        ("--max-record-bytes", "1e309", "max_record_bytes"),
+        ("--rate-limit", f"{HUGE}MiB/s", "rate_limit"),
+        ("--rate-limit", f"{HUGE}/s", "rate_limit"),
+        ("--max-open-files", HUGE, "max_open_files"),
+        ("--wake-delay", "99999999999999999999", "wake_delay"),
+        ("--wake-delay", "40", "wake_delay"),
+        ("--poll-interval", "1h", "poll_interval"),
+        ("--memory-limit", "1", "memory_limit"),
+    ],
+)
+def test_a_collector_setting_out_of_bounds_is_one_line(flag: str, value: str, name: str) -> None:
+    with pytest.raises(SettingError, match=f"setting {name}"):
+        collector(flag, value)
+
+
+@pytest.mark.parametrize(
+    ("flags", "name"),
+    [
+        (["--bulk-bytes", HUGE], "bulk_bytes"),
+        (["--metadata-refresh", HUGE], "metadata_refresh"),
+        (["--metadata-refresh", "10000000"], "metadata_refresh"),
+        (["--group", ""], "group"),
+        (["--group", " g"], "group"),
+        (["--dead-letter-topic", "bad topic name"], "dead_letter_topic"),
+        (["--dead-letter-topic", ""], "dead_letter_topic"),
+        (["--topic", "a b"], "topic"),
+        (["--kafka", "group.id=other"], "kafka"),
+        (["--kafka", "bootstrap.servers=elsewhere:9092"], "kafka"),
+        (["--kafka", "enable.auto.commit=true"], "kafka"),
+        (["--elasticsearch-url", "http://admin:S3cret@localhost:99999"], "elasticsearch_url"),
+        (["--elasticsearch-url", "http://[::1:19200"], "elasticsearch_url"),
+        (["--elasticsearch-ca-certs", "/etc/hostname"], "elasticsearch_ca_certs"),
+    ],
+)
+def test_a_pipeline_setting_it_cannot_use_is_one_line(flags: list[str], name: str) -> None:
+    with pytest.raises(SettingError, match=f"setting {name}") as raised:
+        pipeline_settings([*RUN, *flags])
+    assert "S3cret" not in str(raised.value)
+
+
+def test_a_password_split_by_a_comma_is_not_shown() -> None:
+    with pytest.raises(SettingError) as raised:
+        pipeline_settings([*RUN, "--elasticsearch-url", "http://a:S3,cret@localhost:9200"])
+    assert "S3" not in str(raised.value)
+    assert "cret" not in str(raised.value)
+
+
+def test_consumer_settings_the_pipeline_does_not_own_are_taken() -> None:
+    config = pipeline_settings([*RUN, "--kafka", "auto.offset.reset=latest"])
+    assert config.kafka == {"auto.offset.reset": "latest"}
+
+
+def test_a_config_file_that_is_not_text_is_one_line(tmp_path: Path) -> None:
+    file = tmp_path / "binary.yaml"
+    file.write_bytes(b"\xff\xfe\x00b")
+    with pytest.raises(SettingError, match="setting config"):
+        collector(config=file)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["sink: stdout\nsink: kafka\n", "max_open_files: 5\nmax-open-files: 16\n"],
+)
+def test_a_key_given_twice_in_the_file_is_refused(tmp_path: Path, text: str) -> None:
+    file = tmp_path / "twice.yaml"
+    file.write_text(text)
+    with pytest.raises(SettingError, match="given twice"):
+        collector(config=file)
+
+
+def test_file_values_are_the_text_written_not_yamls_guesses(tmp_path: Path) -> None:
+    """YAML 1.1 read 012345 as the octal 5349 and 1:20 as 80 seconds."""
+    file = tmp_path / "values.yaml"
+    file.write_text(
+        "node_name: 1:20\nkubernetes: on\nkafka:\n  sasl.password: 012345\n  linger.ms: 5\n"
+    )
+    config = collector_settings(["--sink", "stdout", "--config", str(file)])
+    assert config.node_name == "1:20"
+    assert config.kubernetes == "on"
+    assert config.kafka["sasl.password"] == "012345"
+    pipeline_file = tmp_path / "pipeline.yaml"
+    pipeline_file.write_text("elasticsearch_password: 012345\ngroup: 0777\n")
+    settings = pipeline_settings([*RUN, "--config", str(pipeline_file)])
+    assert settings.elasticsearch_password == "012345"
+    assert settings.group == "0777"
+
+
+def test_the_bootstrap_servers_setting_wins_over_the_same_key_in_the_kafka_map(
+    tmp_path: Path,
+) -> None:
+    file = tmp_path / "kafka.yaml"
+    file.write_text("kafka:\n  bootstrap.servers: localhost:1\n")
+    config = collector_settings(
+        ["--config", str(file), "--bootstrap-servers", "localhost:19092", "--node-name", "n"]
+    )
+    assert config.kafka["bootstrap.servers"] == "localhost:19092"
