@@ -58,8 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     agent: Agent | None = None
     listener: ForwardServer | None = None
+    halted = False
+    """A stop asked for before the agent was built (its import and the sink take a second):
+    the agent, once built, stops at once instead of running on until SIGKILL."""
 
     def halt() -> None:
+        nonlocal halted
+        halted = True
         if agent is not None:
             agent.stopping = True
         if listener is not None:
@@ -107,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"collector: setting state_dir: {exc}", file=sys.stderr)
         return 2
+    agent.stopping = halted
     log.info("collector started, sink %s", config.sink)
     try:
         if config.forward_port and not config.once:

@@ -321,7 +321,7 @@ class KafkaSink:
         while True:
             if self.waiting() or self.failure is not None:
                 raise Interrupted
-            self.producer.poll(0.05)
+            self.serve(self.producer.poll, 0.05)
             self.check_delivery()
             try:
                 self.producer.produce(topic, value, key, partition, on_delivery=callback)
@@ -365,8 +365,22 @@ class KafkaSink:
         METRICS.records_produced.inc(count)
         return count
 
+    def serve(self, call: Callable[[float], int], timeout: float) -> int:
+        """producer.poll or flush. confluent-kafka raises a fatal error from them (the
+        idempotent producer refused by every broker, a listener that is no broker's) rather
+        than handing it to error_cb: the sink fails with the reason instead of a traceback,
+        and what is left waiting is counted as undelivered."""
+        try:
+            return call(timeout)
+        except KafkaException as exc:
+            error = exc.args[0]
+            text = error.str() if isinstance(error, KafkaError) else str(error)
+            self.gave_up = True
+            self.fail("fatal", f"kafka fatal error: {text}")
+            return len(self.producer)
+
     def poll(self, timeout: float) -> None:
-        self.producer.poll(timeout)
+        self.serve(self.producer.poll, timeout)
         self.check_delivery()
         if self.own_partitioner and time.monotonic() >= self.partitions_due:
             self.count_partitions()
@@ -395,17 +409,17 @@ class KafkaSink:
     def flush(self, timeout: float) -> int:
         """Serve deliveries until none is waiting or `timeout` passed (none once given up)."""
         deadline = time.monotonic() + timeout
-        left = self.producer.flush(0)
+        left = self.serve(self.producer.flush, 0)
         while left and not self.gave_up:
             self.check_delivery()
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.gave_up:
                 break
-            left = self.producer.flush(min(remaining, FLUSH_SLICE))
+            left = self.serve(self.producer.flush, min(remaining, FLUSH_SLICE))
         return left
 
     def close(self) -> None:
-        self.producer.flush(0)
+        self.serve(self.producer.flush, 0)
 
 
 class StreamSink:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from elastic_transport import TransportError
 from elasticsearch import ApiError
 
@@ -124,4 +124,16 @@ def run(config: Config) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("pipeline started: %s -> %s", config.topic, shown(config.elasticsearch_url))
-    return indexer.run()
+    try:
+        return indexer.run()
+    except KafkaException as exc:
+        # confluent-kafka raises a fatal error (the idempotent dead-letter producer refused
+        # by every broker, a listener that is no broker's) from poll/flush/consume.
+        error = exc.args[0]
+        text = error.str() if isinstance(error, KafkaError) else str(error)
+        health.fail(f"kafka: {text}")
+        print(
+            f"pipeline: kafka fatal error: {text}; nothing is committed past what was indexed",
+            file=sys.stderr,
+        )
+        return 1

@@ -114,14 +114,15 @@ class Indexer:
         }
         self.consumer = Consumer(
             {
-                **kafka,
-                "group.id": config.group,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
+                # Defaults a user's --kafka may change (config.OWNED_KAFKA refuses the rest).
                 "auto.offset.reset": "earliest",
                 "partition.assignment.strategy": "cooperative-sticky",
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "statistics.interval.ms": 10_000,
+                **kafka,
+                "group.id": config.group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
                 "stats_cb": self.on_stats,
                 "error_cb": self.on_error,
             }
@@ -213,6 +214,9 @@ class Indexer:
             )
             messages = self.carried or self.consumer.consume(CONSUME_BATCH, min(wait, CONSUME_WAIT))
             self.carried = []
+            # A fatal error of the dead-letter producer (every broker refusing it) is raised
+            # from poll: now, not at the first letter or at stop (pipeline.cli says it).
+            self.producer.poll(0)
             ingested = now()
             self.add(messages, ingested)
             self.health.ready = bool(self.assigned) or not self.pending()
