@@ -71,6 +71,7 @@ LINES = operator.attrgetter("lines")
 PARTITION = operator.attrgetter("partition")
 MESSAGE = operator.attrgetter("message")
 ELASTICSEARCH = "elasticsearch"
+KAFKA = "kafka"
 BUSY = "elasticsearch items"
 COMMIT_RETRY = 1.0
 """Seconds between attempts at offsets whose commit failed while their partitions stayed
@@ -165,6 +166,7 @@ class Indexer:
     # --- Kafka callbacks ---------------------------------------------------------------------
 
     def on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.health.solved(KAFKA)
         self.assigned.update((p.topic, p.partition) for p in partitions)
         log.info("assigned %s", named_all({(p.topic, p.partition) for p in partitions}))
         if self.paused and partitions:
@@ -189,13 +191,21 @@ class Indexer:
         self.carried = [m for m in self.carried if (m.topic(), m.partition()) not in gone]
 
     def on_error(self, error: KafkaError) -> None:
-        log.warning("kafka: %s", error.str())
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            # Not ready: nothing is read. /readyz said ready with no broker reachable.
+            self.health.problem(KAFKA, f"kafka: {error.str()}; nothing is read", "down")
+        else:
+            log.warning("kafka: %s", error.str())
 
     def on_stats(self, stats: str) -> None:
-        for topic, info in orjson.loads(stats).get("topics", {}).items():
+        read = orjson.loads(stats)
+        for topic, info in read.get("topics", {}).items():
             for partition, p in info.get("partitions", {}).items():
                 if partition != "-1" and p.get("consumer_lag", -1) >= 0:
                     METRICS.lag.labels(topic, partition).set(p["consumer_lag"])
+        brokers = read.get("brokers", {}).values()
+        if any(b.get("state") == "UP" and b.get("nodeid", -1) >= 0 for b in brokers):
+            self.health.solved(KAFKA)
 
     # --- the loop ----------------------------------------------------------------------------
 

@@ -99,3 +99,27 @@ def test_missing_templates_hold_the_start_until_setup_installs_them(
             stop(pipeline)
     said = [line for line in log_lines(tmp_path) if "lacks the index templates" in line["message"]]
     assert len(said) == 1, said
+
+
+def test_kafka_away_is_said_in_readyz_until_a_broker_answers(
+    tmp_path: Path, kafka_bootstrap: str, elasticsearch_url: str, prefix: str
+) -> None:
+    """With no broker reachable nothing is read: /readyz said ready all the same."""
+    port = free_port()
+    pipeline = start_pipeline(
+        tmp_path, f"127.0.0.1:{free_port()}", elasticsearch_url, "logs-away", prefix,
+        "--metrics-port", str(port),
+    )  # fmt: skip
+    try:
+        until(lambda: readyz(port)[0] == 503 and "kafka" in readyz(port)[1], 60, "kafka named")
+    finally:
+        stop(pipeline)
+    topic = new_topic(kafka_bootstrap, partitions=1)
+    port = free_port()
+    pipeline = start_pipeline(
+        tmp_path, kafka_bootstrap, elasticsearch_url, topic, prefix, "--metrics-port", str(port)
+    )
+    try:
+        until(lambda: readyz(port)[0] == 200, 60, "ready with the broker there")
+    finally:
+        stop(pipeline)
