@@ -75,12 +75,16 @@ def shown(address: str) -> str:
     return urlunsplit(parts._replace(netloc=f"***@{netloc}"))
 
 
-def readable_file(text: str) -> str:
+def pem_bundle(text: str) -> str:
+    """A readable file holding PEM certificates: any other (a DER file, a key) was taken,
+    and every request then failed as if Elasticsearch could not be reached."""
     try:
-        with open(text, "rb"):
-            pass
+        with open(text, "rb") as f:
+            head = f.read(1024 * 1024)
     except OSError as exc:
         raise ValueError(f"cannot read {text}: {exc.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in head:
+        raise ValueError(f"{text} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
     return text
 
 
@@ -202,7 +206,7 @@ OPTIONS = (
     Option("elasticsearch_password", "", "basic auth password", env="ELASTICSEARCH_PASSWORD"),
     Option(
         "elasticsearch_ca_certs", "", "CA bundle (PEM) for an https:// Elasticsearch",
-        readable_file, env="ELASTICSEARCH_CA_CERTS",
+        pem_bundle, env="ELASTICSEARCH_CA_CERTS",
     ),
     Option(
         "index",

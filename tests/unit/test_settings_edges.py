@@ -56,13 +56,29 @@ def test_a_collector_setting_out_of_bounds_is_one_line(flag: str, value: str, na
         (["--kafka", "enable.auto.commit=true"], "kafka"),
         (["--elasticsearch-url", "http://admin:S3cret@localhost:99999"], "elasticsearch_url"),
         (["--elasticsearch-url", "http://[::1:19200"], "elasticsearch_url"),
-        (["--elasticsearch-ca-certs", "/etc/hostname"], "elasticsearch_ca_certs"),
     ],
 )
 def test_a_pipeline_setting_it_cannot_use_is_one_line(flags: list[str], name: str) -> None:
     with pytest.raises(SettingError, match=f"setting {name}") as raised:
         pipeline_settings([*RUN, *flags])
     assert "S3cret" not in str(raised.value)
+
+
+def test_a_ca_bundle_is_pem_and_for_https(tmp_path: Path) -> None:
+    """A file that is no PEM bundle was taken, and every request then failed as if the
+    node could not be reached; on http:// the client refused TLS options with a traceback."""
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    der = tmp_path / "ca.der"
+    der.write_bytes(b"0\x82\x03\x0c0\x82\x01\xf4")
+    https = [*RUN[:3], "--elasticsearch-url", "https://e:9200"]
+    assert pipeline_settings([*https, "--elasticsearch-ca-certs", str(pem)])
+    for flags in (
+        [*RUN, "--elasticsearch-ca-certs", str(pem)],
+        [*https, "--elasticsearch-ca-certs", str(der)],
+    ):
+        with pytest.raises(SettingError, match="setting elasticsearch_ca_certs"):
+            pipeline_settings(flags)
 
 
 def test_a_password_split_by_a_comma_is_not_shown() -> None:
