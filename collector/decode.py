@@ -82,15 +82,21 @@ def malformed(raw: bytes, why: str, stream: str = "stdout") -> Line:
 EMPTY_LINE = Line("", "stdout", False, "", EMPTY)
 
 BOM = b"\xef\xbb\xbf"
-CRASH_LEFT = (b"\x00", BOM[:1])
-"""A line's first byte when a crash left NULs before it (a file grown whose data never
-reached the disk), or an editor a byte-order mark: neither format begins so."""
 
 
-def past_crash(raw: bytes) -> bytes:
-    """The line without the NULs and byte-order mark before it: read so when it then is a
-    line, else kept whole as the parse error it is."""
-    return raw.lstrip(b"\x00").removeprefix(BOM).lstrip(b"\x00")
+def after_crash(raw: bytes, decode: Decoder, fine: str) -> Line | None:
+    """A line that is none as it stands, read past the NULs a crash left before it (a file
+    grown whose data never reached the disk) or an editor's byte-order mark: neither format
+    begins with either. None when that gives no line either (error `fine` allowed): it is
+    kept whole as the parse error it is. Asked only of lines that failed, at no cost to the
+    others."""
+    if raw[0] != 0 and raw[0] != BOM[0]:
+        return None
+    past = raw.lstrip(b"\x00").removeprefix(BOM).lstrip(b"\x00")
+    if not past or len(past) == len(raw):
+        return None
+    line = decode(past)
+    return line if line.error is None or line.error is fine else None
 
 
 ESCAPES = re.compile(
@@ -146,16 +152,11 @@ def decode_docker(raw: bytes, rest: bytes | None = None) -> Line:
     line cut by the tail and its last bytes."""
     if rest is not None:
         return decode_docker_cut(raw, rest)
-    past = past_crash(raw) if raw[:1] in CRASH_LEFT else raw
-    if len(past) < len(raw):
-        line = decode_docker(past)
-        if line.error is None or line.error is REPLACED:
-            return line
     if not raw:
         return EMPTY_LINE
     loaded = load_json(raw)
     if loaded is None:
-        return malformed(raw, "invalid JSON")
+        return after_crash(raw, decode_docker, REPLACED) or malformed(raw, "invalid JSON")
     obj, replaced = loaded
     frame = docker_frame(obj)
     if isinstance(frame, str):
@@ -256,16 +257,13 @@ def decode_cri(raw: bytes, rest: bytes | None = None) -> Line:
     head of a line cut by the tail (its frame is all at the start)."""
     if rest is not None:
         return decode_cri(raw)._replace(cut=True)
-    past = past_crash(raw) if raw[:1] in CRASH_LEFT else raw
-    if len(past) < len(raw):
-        line = decode_cri(past)
-        if line.error is None or line.error is INVALID_UTF8:
-            return line
     if not raw:
         return EMPTY_LINE
     parts = raw.split(b" ", 3)
     if len(parts) < 3:
-        return malformed(raw, "CRI line without stream and tag")
+        return after_crash(raw, decode_cri, INVALID_UTF8) or malformed(
+            raw, "CRI line without stream and tag"
+        )
     time_b, stream_b, tags = parts[0], parts[1], parts[2]
     body = parts[3] if len(parts) == 4 else b""
     if stream_b != b"stdout" and stream_b != b"stderr":
@@ -277,7 +275,9 @@ def decode_cri(raw: bytes, rest: bytes | None = None) -> Line:
         return malformed(raw, "CRI line without a P or F tag", stream)
     stamp = utc(time_b.decode("ascii", "replace"))
     if not stamp:
-        return malformed(raw, "CRI line with an invalid timestamp", stream)
+        return after_crash(raw, decode_cri, INVALID_UTF8) or malformed(
+            raw, "CRI line with an invalid timestamp", stream
+        )
     error = None
     try:
         text = body.decode("utf-8")
