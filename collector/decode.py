@@ -82,6 +82,8 @@ def malformed(raw: bytes, why: str, stream: str = "stdout") -> Line:
 EMPTY_LINE = Line("", "stdout", False, "", EMPTY)
 
 BOM = b"\xef\xbb\xbf"
+CRASH_HEAD = re.compile(b"(?:\x00|" + re.escape(BOM) + b")*")
+"""However many NULs and marks: skipped in one pass, then one decode."""
 
 
 def after_crash(raw: bytes, decode: Decoder, fine: str) -> Line | None:
@@ -92,7 +94,7 @@ def after_crash(raw: bytes, decode: Decoder, fine: str) -> Line | None:
     others."""
     if raw[0] != 0 and raw[0] != BOM[0]:
         return None
-    past = raw.lstrip(b"\x00").removeprefix(BOM).lstrip(b"\x00")
+    past = CRASH_HEAD.sub(b"", raw, count=1)
     if not past or len(past) == len(raw):
         return None
     line = decode(past)

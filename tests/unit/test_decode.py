@@ -161,6 +161,14 @@ def test_a_line_after_the_nuls_a_crash_left_or_a_byte_order_mark_is_read(head: b
     )
 
 
+@pytest.mark.parametrize("head", [BOM * 5000, (b"\x00" + BOM) * 3000])
+def test_any_number_of_marks_and_nuls_before_a_line_is_read_past(head: bytes) -> None:
+    assert decode_docker(head + docker("after\n")).text == "after"
+    assert decode_cri(head + b"2026-11-27T02:20:49Z stderr F after").text == "after"
+    assert decode_docker(head + b"x").text.endswith("x")
+    assert decode_cri(head + b"x").error
+
+
 @pytest.mark.parametrize("raw", [b"\xef", b"\xef\xbb", b"\x00", b"\xef\x00x"])
 def test_what_only_begins_as_a_crash_left_it_is_a_parse_error(raw: bytes) -> None:
     assert decode_docker(raw).error
