@@ -160,14 +160,15 @@ class Reader:
                 return file, chunk
             if self.files.releasable(file):
                 self.files.release(file)
+            elif isinstance(file.tail, GzipTail) and file.tail.problem is not None:
+                # Before a last line is looked for: a cut stream's torn end is no line.
+                self.files.let_go(file, "unreadable", file.tail.problem)
             elif self.files.ended_unfinished(file):
                 chunk = self.reads.finish(file.tail)
                 if chunk is not None:
                     METRICS.unfinished_lines_ended.inc()
                     log.info("%s ended without a newline: its last line is sent", file.path)
                     return file, chunk
-            elif isinstance(file.tail, GzipTail) and file.tail.problem is not None:
-                self.files.let_go(file, "unreadable", file.tail.problem)
         return None
 
     # --- a chunk into records ---------------------------------------------------------------

@@ -225,12 +225,24 @@ class Tail:
         end = self.size()
         if end <= self.offset:
             return None
-        if end - self.offset <= self.max_line:
-            chunk = Chunk(self.offset, self.pread(end - self.offset, self.offset), end)
+        length = end - self.offset
+        if self.head is not None and self.scanned == end:
+            # What the last read kept on its way to the end: a .gz read behind where its
+            # stream stands would be inflated again from its start.
+            head, rest = self.head, self.pending
         else:
-            METRICS.truncated_bytes.inc(end - self.offset - self.max_line)
-            rest = self.pread(END_BYTES, max(self.offset + self.max_line, end - END_BYTES))
-            chunk = Chunk(self.offset, self.pread(self.max_line, self.offset), end, rest)
+            kept = self.head is None and self.offset + len(self.pending) == end
+            data = self.pending if kept else self.pread(min(length, self.max_line), self.offset)
+            head = data[: self.max_line]
+            rest = None
+            if length > self.max_line:
+                after = max(self.max_line, length - END_BYTES)
+                rest = data[after:] if kept else self.pread(END_BYTES, self.offset + after)
+        if rest is None:
+            chunk = Chunk(self.offset, head, end)
+        else:
+            METRICS.truncated_bytes.inc(length - len(head))
+            chunk = Chunk(self.offset, head, end, rest)
         self.seek(end)
         return chunk
 

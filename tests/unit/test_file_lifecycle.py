@@ -278,9 +278,12 @@ def test_a_gz_while_its_original_is_still_open_is_read_once(tmp_path: Path) -> N
     assert numbers(sink) == list(range(0, 3000))
 
 
+@pytest.mark.parametrize("aged", [False, True])
 def test_a_cut_gz_ships_what_it_holds_and_counts_the_rest(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, aged: bool
 ) -> None:
+    """`aged`: compressed long before the collector came back. Its torn end was then taken
+    for a last line never finished: sent, and the file inflated again from its start."""
     log = cri_file(tmp_path)
     append(log, *lines(0, 10))
     drain(agent(tmp_path, ListSink()))
@@ -291,6 +294,9 @@ def test_a_cut_gz_ships_what_it_holds_and_counts_the_rest(
     gz = gzip_like_kubelet(rotated)
     data = gz.read_bytes()
     gz.write_bytes(data[: len(data) * 2 // 3])
+    if aged:
+        hour_ago = time.time() - 3600
+        os.utime(gz, (hour_ago, hour_ago))
     append(log, *lines(5000, 5010))
     files = METRICS.files_let_go.labels("unreadable")._value.get()
     unread = METRICS.unread_bytes_let_go.labels("unreadable")._value.get()
@@ -542,6 +548,36 @@ def test_a_rotated_file_whose_last_line_never_got_its_newline_sends_it_and_is_le
     again = ListSink()
     drain(agent(tmp_path, again))
     assert again.records == []
+
+
+def test_a_gz_whose_last_line_never_got_its_newline_sends_it_once(tmp_path: Path) -> None:
+    """Read behind where the stream stood, the line made the .gz inflate again from its
+    start."""
+    log = cri_file(tmp_path)
+    append(log, *lines(0, 10))
+    drain(agent(tmp_path, ListSink()))
+    append(log, *lines(10, 2000), cri_line("line -1 torn")[:-1])
+    rotated = Path(f"{log}.20261127-022049")
+    os.rename(log, rotated)
+    gz = gzip_like_kubelet(rotated)
+    hour_ago = time.time() - 3600
+    os.utime(gz, (hour_ago, hour_ago))
+    append(log, *lines(2000, 2005))
+    rewinds = []
+    rewind = GzipTail.rewind
+
+    def counted(tail: GzipTail) -> None:
+        rewinds.append(tail)
+        rewind(tail)
+
+    sink = ListSink()
+    a = agent(tmp_path, sink)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(GzipTail, "rewind", counted)
+        drain(a)
+    assert numbers(sink) == [*range(10, 2000), -1, *range(2000, 2005)]
+    assert rewinds == []
+    assert all(f.path != str(gz) for f in a.open_files.files.values())
 
 
 def test_the_rest_of_a_docker_file_compressed_while_stopped_comes_from_its_gz(

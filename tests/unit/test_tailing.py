@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.tail import Tail
+from collector.tail import END_BYTES, Chunk, Tail
 from tests.unit.logfiles import (
     ListSink,
     agent,
@@ -344,4 +344,31 @@ def test_a_read_says_whether_it_stopped_short_of_the_files_end(tmp_path: Path) -
     assert rest is not None
     assert not tail.more
     assert (first.data + b"\n" + rest.data).split(b"\n") == [b"line %d" % n for n in range(100)]
+    tail.close()
+
+
+@pytest.mark.parametrize("last", [300, 5000, 200_000])
+@pytest.mark.parametrize("reads", ["whole", "small", "dropped"])
+def test_a_last_line_without_newline_is_handed_out_cut_as_any_line(
+    tmp_path: Path, last: int, reads: str
+) -> None:
+    """Whether the reads kept it whole, kept its head and end, or kept nothing (parked),
+    the line is the same: its head up to `max_line` and, when longer, its last bytes."""
+    path = tmp_path / "0.log"
+    line = bytes(ord("a") + n % 26 for n in range(last))
+    path.write_bytes(b"x" * 10 + b"\n" + line)
+    tail = Tail.open(str(path), str(tmp_path), 4096)
+    size = 16 if reads == "small" else 1 << 20
+    assert tail.read(size) == Chunk(0, b"x" * 10, 11)
+    assert tail.read(size) is None
+    if reads == "dropped":
+        tail.seek(tail.offset)
+    chunk = tail.finish()
+    assert chunk is not None
+    assert (chunk.offset, chunk.data, chunk.end) == (11, line[:4096], 11 + last)
+    if last <= 4096:
+        assert chunk.rest is None
+    else:
+        assert chunk.rest == line[max(4096, last - END_BYTES) :]
+    assert tail.finish() is None
     tail.close()
