@@ -3,11 +3,11 @@ the record's offset may be committed.
 
 A letter holds the record's text (base64, `record_encoding`, when it is not UTF-8, so that
 it can be sent again as it was), its Kafka time, and carries its headers. A letter the
-topic refuses as too large is cut to fit: the record's text is shortened and
-marked as cut, while the reason, the target index and the record's topic, partition,
-offset and key stay whole. Any other refusal (the topic missing, no rights, the broker
-away) is retried with backoff, without end: the caller commits nothing meanwhile and
-reports itself not ready with the reason.
+topic refuses as too large is cut to fit: the record's text is shortened and marked as
+cut, and when that is not enough its headers are dropped (counted); the reason, the target
+index and the record's topic, partition, offset and key stay whole. Any other refusal
+(the topic missing, no rights, the broker away) is retried with backoff, without end: the
+caller commits nothing meanwhile and reports itself not ready with the reason.
 """
 
 from __future__ import annotations
@@ -76,6 +76,9 @@ class Letter:
         return self.cut(raw, fits)
 
     def cut(self, raw: bytes, keep: int) -> bytes:
+        if "record_encoding" in self.head:
+            # Whole base64 quanta: the cut record still decodes, to the record's first bytes.
+            keep -= keep % 4
         # "ignore" drops only a character the cut split: the prefix is valid UTF-8.
         text = raw[:keep].decode("utf-8", "ignore")
         return orjson.dumps(
@@ -83,11 +86,17 @@ class Letter:
         )
 
     def shrink(self, refused: int) -> bool:
-        """The topic refused `refused` bytes as too large: aim at half. False when the record
-        is cut to nothing already and the letter is still over its limit: only a larger
-        limit on the topic can help then."""
+        """The topic refused `refused` bytes as too large: aim at half. With the record cut
+        to nothing already, the record's headers are dropped (counted in the letter), and the
+        record tried whole again. False when there are none left to drop: only a larger limit
+        on the topic can help then."""
         if self.limit is not None and len(self.body()) > self.limit:
-            return False
+            if not self.headers:
+                return False
+            self.head["headers_dropped"] = len(self.headers)
+            self.headers = []
+            self.limit = None
+            return True
         self.limit = refused // 2
         return True
 

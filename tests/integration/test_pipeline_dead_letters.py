@@ -216,3 +216,27 @@ def test_a_letter_keeps_the_records_bytes_headers_and_time(
     assert letter["timestamp"] == 1_795_000_000_123
     assert message.headers() == [("trace", b"t-1")]
     assert message.key() == b"k"
+
+
+def test_headers_larger_than_the_topic_takes_are_dropped_and_the_letter_delivered(
+    tmp_path: Path, kafka_bootstrap: str, elasticsearch_url: str, es: Elasticsearch, prefix: str
+) -> None:
+    """Kafka counts a record's headers against the topic's limit: with the record cut to
+    nothing, the letter was refused for ever and nothing after it committed."""
+    topic = new_topic(kafka_bootstrap, partitions=1)
+    create(kafka_bootstrap, f"{topic}.dlq", **{"max.message.bytes": "3000"})
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    poison = orjson.dumps({"message": "x", "log": {"offset": "not a number"}})
+    headers = [("trace", b"t" * 2500), ("baggage", b"b" * 2500)]
+    producer.produce(topic, poison, b"k", headers=headers)
+    assert producer.flush(30) == 0
+    produce(kafka_bootstrap, topic, [record(n, prefix) for n in range(1, 20)])
+    pipeline = start_pipeline(tmp_path, kafka_bootstrap, elasticsearch_url, topic, prefix)
+    try:
+        assert wait_for_count(es, prefix, 19, timeout=120) == 19
+        (letter,) = dead_letters(kafka_bootstrap, topic, 1)
+        until(lambda: committed(kafka_bootstrap, topic) == 20, 60, "all 20 committed")
+    finally:
+        stop(pipeline)
+    assert letter["headers_dropped"] == 2
+    assert (letter["topic"], letter["partition"], letter["offset"]) == (topic, 0, 0)
