@@ -168,11 +168,12 @@ class OpenFiles:
                     continue
                 if size == 0:
                     continue
+                # Excluded first: a file never to be opened waits for no slot.
+                if self.annotator.excluded(merged_meta(paths)):
+                    continue
                 if len(self.files) >= self.config.max_open_files:
                     waiting += 1
                     self.queued.setdefault(identity, now)
-                    continue
-                if self.annotator.excluded(merged_meta(paths)):
                     continue
                 file = self.open(identity, paths)
                 if file is None:

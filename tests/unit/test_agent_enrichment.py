@@ -330,3 +330,30 @@ def test_excluding_a_pod_after_its_files_were_opened_closes_them(
     assert sink.messages() == [
         "app before", "sidecar before", "app after", "app later", "sidecar later"
     ]  # fmt: skip
+
+
+def test_excluded_pods_do_not_wait_for_a_slot_under_max_open_files(
+    tmp_path: Path, api: KubeAPI, enricher: Enricher
+) -> None:
+    """Looked at only once a slot was free, excluded pods' files counted as waiting: "files
+    wait" said, and open files let go at every scan to make room for files never opened."""
+    loud = pod("a-loud", "shop")
+    quiet = [
+        pod(f"z-quiet-{n}", "shop", annotations={"logferry.io/exclude": "true"}) for n in range(3)
+    ]
+    for each in (loud, *quiet):
+        api.add(each)
+    for each in (loud, *quiet):
+        until(lambda each=each: enricher.lookup({"kubernetes.pod.uid": each["metadata"]["uid"]}))
+    # Found first, the loud pod's file takes the one slot before the quiet ones are looked at.
+    append(cri_log(tmp_path, loud), cri_line("public"))
+    for each in quiet:
+        append(cri_log(tmp_path, each), cri_line("secret"))
+    made_room = METRICS.files_made_room._value.get()
+    sink = ListSink()
+    a = agent(tmp_path, sink, "--max-open-files", "1", enricher=enricher)
+    drain(a)
+    assert sink.messages() == ["public"]
+    assert a.open_files.waiting == 0
+    assert METRICS.files_made_room._value.get() == made_room
+    assert [f.path for f in a.open_files.files.values()] == [str(cri_log(tmp_path, loud))]
