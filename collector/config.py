@@ -226,6 +226,7 @@ OPTIONS = (
         "its files, none are dropped; per pod the annotation logferry.io/rate-limit "
         "(none: no limit)",
         rate,
+        null="none",
     ),
     Option("shutdown_grace", 20.0, "seconds to deliver what is in flight at stop", seconds),
     Option(
@@ -274,6 +275,7 @@ OPTIONS = (
         "structured logs: auto (JSON objects), json, logfmt or none; per pod the annotation "
         "logferry.io/parser[.<container>]",
         structured.mode,
+        null="none",
     ),
     Option("parse_max_chars", 64 * 1024, "longest text parsed, in characters", positive_int),
     Option("parse_max_depth", 10, "deepest nesting parsed (at most 20)", positive_int),
@@ -431,7 +433,9 @@ def checkpoint_safe(kafka: dict[str, Any]) -> None:
     """
     given = {str(k).strip(): str(v).strip().lower() for k, v in kafka.items()}
     why = "checkpoints advance on the records' delivery reports"
-    if given.get("enable.idempotence", "true") in ("false", "f", "0"):
+    # no and off too (YAML 1.1's words, quoted or in a flag): librdkafka would refuse
+    # their spelling, hiding that idempotence cannot be turned off at all.
+    if given.get("enable.idempotence", "true") in ("false", "f", "0", "no", "off"):
         raise SettingError(
             f"setting kafka: enable.idempotence=false is refused: {why}, which speaks for "
             "the records before it only when idempotence keeps them in order without gaps"

@@ -36,6 +36,10 @@ class Option:
     """A flag without a value."""
     commands: tuple[str, ...] = ()
     """The subcommands that take it (none: the program has no subcommands, or all take it)."""
+    null: str | None = None
+    """The text a null in the file (null, ~, no value) stands for; None: the default stays.
+    The old loader gave a null to the option as the text None, which a few options read
+    as their word none: files written for it keep that meaning."""
 
     def for_command(self, command: str | None) -> bool:
         return not self.commands or command is None or command in self.commands
@@ -170,7 +174,8 @@ def convert(option: Option, value: Any, source: str) -> Any:
     try:
         if option.many:
             items = value if isinstance(value, list) else str(value).split(",")
-            return [convert_one(option, item) for item in items if str(item).strip() != ""]
+            given = [item for item in items if item is not None and str(item).strip() != ""]
+            return [convert_one(option, item) for item in given]
         return convert_one(option, value)
     except (TypeError, ValueError, OverflowError) as exc:
         raise SettingError(f"setting {option.name} ({source}): {exc}") from exc
@@ -184,11 +189,22 @@ def convert_one(option: Option, value: Any) -> Any:
     return option.kind(str(value))
 
 
+class YamlBoolean(str):
+    """A plain scalar YAML 1.1 reads as a boolean (yes, Off, TRUE...), kept as the text
+    written: an option of ours reads its own words (`kubernetes: on`), while a kafka map
+    takes it as the boolean the old loader gave librdkafka."""
+
+    @property
+    def truth(self) -> bool:
+        return self.lower() in ("yes", "on", "true")
+
+
 class TextLoader(yaml.BaseLoader):
     """YAML whose scalars are all text, each option reading its own, and whose keys are
     each given once. YAML 1.1's guesses changed what was written: a password 012345 was
     read as the octal 5349, `node_name: 1:20` as 80 seconds; a key given twice silently
-    took the last value."""
+    took the last value. Only its nulls and booleans are still told apart (as YAML 1.1
+    does: unquoted), for what files written for the old loader meant by them."""
 
     def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
         assert isinstance(node, yaml.MappingNode)
@@ -202,6 +218,37 @@ class TextLoader(yaml.BaseLoader):
                 )
             seen.add(name)
         return super().construct_mapping(node, deep)
+
+
+def construct_null(loader: yaml.BaseLoader, node: yaml.Node) -> None:
+    return None
+
+
+def construct_boolean(loader: yaml.BaseLoader, node: yaml.Node) -> YamlBoolean:
+    assert isinstance(node, yaml.ScalarNode)
+    return YamlBoolean(node.value)
+
+
+# YAML 1.1's spellings, as PyYAML's SafeLoader resolves them (it matches from the start).
+NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+BOOLEAN = re.compile(
+    r"^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)$"
+)
+TextLoader.add_implicit_resolver("tag:yaml.org,2002:null", NULL, ["~", "n", "N", ""])
+TextLoader.add_implicit_resolver("tag:yaml.org,2002:bool", BOOLEAN, list("yYnNtTfFoO"))
+TextLoader.add_constructor("tag:yaml.org,2002:null", construct_null)
+TextLoader.add_constructor("tag:yaml.org,2002:bool", construct_boolean)
+
+
+def librdkafka_map(given: dict[Any, Any]) -> dict[str, Any]:
+    """A kafka map from the file as the old loader gave it to librdkafka: a boolean as true
+    or false (librdkafka refuses yes, no, on and off), a null left out, for librdkafka's
+    default (it refused a null: `cannot be set to empty value`)."""
+    return {
+        str(key): ("true" if value.truth else "false") if isinstance(value, YamlBoolean) else value
+        for key, value in given.items()
+        if value is not None
+    }
 
 
 def load(
@@ -235,10 +282,14 @@ def load(
             option = by_name[name]
             if not option.for_command(command):
                 continue
+            if value is None:
+                if option.null is None:
+                    continue
+                value = option.null
             if isinstance(option.default, dict):
                 if not isinstance(value, dict):
                     raise SettingError(f"setting {key} (in {args.config}): expected a mapping")
-                values[name] = {str(k): v for k, v in value.items()}
+                values[name] = librdkafka_map(value)
             else:
                 values[name] = convert(option, value, args.config)
     for option in taking:

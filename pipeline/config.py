@@ -128,13 +128,17 @@ def group_name(text: str) -> str:
 
 OWNED_KAFKA = {
     "bootstrap.servers": "bootstrap_servers",
+    "metadata.broker.list": "bootstrap_servers",
     "group.id": "group",
     "enable.auto.commit": "offsets are committed once indexed",
     "enable.auto.offset.store": "offsets are committed once indexed",
     "enable.idempotence": "dead letters are written once, in order",
     "acks": "dead letters are acknowledged by every in-sync replica",
+    "request.required.acks": "dead letters are acknowledged by every in-sync replica",
 }
-"""Kafka settings the pipeline sets itself, and the setting or reason for it."""
+"""Kafka settings the pipeline sets itself, and the setting or reason for it. librdkafka's
+other names for them too (metadata.broker.list is bootstrap.servers, request.required.acks
+is acks): under one, the pipeline's value replaced the user's, or the user's the pipeline's."""
 
 
 def kafka_settings(kafka: dict[str, Any]) -> dict[str, Any]:

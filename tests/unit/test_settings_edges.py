@@ -1,13 +1,17 @@
 """Settings nobody chose: huge numbers, files that are not text, YAML's guesses, keys given
 twice, names Kafka refuses. Each is one line naming the setting, never a traceback, and a
-value is used as it was written."""
+value is used as it was written, but for what files written for YAML 1.1 meant by a null
+or by a boolean in a kafka map."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 
+from collector.config import OPTIONS as COLLECTOR_OPTIONS
 from collector.config import parse as collector_settings
 from logferry.settings import SettingError
 from pipeline.config import parse as pipeline_settings
@@ -137,3 +141,135 @@ def test_the_bootstrap_servers_setting_wins_over_the_same_key_in_the_kafka_map(
         ["--config", str(file), "--bootstrap-servers", "localhost:19092", "--node-name", "n"]
     )
     assert config.kafka["bootstrap.servers"] == "localhost:19092"
+
+
+YAML_BOOLEANS = [
+    *("yes", "Yes", "YES", "on", "On", "ON", "true", "True", "TRUE"),
+    *("no", "No", "NO", "off", "Off", "OFF", "false", "False", "FALSE"),
+]
+
+
+@pytest.mark.parametrize("word", YAML_BOOLEANS)
+def test_a_yaml_boolean_in_the_kafka_map_reaches_librdkafka_as_true_or_false(
+    tmp_path: Path, word: str
+) -> None:
+    """Files written for the old loader (YAML 1.1) hold `socket.keepalive.enable: yes`:
+    given as the text yes, librdkafka refused it at start."""
+    truth = "true" if word.lower() in ("yes", "on", "true") else "false"
+    file = tmp_path / "kafka.yaml"
+    file.write_text(f"kafka:\n  socket.keepalive.enable: {word}\n")
+    config = collector(config=file)
+    assert config.kafka == {"socket.keepalive.enable": truth}  # type: ignore[attr-defined]
+    Producer(config.kafka)  # type: ignore[attr-defined]
+    pipeline = pipeline_settings([*RUN, "--config", str(file)])
+    assert pipeline.kafka == {"socket.keepalive.enable": truth}
+
+
+def test_a_quoted_word_in_the_file_stays_the_text_written(tmp_path: Path) -> None:
+    """YAML 1.1 reads only plain scalars as booleans and nulls: quotes keep a password
+    `off` or a node named `null`."""
+    file = tmp_path / "quoted.yaml"
+    file.write_text("node_name: 'null'\nkafka:\n  sasl.password: \"off\"\n  client.id: '~'\n")
+    config = collector_settings(["--sink", "stdout", "--config", str(file)])
+    assert config.node_name == "null"
+    assert config.kafka == {"sasl.password": "off", "client.id": "~"}
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "--kafka=enable.idempotence=no",
+        "--kafka=enable.idempotence=Off",
+        "--kafka=enable.idempotence=FALSE",
+        "enable.idempotence: no",
+        "enable.idempotence: OFF",
+        "enable.idempotence: 'no'",
+        "enable.idempotence: False",
+    ],
+)
+def test_every_word_for_false_turns_idempotence_off_and_is_refused(
+    tmp_path: Path, given: str
+) -> None:
+    """Checkpoints need idempotence: `enable.idempotence: no` passed the check as the text
+    no, and the collector stopped on librdkafka's own word instead of saying why."""
+    if given.startswith("--"):
+        flags = [given]
+    else:
+        file = tmp_path / "kafka.yaml"
+        file.write_text(f"kafka:\n  {given}\n")
+        flags = ["--config", str(file)]
+    with pytest.raises(SettingError, match=r"enable\.idempotence=\w+ is refused: checkpoints"):
+        collector(*flags)
+
+
+NULLS = ["null", "Null", "NULL", "~", ""]
+
+
+@pytest.mark.parametrize("null", NULLS)
+def test_a_null_in_the_file_leaves_the_default(tmp_path: Path, null: str) -> None:
+    """The old loader gave a null to the option as the text None: a duration or a switch
+    was refused, a topic, a log level or a glob became `None`."""
+    file = tmp_path / "nulls.yaml"
+    names = ("topic", "log_level", "multiline_timeout", "inotify", "max_open_files", "kafka")
+    file.write_text("".join(f"{name}: {null}\n" for name in (*names, "include", "multiline")))
+    config = collector(config=file)
+    for name in names:
+        option = next(o for o in COLLECTOR_OPTIONS if o.name == name)
+        assert getattr(config, name) == option.default, name
+    assert config.include == []  # type: ignore[attr-defined]
+    assert config.multiline == []  # type: ignore[attr-defined]
+    pipeline_file = tmp_path / "pipeline.yaml"
+    pipeline_file.write_text(f"group: {null}\nelasticsearch_password: {null}\nkafka: {null}\n")
+    pipeline = pipeline_settings([*RUN, "--config", str(pipeline_file)])
+    assert (pipeline.group, pipeline.elasticsearch_password) == ("logferry-pipeline", "")
+    assert pipeline.kafka == {}
+
+
+@pytest.mark.parametrize("null", NULLS)
+def test_a_null_parser_or_rate_limit_means_none_as_it_did(tmp_path: Path, null: str) -> None:
+    """The old loader's text None was these settings' word none: no parsing, no limit."""
+    file = tmp_path / "nulls.yaml"
+    file.write_text(f"parser: {null}\nrate_limit: {null}\n")
+    config = collector(config=file)
+    assert config.parser == "none"  # type: ignore[attr-defined]
+    assert config.rate_limit is None  # type: ignore[attr-defined]
+
+
+def test_a_null_in_a_list_or_the_kafka_map_is_left_out(tmp_path: Path) -> None:
+    """librdkafka refused a null (`cannot be set to empty value`); its own default stays."""
+    file = tmp_path / "nulls.yaml"
+    file.write_text(
+        "include:\n  -\n  - '*.log'\n  - ~\nkafka:\n  linger.ms: ~\n  compression.type: zstd\n"
+    )
+    config = collector(config=file)
+    assert config.include == ["*.log"]  # type: ignore[attr-defined]
+    assert config.kafka == {"compression.type": "zstd"}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("text", ["null\n", "~\n", "--- NULL\n", "", "# only a comment\n"])
+def test_a_file_of_only_null_or_nothing_holds_no_settings(tmp_path: Path, text: str) -> None:
+    file = tmp_path / "empty.yaml"
+    file.write_text(text)
+    assert collector(config=file).max_open_files == 1024  # type: ignore[attr-defined]
+    assert pipeline_settings([*RUN, "--config", str(file)]).kafka == {}
+
+
+@pytest.mark.parametrize(
+    ("setting", "name"),
+    [
+        ("request.required.acks=1", "request.required.acks"),
+        ("metadata.broker.list=elsewhere:9092", "metadata.broker.list"),
+    ],
+)
+def test_a_librdkafka_alias_of_a_key_the_pipeline_owns_is_refused(setting: str, name: str) -> None:
+    """request.required.acks is acks to librdkafka and was silently replaced by the
+    producer's acks=all; metadata.broker.list beat --bootstrap-servers."""
+    with pytest.raises(
+        SettingError, match=re.escape(f"setting kafka: {name} is the pipeline's own")
+    ):
+        pipeline_settings([*RUN, "--kafka", setting])
+
+
+def test_the_collector_checks_acks_under_its_alias_too() -> None:
+    with pytest.raises(SettingError, match=re.escape("request.required.acks=1 is refused")):
+        collector("--kafka", "request.required.acks=1")
