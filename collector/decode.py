@@ -162,7 +162,8 @@ def decode_docker(raw: bytes, rest: bytes | None = None) -> Line:
     obj, replaced = loaded
     frame = docker_frame(obj)
     if isinstance(frame, str):
-        return malformed(raw, frame)
+        told = obj.get("stream") if type(obj) is dict else None
+        return malformed(raw, frame, told if type(told) is str and told in STREAMS else "stdout")
     assert type(obj) is dict
     log = obj.get("log")
     if type(log) is not str:

@@ -143,6 +143,22 @@ def test_a_malformed_cri_line_that_tells_its_stream_keeps_it(raw: bytes) -> None
     assert line.stream == "stderr"
 
 
+@pytest.mark.parametrize(
+    ("raw", "stream"),
+    [
+        (b'{"log":"x\\n","stream":"stderr"}', "stderr"),
+        (b'{"log":"x\\n","stream":"stderr","time":"yesterday"}', "stderr"),
+        (b'{"log":"x\\n","stream":["stderr"],"time":"2026-11-27T02:20:49Z"}', "stdout"),
+        (b'{"log":"x\\n","stream":{},"time":"2026-11-27T02:20:49Z"}', "stdout"),
+        (b'["stderr"]', "stdout"),
+    ],
+)
+def test_a_malformed_docker_line_keeps_a_stream_it_told(raw: bytes, stream: str) -> None:
+    line = decode_docker(raw)
+    assert line.error
+    assert line.stream == stream
+
+
 def test_nul_in_docker_log_is_replaced_so_the_record_stays_valid() -> None:
     assert decode_docker(docker("a\x00b\n")).text == "a\ufffdb"
 

@@ -268,6 +268,18 @@ def test_malformed_lines_are_shipped_tagged_and_counted(tmp_path: Path) -> None:
     ]
 
 
+def test_a_malformed_docker_line_keeps_the_stream_it_told(tmp_path: Path) -> None:
+    """Without its time the line is a parse error, kept whole: it said stdout all the same."""
+    log = docker_container(tmp_path / "docker", CID)
+    append(log, b'{"log":"payment failed\\n","stream":"stderr"}\n')
+    sink = ListSink()
+    drain(agent(tmp_path, sink))
+    (record,) = sink.records
+    assert record["tags"] == ["parse_error"]
+    assert record["message"] == '{"log":"payment failed\\n","stream":"stderr"}'
+    assert record["stream"] == "stderr"
+
+
 def test_multiline_groups_java_traces_per_configured_container(tmp_path: Path) -> None:
     log = cri_file(tmp_path)
     append(
