@@ -88,8 +88,11 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         # 'password': 'x' (a Python dict printed)
         rf"|\"{_PW}\"\s*:\s*(?:\"{_NOT_MARKED}(?P<secret4>{_QUOTED})\""
         r"|(?P<secret5>-?\d[\d.eE+\-]*)"
-        # "password": {"new": "x"}: the object, up to its first nested one.
-        r"|(?P<secret8>\{[^{}]*\}?))"
+        # "password": {"new": "x"}: the object, up to its first nested one. A list
+        # likewise, from its first value: values past COPIES are not searched for as
+        # copies, so they hide here or nowhere.
+        r"|(?P<secret8>\{[^{}]*\}?)"
+        rf"|{_NOT_MARKED}(?P<secret9>\[\s*[^\s\[\]][^\[\]]*\]?))"
         rf"|\\\"{_PW}\\\"\s*:\s*\\\"{_NOT_MARKED}(?P<secret6>{_ESCAPED_QUOTED})\\\""
         rf"|'{_PW}'\s*:\s*'{_NOT_MARKED}(?P<secret7>(?:[^'\\]|\\.)+)'",
         ("passw",),
@@ -164,24 +167,37 @@ def _replacer(rule: Rule) -> str | Callable[[re.Match[str]], str]:
     return replace
 
 
-_LEFT = r"(?<![^\s\"'=:\[,])"
+_LEFT = r"(?<![^\s\"'=:\[,])(?<!\[REDACTED:)"
 _RIGHT = r"(?![^\s\"',\]}&;])"
 """Around a value in a text (JSON, logfmt, `key: value`): the value whole, not a part of a
-longer word. A value of one character is hidden as a word on its own, so `x` leaves `xyz`."""
+longer word, nor a mark's rule name (a password `password`)."""
+
+COPY_MIN = 6
+"""Characters a string hidden by its key needs to be hidden wherever else it stands whole:
+`0`, `1`, `x` or `info` under a password key stand whole in many places that are no copy
+of it (a retry count, a step, a level). Numbers, however long, are never searched for."""
+
+COPIES = 64
+"""Values hidden by their key searched for as copies, at most, in a record: each is a
+branch of the pattern run over its every string. Those beyond it stay hidden where their
+key stands, in the fields and (a password rule's object or list) in the text."""
 
 
-def hide_values(text: str, values: dict[str, str]) -> str:
-    """`text` with each of `values` (value -> rule name) hidden wherever it stands whole,
+def copy_hider(values: dict[str, str]) -> Callable[[str], str]:
+    """What hides each of `values` (value -> rule name) wherever it stands whole in a text,
     as written or JSON-escaped: a copy of a secret under another key shows it as well."""
+    names: dict[str, str] = {}
     for value, name in values.items():
-        if not value or value.startswith("[REDACTED:"):
-            continue
-        escaped = orjson.dumps(value).decode()[1:-1]
-        spellings = {re.escape(value), re.escape(escaped)}
-        pattern = _LEFT + "(?:" + "|".join(sorted(spellings, key=len, reverse=True)) + ")" + _RIGHT
-        mark = MARK.format(name)
-        text = re.sub(pattern, lambda _m, mark=mark: mark, text)
-    return text
+        names.setdefault(value, name)
+        names.setdefault(orjson.dumps(value).decode()[1:-1], name)
+    # Longest first: of `a b` and `a`, `a b` is hidden whole.
+    spellings = "|".join(re.escape(v) for v in sorted(names, key=len, reverse=True))
+    pattern = re.compile(f"{_LEFT}(?:{spellings}){_RIGHT}")
+
+    def mark(m: re.Match[str]) -> str:
+        return MARK.format(names[m.group()])
+
+    return lambda text: pattern.sub(mark, text)
 
 
 _CUT_SECRETS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
@@ -218,8 +234,8 @@ def cut_tail(text: str) -> tuple[str, tuple[str, ...]]:
     return text, ()
 
 
-def hide_copies(fields: dict[str, Any], values: dict[str, str]) -> None:
-    """`hide_values` in every string value of `fields`, in place."""
+def hide_copies(fields: dict[str, Any], hide: Callable[[str], str]) -> None:
+    """`hide` (a `copy_hider`) applied to every string value of `fields`, in place."""
     stack: list[Any] = [fields]
     while stack:
         node = stack.pop()
@@ -228,7 +244,7 @@ def hide_copies(fields: dict[str, Any], values: dict[str, str]) -> None:
             if type(value) is dict or type(value) is list:
                 stack.append(value)
             elif type(value) is str:
-                node[slot] = hide_values(value, values)
+                node[slot] = hide(value)
 
 
 class Redactor:
@@ -323,9 +339,9 @@ class Redactor:
 
     def fields(self, fields: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, str]]:
         """Hides secrets in parsed fields in place: the names of the rules that hit, and
-        the values hidden by their key (as text, with the rule's name), which the text they
-        came from still holds. Everything in an object under a key a key rule ends is
-        hidden too (`{"password": {"new": "x"}}`)."""
+        up to COPIES of the strings of COPY_MIN characters hidden by their key (with the
+        rule's name), which the text they came from may still hold. Everything in an
+        object under a key a key rule ends is hidden too (`{"password": {"new": "x"}}`)."""
         hits: dict[str, None] = {}
         by_key: dict[str, str] = {}
         stack: list[tuple[Any, str | None, str | None]] = [(fields, None, None)]
@@ -345,7 +361,13 @@ class Redactor:
                 if name is not None:
                     node[slot] = MARK.format(name)
                     hits[name] = None
-                    by_key[value if kind is str else str(value)] = name
+                    if (
+                        kind is str
+                        and len(value) >= COPY_MIN
+                        and len(by_key) < COPIES
+                        and not value.startswith("[REDACTED:")
+                    ):
+                        by_key[value] = name
                 elif kind is str:
                     new, names = self.text(value)
                     if names:
@@ -402,10 +424,11 @@ class Redactor:
             more, by_key = self.fields(fields)
             hits += more
             if by_key:
-                # What a key rule hid (a list under `password`, an AWS secret under
-                # `secret_access_key` of any length) the text rules may not have found.
-                message = hide_values(message, by_key)
+                # What a key rule hid (an AWS secret under `secret_access_key` of any
+                # length, a copy of it under another key) the text rules may not have found.
+                hide = copy_hider(by_key)
+                message = hide(message)
                 if original is not None:
-                    original = hide_values(original, by_key)
-                hide_copies(fields, by_key)
+                    original = hide(original)
+                hide_copies(fields, hide)
         return message, original, tuple(dict.fromkeys(hits))
