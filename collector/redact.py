@@ -213,7 +213,8 @@ _CUT_SECRETS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             "aws_secret_key",
             r"(?i)secret_?access_?key[\"'\\]*\s*[:=]\s*[\"'\\]*(?P<secret>[A-Za-z0-9/+=]+)$",
         ),
-        ("aws_access_key", r"\b(?P<secret>(?:AKIA|ASIA)[A-Z0-9]{0,16})$"),
+        # Two characters past the prefix at least: `ASIA` alone ends prose too.
+        ("aws_access_key", r"\b(?P<secret>(?:AKIA|ASIA)[A-Z0-9]{2,16})$"),
     )
 )
 """A secret's key and the start of its value at the very end of a text."""

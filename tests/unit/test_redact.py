@@ -553,7 +553,15 @@ def test_a_text_cut_inside_a_secret_hides_the_head_of_it(text: str, hidden: str)
 
 
 @pytest.mark.parametrize(
-    "text", ["a cut text that ends in words", "Bearer of bad news", "password=[REDACTED:password]"]
+    "text",
+    [
+        "a cut text that ends in words",
+        "Bearer of bad news",
+        "password=[REDACTED:password]",
+        # A word, not the head of an access key id: the prefix alone is no secret.
+        "deploying to region ASIA",
+        "key=AKIA",
+    ],
 )
 def test_a_cut_text_without_a_secret_begun_at_its_end_is_left_as_it_is(text: str) -> None:
     assert BUILTIN.apply(text, cut=True)[0] == BUILTIN.apply(text)[0]
