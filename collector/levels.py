@@ -9,11 +9,13 @@ Kibana colours and the "Errors" search trust it):
   clash with pino's (10 = trace) and are not guessed: JSON loggers for Python write the name.
 - `detect(text)`: plain text, from its first words only: a level word (`ERROR ...`,
   `[warn] ...`, `Error: ...`), a level word after a leading date or time (Java, Python,
-  Go, nginx layouts; a line led by other digits, such as an address, has none), a
-  klog/glog prefix (`E1130 10:00:00.123456 ...`), a syslog `<PRI>`, or a logfmt `level=`
-  among the first 200 characters. A word in lower or mixed case counts only when
-  bracketed or followed by `:`, so prose such as "Debug mode on" or "error rates fell"
-  gives no level.
+  Go, nginx layouts; a line led by other digits, such as an address, has none) or after
+  a bracketed thread name (`[main] WARN ...`), a klog/glog prefix (`E1130 10:00:00.123456
+  ...`), Ruby Logger's (`E, [2026-11-30T10:00:00.123456 #1] ERROR -- : ...`), a syslog
+  `<PRI>`, or a logfmt `level=` among the first 200 characters. A word in lower or mixed
+  case counts only when bracketed or followed by `:`, so prose such as "Debug mode on" or
+  "error rates fell" gives no level. A bracketed word padded to a fixed width (`[INFO ]`,
+  `[ WARN]`) counts as if unpadded.
 
 Unknown stays None. The stream is never used: programs write anything to stderr.
 """
@@ -74,6 +76,16 @@ _NUMBERS: dict[int, str] = {
 _NUMBER_TEXT = {str(n): level for n, level in _NUMBERS.items()}
 
 _KLOG = {"I": "info", "W": "warn", "E": "error", "F": "fatal"}
+_RUBY: dict[str, str | None] = {
+    "D": "debug",
+    "I": "info",
+    "W": "warn",
+    "E": "error",
+    "F": "fatal",
+    "A": None,
+}
+"""Ruby Logger's severity letters. `A` (UNKNOWN, written `ANY`) is logged at any threshold
+and says nothing of severity."""
 _DIGITS = frozenset("0123456789")
 _LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _INITIALS = frozenset(w[0] for w in _WORDS) | frozenset(w[0].upper() for w in _WORDS)
@@ -103,10 +115,16 @@ def detect(text: str) -> str | None:
     if first in _LETTERS:
         if first in _KLOG and _klog(text):
             return _KLOG[first]
+        if first in _RUBY and text[1:4] == ", [" and _dated(text[4:9]):
+            # The logger's own severity, whatever `level=` its message holds.
+            return _RUBY[first]
         level = _first_word(text) if first in _INITIALS else None
         return level if level is not None else _logfmt(text)
     if first == "[":
-        return _after_stamp(text) if _dated(text[1:]) else _first_word(text)
+        if _dated(text[1:6]):
+            return _after_stamp(text)
+        tokens = text[:96].split(None, 3)
+        return _word_level(tokens[0]) or _bracketed(tokens, 0)
     if first == "<" and text[1:2] in _DIGITS:
         return _syslog(text)
     if first == "<" or first == "(":
@@ -201,9 +219,32 @@ def _after_stamp(text: str) -> str | None:
         return None
     word = tokens[at]
     level = _word_level(word)
-    if level is None and word[0] == "[" and word[-1] == "]" and at + 1 < len(tokens):
-        level = _word_level(tokens[at + 1])
+    if level is None and word[0] == "[":
+        level = _bracketed(tokens, at)
     return level
+
+
+def _bracketed(tokens: list[str], at: int) -> str | None:
+    """The level at a bracket tokens[at] that holds none as it stands: the bracket padded,
+    or a name (a thread) before the level word."""
+    if at + 1 >= len(tokens):
+        return None
+    word = tokens[at]
+    after = tokens[at + 1]
+    if word[-1] != "]":
+        return _padded(word, after)
+    level = _word_level(after)
+    if level is None and after[0] == "[" and at + 2 < len(tokens):
+        level = _padded(after, tokens[at + 2])
+    return level
+
+
+def _padded(word: str, after: str) -> str | None:
+    """A bracketed level that padding to a fixed width split in two: log4j's `[%-5p]` writes
+    `[INFO ]`, `[%5p]` `[ INFO]`, Python's `[%(levelname)-8s]` `[WARNING ]`."""
+    if "]" in word or not (word == "[" or after[0] == "]"):
+        return None
+    return _word_level(word + after)
 
 
 def _logfmt(text: str) -> str | None:

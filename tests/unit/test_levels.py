@@ -132,6 +132,115 @@ def test_detect_in_plain_text(text: str, level: str | None) -> None:
     assert detect(text) == level
 
 
+@pytest.mark.parametrize(
+    ("text", "level"),
+    [
+        # log4j / logback `[%-5p]`, `[%5p]` and Python `[%(levelname)-8s]` pad inside the brackets
+        ("2026-11-27 02:20:49,123 [INFO ] com.shop.Cart - added", "info"),
+        ("2026-11-27 02:20:49,123 [WARN ] com.shop.Cart - slow", "warn"),
+        ("2026-11-27 02:20:49,123 [ERROR] com.shop.Cart - boom", "error"),
+        ("2026-11-27 02:20:49,123 [ INFO] com.shop.Cart - added", "info"),
+        ("2026-11-27 02:20:49,123 [INFO ]com.shop.Cart - added", "info"),
+        ("2026-11-27T02:20:49.123Z [main] [WARN ] c.s.Cart - slow", "warn"),
+        ("[2026-11-27 02:20:49] [INFO ] started", "info"),
+        ("[INFO ] com.shop.Cart - added", "info"),
+        ("[ WARN] com.shop.Cart - slow", "warn"),
+        ("[WARNING ] app: retrying", "warn"),
+        ("[    INFO] app: started", "info"),
+        # `%-5p` unbracketed: the padding is just more white space
+        ("2026-11-27 02:20:49,123 INFO  com.shop.Cart - added", "info"),
+        ("02:20:49.123 [main] WARN  c.s.Cart - slow", "warn"),
+        # a thread name first, no date (slf4j-simple's default layout)
+        ("[main] WARN  c.s.Cart - slow", "warn"),
+        ("[http-nio-8080-exec-11] ERROR c.e.shop.OrderService - boom", "error"),
+        ("[main] [INFO ] c.s.Cart - added", "info"),
+        # the padding is no licence for other words
+        ("[INFORMATION ] x", "info"),
+        ("[ INFORMATION] x", "info"),
+        ("2026-11-27 02:20:49 [WARNING_COUNT=3 ] x", None),
+        ("2026-11-27 02:20:49 [IN FO] x", None),
+        ("2026-11-27 02:20:49 [ INFO ] x", None),
+        ("[main] [req-7] WARN x", None),
+        ("[main] Warn about x", None),
+        ("[main]", None),
+        ("[ ] Error handling", None),
+        ("[", None),
+        ("[Tue Nov 30 10:00:00 2026] [error] x", None),
+    ],
+)
+def test_detect_padded_and_threaded_brackets(text: str, level: str | None) -> None:
+    assert detect(text) == level
+
+
+@pytest.mark.parametrize(
+    ("text", "level"),
+    [
+        ("E, [2026-11-27T02:20:49.123456 #1234] ERROR -- : boom", "error"),
+        ("I, [2026-11-27T02:20:49.123456 #1234]  INFO -- : started", "info"),
+        ("W, [2026-11-27T02:20:49.123456 #1234]  WARN -- sidekiq: slow", "warn"),
+        ("D, [2026-11-27T02:20:49.123456 #1234] DEBUG -- : x", "debug"),
+        ("F, [2026-11-27T02:20:49.123456 #1234] FATAL -- : dead", "fatal"),
+        # The letter is the logger's own severity, not a `level=` in the message.
+        ("I, [2026-11-27T02:20:49.123456 #1234]  INFO -- : level=error x", "info"),
+        # UNKNOWN (`A`, `ANY`): logged whatever the threshold, with no severity.
+        ("A, [2026-11-27T02:20:49.123456 #1234]   ANY -- : x", None),
+        ("A, [2026-11-27T02:20:49.123456 #1234]   ANY -- : level=error", None),
+        # the shape without its date, or another letter, is prose
+        ("I, Robot level=info", "info"),
+        ("E, [see above] ERROR", None),
+        ("X, [2026-11-27T02:20:49.123456 #1234] ERROR -- : x", None),
+    ],
+)
+def test_detect_ruby_logger_lines(text: str, level: str | None) -> None:
+    assert detect(text) == level
+
+
+@pytest.mark.parametrize(
+    ("text", "level"),
+    [
+        # syslog's alert (1) sits between emerg (0) and crit (2): fatal, like both of them,
+        # however it is written; prose needs the same `:` or capitals as `Critical:`
+        ("Alert: disk 91% full", "fatal"),
+        ("Critical: disk 91% full", "fatal"),
+        ("Emergency: disk 91% full", "fatal"),
+        ("ALERT disk 91% full", "fatal"),
+        ("CRIT disk 91% full", "fatal"),
+        ("2026/11/30 10:00:00 [alert] 7#7: worker exited", "fatal"),
+        ("2026/11/30 10:00:00 [crit] 7#7: worker exited", "fatal"),
+        ("<9>Nov 30 10:00:00 host app: x", "fatal"),
+        ("Alert disk 91% full", None),
+        ("Critical disk 91% full", None),
+        ("alerts sent: 3", None),
+    ],
+)
+def test_alert_ranks_with_crit_and_emerg(text: str, level: str | None) -> None:
+    assert detect(text) == level
+    assert normalise("alert") == normalise("crit") == normalise("emerg") == normalise(1)
+
+
+@pytest.mark.parametrize(
+    ("text", "level"),
+    [
+        ("INFORMATION x", "info"),
+        ("[INFORMATION] x", "info"),
+        ("WARNING_COUNT=3", None),
+        ("WARNING_COUNT=3 level=info", "info"),
+        ("2026-11-27 02:20:49 WARNING_COUNT=3", None),
+        ("2026-11-27 02:20:49 INFORMATION x", "info"),
+        ("INFOS 3", None),
+        ("[WARN", None),
+        ("[WARN ", None),
+        ("2026-11-27 02:20:49 [WARN", None),
+        ("E, x", None),
+        ("E, [", None),
+        ("I, [2026", None),
+    ],
+)
+def test_words_near_a_level_keep_their_reading(text: str, level: str | None) -> None:
+    """What these gave before padded brackets and Ruby's layout were read: unchanged."""
+    assert detect(text) == level
+
+
 def test_every_result_is_one_of_the_six() -> None:
     produced = {normalise(v) for v in ("trace", "debug", "info", "warn", "error", "fatal")}
     assert produced == set(LEVELS)
