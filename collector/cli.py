@@ -103,7 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"collector: setting sink: {exc}", file=sys.stderr)
         return 2
-    enricher = start_enricher(config)
+    try:
+        enricher = start_enricher(config)
+    except SettingError as exc:
+        print(f"collector: {exc}", file=sys.stderr)
+        return 2
     # One budget for files and forward clients alike: what either holds, the other cannot.
     budget = Budget(config.memory_limit)
     return_big_buffers()
@@ -199,11 +203,19 @@ def start_enricher(config: Config) -> Enricher | None:
 
     Not waited for: records wait for its first lists (collector.annotate), while the agent
     opens the files at once; after a restart, time spent before the first scan is time in
-    which kubelet may rotate a half-read file away."""
+    which kubelet may rotate a half-read file away.
+
+    Raises SettingError when `kubernetes` is on and there are no credentials, or the
+    kubeconfig cannot be used: records asked to carry pod metadata must not ship without
+    it. A server that does not answer is no reason: it may be restarting, and records wait
+    for it (`metadata_sync_wait`). In auto, as when it stops answering later, the watch
+    says why and retries."""
     if not config.wants_kubernetes():
         log.info("kubernetes metadata off: not in a cluster and no KUBECONFIG")
         return None
     # Imported here: the kubernetes client costs 150 ms and 30 MB, for nothing without an API.
+    from kubernetes.config import ConfigException
+
     from collector.enrich import Enricher
 
     enricher = Enricher(
@@ -212,5 +224,12 @@ def start_enricher(config: Config) -> Enricher | None:
         annotations=config.annotations or None,
         kubeconfig=config.kubeconfig or None,
     )
+    if config.kubernetes == "on":
+        try:
+            enricher.configure()
+        except ConfigException as exc:
+            if config.kubeconfig:
+                raise SettingError(f"setting kubeconfig: {exc}") from exc
+            raise SettingError(f"setting kubernetes: on, but {exc}") from exc
     enricher.start()
     return enricher

@@ -244,7 +244,11 @@ OPTIONS = (
         kubernetes_mode,
         env="LOGFERRY_KUBERNETES",
     ),
-    Option("kubeconfig", "", "kubeconfig file (default: in-cluster, then KUBECONFIG)"),
+    Option(
+        "kubeconfig",
+        "",
+        "kubeconfig file (default: KUBECONFIG, then in-cluster, then ~/.kube/config)",
+    ),
     Option(
         "metadata_wait",
         2.0,

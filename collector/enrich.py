@@ -453,6 +453,11 @@ class Enricher:
         pod.infos[(cname, cid)] = (namespace, info)
         return info
 
+    def configure(self) -> None:
+        """Builds the API client now instead of at the first list; contacts no server.
+        Raises ConfigException: no credentials, or a kubeconfig that cannot be used."""
+        self._api()
+
     def _api(self) -> client.CoreV1Api:
         with self._client_lock:
             if self._core is None:

@@ -24,11 +24,14 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
 from urllib3 import HTTPResponse
 from urllib3.exceptions import HTTPError, MaxRetryError
+
+from logferry.settings import yaml_problem
 
 log = logging.getLogger("collector.enrich")
 
@@ -50,22 +53,45 @@ class Gone(Exception):
 
 def api_client(kubeconfig: str | None) -> client.ApiClient:
     """A client configured as kubectl would be: an explicit file, else KUBECONFIG, else the
-    pod's service account, else ~/.kube/config. Raises ConfigException or OSError."""
+    pod's service account, else ~/.kube/config. Contacts no server. Raises ConfigException
+    in one line naming where the configuration was looked for."""
     cfg = client.Configuration()
     # Our loop retries with backoff; urllib3's own immediate retries would only add log noise.
     cfg.retries = 0
     path = kubeconfig or os.environ.get("KUBECONFIG")
     if path:
-        config.load_kube_config(config_file=path, client_configuration=cfg, persist_config=False)
+        load_kubeconfig(path, path if kubeconfig else f"KUBECONFIG {path}", cfg)
     elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=cfg)
+        try:
+            config.load_incluster_config(client_configuration=cfg)
+        except (config.ConfigException, OSError) as exc:
+            raise config.ConfigException(f"in-cluster service account: {exc}") from exc
     else:
-        config.load_kube_config(
-            config_file=os.path.expanduser("~/.kube/config"),
-            client_configuration=cfg,
-            persist_config=False,
-        )
+        default = os.path.expanduser("~/.kube/config")
+        if not os.path.exists(default):
+            raise config.ConfigException(
+                "no credentials: not in a cluster (KUBERNETES_SERVICE_HOST unset), "
+                f"no KUBECONFIG and no {default}"
+            )
+        load_kubeconfig(default, default, cfg)
     return client.ApiClient(cfg)
+
+
+def load_kubeconfig(path: str, where: str, cfg: client.Configuration) -> None:
+    try:
+        config.load_kube_config(config_file=path, client_configuration=cfg, persist_config=False)
+    except config.ConfigException as exc:
+        raise config.ConfigException(f"{where}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise config.ConfigException(f"{where}: {yaml_problem(exc)}") from exc
+    except OSError as exc:
+        raise config.ConfigException(f"{where}: cannot read: {exc.strerror or exc}") from exc
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # The client walks the file's YAML without checking its shape: a list, a word or
+        # bad base64 where it expects a mapping or a certificate fails deep inside it.
+        raise config.ConfigException(
+            f"{where}: not a kubeconfig ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def describe(exc: BaseException) -> tuple[str, str]:

@@ -251,6 +251,42 @@ def librdkafka_map(given: dict[Any, Any]) -> dict[str, Any]:
     }
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's message in one line: it spans two to four, each naming the file again."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        text = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+        if exc.context and exc.context_mark is not None:
+            since = exc.context_mark
+            text += f" ({exc.context} from line {since.line + 1}, column {since.column + 1})"
+        return text
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"position {exc.position}: character #x{exc.character:04x}: {exc.reason}"
+    return " ".join(str(exc).split())
+
+
+def settings_file(path: str) -> dict[Any, Any]:
+    """The --config file's mapping; raises SettingError, in one line, for a file that is
+    missing, no UTF-8 text, no YAML or no mapping."""
+    where = f"setting config ({path})"
+    try:
+        with open(path, encoding="utf-8") as f:
+            loaded = yaml.load(f, Loader=TextLoader) or {}
+    except OSError as exc:
+        raise SettingError(f"{where}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise SettingError(f"{where}: not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
+    except yaml.YAMLError as exc:
+        raise SettingError(f"{where}: {yaml_problem(exc)}") from exc
+    except RecursionError as exc:
+        # PyYAML composes nested collections recursively: a few thousand levels overflow.
+        raise SettingError(f"{where}: nested too deeply") from exc
+    if not isinstance(loaded, dict):
+        got = "a list" if isinstance(loaded, list) else "a single value"
+        raise SettingError(f"{where}: must hold a mapping of settings, got {got}")
+    return loaded
+
+
 def load(
     prog: str,
     description: str,
@@ -268,13 +304,7 @@ def load(
     values: dict[str, Any] = {o.name: o.default for o in options}
     by_name = {o.name: o for o in options}
     if args.config:
-        try:
-            with open(args.config, encoding="utf-8") as f:
-                loaded = yaml.load(f, Loader=TextLoader) or {}
-        except (OSError, ValueError, yaml.YAMLError) as exc:
-            raise SettingError(f"setting config: cannot read {args.config}: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise SettingError(f"setting config: {args.config} must hold a mapping")
+        loaded = settings_file(args.config)
         for key, value in loaded.items():
             name = str(key).replace("-", "_")
             if name not in by_name:

@@ -5,7 +5,10 @@ or by a boolean in a kafka map."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -273,3 +276,76 @@ def test_a_librdkafka_alias_of_a_key_the_pipeline_owns_is_refused(setting: str, 
 def test_the_collector_checks_acks_under_its_alias_too() -> None:
     with pytest.raises(SettingError, match=re.escape("request.required.acks=1 is refused")):
         collector("--kafka", "request.required.acks=1")
+
+
+REPO = Path(__file__).resolve().parents[2]
+PROGRAMS = {
+    "collector": ["--sink", "stdout", "--node-name", "n"],
+    "pipeline": RUN,
+}
+
+
+def started(program: str, config: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "LOGFERRY_"))}
+    return subprocess.run(
+        [sys.executable, "-m", program, *PROGRAMS[program], "--config", str(config)],
+        capture_output=True,
+        cwd=REPO,
+        env={**env, "PYTHONPATH": str(REPO)},
+        timeout=60,
+        text=True,
+    )
+
+
+def test_a_yaml_syntax_error_is_one_line_with_its_line_and_column(tmp_path: Path) -> None:
+    """PyYAML's message is four lines, each naming the file again."""
+    file = tmp_path / "broken.yaml"
+    file.write_text("sink: stdout\nnode_name: [a\n")
+    for program in PROGRAMS:
+        done = started(program, file)
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == [
+            f"{program}: setting config ({file}): line 3, column 1: expected ',' or ']', "
+            "but got '<stream end>' (while parsing a flow sequence from line 2, column 12)"
+        ]
+
+
+BAD_FILES = {
+    "tab": (b"sink: stdout\n\tnode_name: a\n", "line 2, column 1: found character '\\t'"),
+    "twice": (b"sink: stdout\nsink: kafka\n", "line 2, column 1: 'sink' is given twice"),
+    "two documents": (b"a: 1\n---\nb: 2\n", "line 2, column 1: but found another document"),
+    "nested deeply": (b"a: " + b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+    "a list": (b"- sink: stdout\n", "must hold a mapping of settings, got a list"),
+    "a word": (b"sink\n", "must hold a mapping of settings, got a single value"),
+    "not utf-8": (b"\xff\xfe\x00b", "not UTF-8 text: invalid start byte at byte 0"),
+    "control characters": (b"\x00\x01\x02", "position 0: character #x0000"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_a_config_file_it_cannot_use_is_one_line_and_exit_2(
+    tmp_path: Path, program: str, case: str
+) -> None:
+    content, problem = BAD_FILES[case]
+    file = tmp_path / "settings.yaml"
+    file.write_bytes(content)
+    done = started(program, file)
+    assert done.returncode == 2, done.stderr[-2000:]
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"{program}: setting config ({file}): {problem}"), line
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"), [("missing.yaml", "No such file or directory"), ("", "Is a directory")]
+)
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_a_config_path_that_is_no_file_is_one_line_and_exit_2(
+    tmp_path: Path, program: str, name: str, problem: str
+) -> None:
+    path = tmp_path / name
+    done = started(program, path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"{program}: setting config ({path}): cannot read: {problem}"
+    ]
